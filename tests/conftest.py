@@ -1,0 +1,73 @@
+"""Shared fixtures: real embedder, real embedded Chroma, in temporary data dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rag.config import Settings
+from rag.service import RagService
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "seeds" / "000_a39d74119d63f477.txt"
+PIAF = ROOT.parent / "shared" / "eval" / "piaf"
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    """Settings isolated from the developer's environment (no LLM, own data dir)."""
+    return Settings(
+        data_dir=data_dir, llm_model=None, openai_api_key=None, openai_base_url=None, **overrides
+    )
+
+
+@pytest.fixture(scope="session")
+def seed_service(tmp_path_factory) -> RagService:
+    """A service with the seed corpus ingested once for the whole session."""
+    corpus = tmp_path_factory.mktemp("seed-corpus")
+    shutil.copy(SEED, corpus / SEED.name)
+    service = RagService(make_settings(tmp_path_factory.mktemp("seed-data")))
+    service.ingest([corpus], show_progress=False)
+    return service
+
+
+@pytest.fixture
+def service(tmp_path) -> RagService:
+    return RagService(make_settings(tmp_path / "data"))
+
+
+def run_cli(
+    *args: str, data_dir: Path, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``rag`` as a user would, with an isolated data dir."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
+    full_env["RAG_DATA_DIR"] = str(data_dir)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "rag.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def piaf_passages(n: int) -> list[dict]:
+    with (PIAF / "passages.jsonl").open(encoding="utf-8") as fh:
+        return [json.loads(line) for _, line in zip(range(n), fh)]
+
+
+def write_piaf_corpus(folder: Path, n: int) -> Path:
+    """The first ``n`` PIAF passages as text files (title line, then the paragraph)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in piaf_passages(n):
+        (folder / f"{row['passage_id']}.txt").write_text(
+            f"{row['title']}\n{row['text']}\n", encoding="utf-8"
+        )
+    return folder

@@ -1,0 +1,82 @@
+"""The real Streamlit app, driven by ``streamlit.testing.v1.AppTest``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from rag.config import get_settings
+from tests.conftest import ROOT
+
+TIMEOUT = 300
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RAG_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    yield at
+    get_settings.cache_clear()
+
+
+def _ask(at: AppTest, question: str) -> AppTest:
+    at.chat_input[0].set_value(question).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _assistant_html(at: AppTest) -> str:
+    return "\n".join(h.proto.body for h in at.html)
+
+
+def test_kursk_question_cites_line_4_of_the_seed(app: AppTest) -> None:
+    _ask(app, "How many workers are in Kursk?")
+    roles = [m.name for m in app.chat_message]
+    assert roles == ["user", "assistant"]
+    card_text = "\n".join(md.value for md in app.markdown)
+    assert "000\\_a39d74119d63f477\\.txt · line 4" in card_text
+    highlighted = _assistant_html(app)
+    assert '<mark class="cite-hl" id="cite">' in highlighted
+    mark = highlighted.split('<mark class="cite-hl" id="cite">', 1)[1].split("</mark>", 1)[0]
+    assert "plus de mille spécialistes" in mark
+
+
+def test_uploaded_document_is_searchable_at_once(app: AppTest) -> None:
+    doc = ("Rapport sur le port de Brest\n"
+           "Le port de Brest a accueilli exactement 4321 navires de pêche en 2023.\n")
+    app.sidebar.file_uploader[0].set_value(("brest.txt", doc.encode(), "text/plain")).run()
+    assert not app.exception, app.exception
+    assert any("1 added" in i.value for i in app.info)
+    _ask(app, "Combien de navires de pêche le port de Brest a-t-il accueillis en 2023 ?")
+    assert "4321 navires" in _assistant_html(app)
+    assert any("brest\\.txt" in md.value for md in app.markdown)
+
+
+def test_failed_upload_is_named_and_the_rest_indexed(app: AppTest) -> None:
+    app.sidebar.file_uploader[0].set_value([
+        ("broken.txt", b"\x00\x00binary", "text/plain"),
+        ("fine.md", "# Fine\nLe lac d'Annecy est très clair.\n".encode(), "text/markdown"),
+    ]).run()
+    assert any("broken.txt" in e.value for e in app.error)
+    assert any("1 added" in i.value for i in app.info)
+
+
+@pytest.mark.parametrize("question", ["   ", "x" * 10_000])
+def test_empty_or_huge_question_gets_a_message(app: AppTest, question: str) -> None:
+    _ask(app, question)
+    assert app.warning, "expected a friendly warning"
+    assert not app.chat_message
+
+
+def test_new_conversation_clears_history(app: AppTest) -> None:
+    _ask(app, "How many workers are in Kursk?")
+    assert app.chat_message
+    next(b for b in app.sidebar.button if b.label == "New conversation").click().run()
+    assert not app.chat_message

@@ -1,0 +1,107 @@
+"""Ingestion against the real embedder and a real embedded Chroma."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag.config import Settings
+from rag.service import RagService
+from rag.store import StoreError
+from tests.conftest import SEED, make_settings
+
+
+def _corpus(tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(SEED, corpus / SEED.name)
+    return corpus
+
+
+def test_chunks_carry_verified_offsets_and_lines(seed_service: RagService) -> None:
+    ids, texts, metas = seed_service.store.all_chunks()
+    assert ids, "the seed produced no chunks"
+    original = SEED.read_text(encoding="utf-8")
+    for text, meta in zip(texts, metas):
+        assert original[meta["start"] : meta["end"]] == text
+        assert meta["line"] == original.count("\n", 0, meta["start"]) + 1
+        assert meta["title"].startswith("La Corée du Nord renforce")
+
+
+def test_reingest_unchanged_embeds_nothing(tmp_path: Path, service: RagService) -> None:
+    corpus = _corpus(tmp_path)
+    first = service.ingest([corpus], show_progress=False)
+    assert first.added == 1 and first.chunks_embedded > 0
+    again = service.ingest([corpus], show_progress=False)
+    assert (again.added, again.updated, again.unchanged, again.chunks_embedded) == (0, 0, 1, 0)
+    assert "0 chunks embedded" in again.summary()
+
+
+def test_changed_file_replaces_its_chunks_and_prune_removes_deleted(
+    tmp_path: Path, service: RagService
+) -> None:
+    corpus = _corpus(tmp_path)
+    extra = corpus / "note.md"
+    extra.write_text("# Note\nLe port de Marseille accueille des ferries.\n", encoding="utf-8")
+    service.ingest([corpus], show_progress=False)
+    before = service.store.count()
+    extra.write_text(
+        "# Note\nLe port de Marseille accueille des ferries.\nIl a été agrandi en 2019.\n",
+        encoding="utf-8",
+    )
+    report = service.ingest([corpus], show_progress=False)
+    assert (report.updated, report.unchanged) == (1, 1)
+    ids, texts, metas = service.store.all_chunks()
+    note_texts = [t for t, m in zip(texts, metas) if m["source"] == str(extra.resolve())]
+    assert any("agrandi en 2019" in t for t in note_texts)
+    assert len(ids) == len(set(ids))
+    extra.unlink()
+    pruned = service.ingest([corpus], prune=True, show_progress=False)
+    assert pruned.pruned == 1
+    assert service.store.count() < before + 1
+    assert str(extra.resolve()) not in service.store.file_records()
+    assert set(service.lexical().ids) == set(service.store.all_chunks()[0])
+
+
+def test_bad_files_are_reported_and_skipped(tmp_path: Path, service: RagService) -> None:
+    corpus = _corpus(tmp_path)
+    (corpus / "binary.txt").write_bytes(b"\x00\x01\x02garbage")
+    (corpus / "empty.md").write_text("   \n")
+    (corpus / "latin1.txt").write_bytes("Le café de la gare est fermé.".encode("latin-1"))
+    report = service.ingest([corpus, tmp_path / "missing"], show_progress=False)
+    failed = dict(report.failed)
+    assert "binary" in failed[str((corpus / "binary.txt").resolve())]
+    assert "empty" in failed[str((corpus / "empty.md").resolve())]
+    assert "no such file" in failed[str(tmp_path / "missing")]
+    assert report.added == 2
+    assert any("latin-1" in note for note in report.notes)
+
+
+def test_rebuild_starts_over(tmp_path: Path, service: RagService) -> None:
+    corpus = _corpus(tmp_path)
+    service.ingest([corpus], show_progress=False)
+    count = service.store.count()
+    report = service.ingest([corpus], rebuild=True, show_progress=False)
+    assert report.added == 1 and report.chunks_embedded == count == service.store.count()
+
+
+def test_other_embedder_is_refused_with_rebuild_hint(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    service = RagService(settings)
+    service.ingest([_corpus(tmp_path)], show_progress=False)
+    meta = dict(service.store.chunks.metadata)
+    meta["embed_model"] = "some/other-model"
+    service.store.chunks.modify(metadata=meta)
+    with pytest.raises(StoreError, match="--rebuild"):
+        RagService(settings).ask("How many workers are in Kursk?")
+
+
+def test_foreign_data_dir_is_not_overwritten(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.db").write_text("not ours")
+    with pytest.raises(StoreError, match="not a data directory"):
+        RagService(Settings(data_dir=foreign)).store  # noqa: B018 - opening is the test
+    assert (foreign / "precious.db").read_text() == "not ours"
