@@ -14,17 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import OFF_CORPUS, PASSAGES, QUESTIONS, bench_settings
-from rag.answer import evidence_for
+from rag.answer import evidence
 from rag.evaluate import eval_service, read_jsonl
 
 
 def scores_for(questions: list[str], service) -> np.ndarray:
     retriever = service.retriever()
-    out = []
-    for q in questions:
-        hits = retriever.search(q)
-        out.append(evidence_for(q, hits, retriever.last_evidence, retriever.lexical.idf))
-    return np.asarray(out)
+    idf = retriever.lexical.idf
+    return np.asarray([evidence(q, retriever.search(q), idf) for q in questions])
 
 
 def main() -> None:

@@ -12,9 +12,10 @@ PIAF = Path(os.environ.get("PIAF_DIR", ROOT.parent / "shared" / "eval" / "piaf")
 PASSAGES = PIAF / "passages.jsonl"
 QUESTIONS = {"fr": PIAF / "questions_dev.jsonl", "en": PIAF / "questions_dev_en.jsonl"}
 OFF_CORPUS = ROOT / "benchmarks" / "data" / "off_corpus_questions.jsonl"
+OUT = ROOT / "benchmarks" / "out"
 
 
 def bench_settings() -> Settings:
     """Benchmarks keep their indexes in benchmarks/out/data unless RAG_DATA_DIR says else."""
-    data_dir = Path(os.environ.get("RAG_DATA_DIR", ROOT / "benchmarks" / "out" / "data"))
+    data_dir = Path(os.environ.get("RAG_DATA_DIR", OUT / "data"))
     return Settings(data_dir=data_dir, llm_model=None)

@@ -1,32 +1,30 @@
 """The offline answer: the best one to three source sentences, quoted verbatim and cited.
 
-Sentences come from the top retrieved chunks. Each is scored by how much of the question's
-vocabulary it carries (BM25-style idf weights, accent-folded and stemmed) plus the rank of
-its chunk, so an English question still lands on the sentence of the top French chunk when
-only a name ("Kursk") is shared. The answer abstains when the evidence is too weak: the
-dense similarity of the best chunk, lifted by lexical support, is below a threshold
-calibrated on PIAF dev questions and off-corpus questions (see the README).
+Candidate sentences are those of the top retrieved chunks. Each is scored by its stored
+sentence vector's cosine to the question (cross-lingual: an English question finds the
+French sentence) plus the share of the question's idf-weighted vocabulary it contains
+(exact names and numbers). The answer abstains when the best sentence's evidence is below
+a threshold calibrated on PIAF dev questions against off-corpus questions
+(benchmarks/calibrate_abstain.py; trade-off table in the README).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llama_index.core.schema import NodeWithScore
-
-from rag.citations import Citation, SourceCache, Span, sentence_spans
+from rag.citations import Citation, SourceCache, Span
 from rag.lexical import tokenize
-from rag.retrieve import Evidence
+from rag.retrieve import Retrieval, SentenceScore
 
 NO_ANSWER = "I could not find this in the indexed documents."
 MAX_QUESTION_CHARS = 2000
 MAX_SENTENCES = 3
 # Calibrated by benchmarks/calibrate_abstain.py; see README "Abstention".
-DEFAULT_ABSTAIN_THRESHOLD = 0.80
-# Weight of the best sentence's share of question idf mass in the evidence score.
+DEFAULT_ABSTAIN_THRESHOLD = 0.84
+# Weight of the lexical share (0..1) next to the cosine similarity.
 LEXICAL_BONUS = 0.1
-# A second or third sentence must score at least this share of the best one.
-FOLLOWER_RATIO = 0.6
+# Further sentences are quoted only if they score within this margin of the best one.
+FOLLOWER_MARGIN = 0.02
 
 
 @dataclass
@@ -68,88 +66,58 @@ def check_question(question: str) -> str:
 
 @dataclass
 class ScoredSentence:
-    span: Span
-    title: str
+    sentence: SentenceScore
     score: float
 
 
-def score_sentences(
-    question: str, hits: list[NodeWithScore], idf: dict[str, float]
+def rank_sentences(
+    question: str, retrieval: Retrieval, idf: dict[str, float]
 ) -> list[ScoredSentence]:
-    """Every sentence of the hits, scored by idf-weighted question overlap and chunk rank."""
+    """The retrieved chunks' sentences, best first: cosine plus idf-weighted overlap."""
     q_tokens = set(tokenize(question))
-    q_mass = sum(idf.get(t, 1.0) for t in q_tokens) or 1.0
-    out: list[ScoredSentence] = []
-    for rank, hit in enumerate(hits):
-        meta = hit.node.metadata
-        text = hit.node.get_content()
-        for start, end in sentence_spans(text, int(meta["start"])):
-            local = text[start - int(meta["start"]) : end - int(meta["start"])]
-            overlap = q_tokens & set(tokenize(local))
-            lexical = sum(idf.get(t, 1.0) for t in overlap) / q_mass
-            prior = 1.0 / (1.0 + rank)
-            out.append(
-                ScoredSentence(
-                    Span(meta["source"], start, end, local),
-                    meta.get("title", ""),
-                    lexical + 0.35 * prior,
-                )
-            )
-    out.sort(key=lambda s: -s.score)
-    return out
+    q_mass = sum(idf.get(t, 1.0) for t in q_tokens)
+    ranked = []
+    for sent in retrieval.sentences:
+        overlap = q_tokens & set(tokenize(sent.text))
+        share = sum(idf.get(t, 1.0) for t in overlap) / q_mass if q_mass else 0.0
+        ranked.append(ScoredSentence(sent, sent.similarity + LEXICAL_BONUS * share))
+    ranked.sort(key=lambda s: -s.score)
+    return ranked
 
 
-def lexical_support(best: ScoredSentence, question: str, idf: dict[str, float]) -> float:
-    """Share of the question's idf mass found in the chosen sentence (0..1)."""
-    q_tokens = set(tokenize(question))
-    if not q_tokens:
-        return 0.0
-    overlap = q_tokens & set(tokenize(best.span.text))
-    total = sum(idf.get(t, 1.0) for t in q_tokens)
-    return sum(idf.get(t, 1.0) for t in overlap) / total if total else 0.0
-
-
-def evidence_score(
-    question: str, ranked: list[ScoredSentence], evidence: Evidence, idf: dict[str, float]
-) -> float:
-    """One number for 'is this answerable here': dense similarity plus lexical backing."""
-    if not ranked:
-        return 0.0
-    return evidence.dense_top + LEXICAL_BONUS * lexical_support(ranked[0], question, idf)
-
-
-def evidence_for(
-    question: str, hits: list[NodeWithScore], evidence: Evidence, idf: dict[str, float]
-) -> float:
-    """The evidence score of a retrieval result (used by calibration)."""
-    return evidence_score(question, score_sentences(question, hits, idf), evidence, idf)
+def evidence(question: str, retrieval: Retrieval, idf: dict[str, float]) -> float:
+    """How well the corpus answers this question: the best sentence's score."""
+    ranked = rank_sentences(question, retrieval, idf)
+    return ranked[0].score if ranked else 0.0
 
 
 def extractive_answer(
     question: str,
-    hits: list[NodeWithScore],
-    evidence: Evidence,
+    retrieval: Retrieval,
     idf: dict[str, float],
     threshold: float = DEFAULT_ABSTAIN_THRESHOLD,
 ) -> Answer:
     """Quote the best sentences with verified citations, or abstain."""
-    ranked = score_sentences(question, hits, idf)
-    if not ranked:
+    ranked = rank_sentences(question, retrieval, idf)
+    if not ranked or ranked[0].score < threshold:
         return Answer(NO_ANSWER, True)
-    if evidence_score(question, ranked, evidence, idf) < threshold:
-        return Answer(NO_ANSWER, True)
-    chosen = [ranked[0]] + [
-        s for s in ranked[1:MAX_SENTENCES] if s.score >= FOLLOWER_RATIO * ranked[0].score
-    ]
+    best = ranked[0].score
+    chosen = [s for s in ranked[:MAX_SENTENCES] if s.score >= best - FOLLOWER_MARGIN]
+    titles = {n.node.node_id: n.node.metadata.get("title", "") for n in retrieval.nodes}
     cache = SourceCache()
     citations: list[Citation] = []
-    parts: list[str] = []
-    for sentence in chosen:
-        cite = cache.verify_span(len(citations) + 1, sentence.span, sentence.title)
-        if cite is None:
-            continue
-        citations.append(cite)
-        parts.append(f"“{cite.quote}” [{cite.n}]")
+    for item in chosen:
+        sent = item.sentence
+        span = Span(_source_of(retrieval, sent), sent.start, sent.end, sent.text)
+        cite = cache.verify_span(len(citations) + 1, span, titles.get(sent.chunk_id, ""))
+        if cite is not None:
+            citations.append(cite)
     if not citations:
         return Answer(NO_ANSWER, True, note="The matching sources changed since indexing.")
-    return Answer(" ".join(parts), False, citations)
+    return Answer(" ".join(f"“{c.quote}” [{c.n}]" for c in citations), False, citations)
+
+
+def _source_of(retrieval: Retrieval, sent: SentenceScore) -> str:
+    return next(
+        n.node.metadata["source"] for n in retrieval.nodes if n.node.node_id == sent.chunk_id
+    )

@@ -7,16 +7,11 @@ changed or vanished since indexing, the citation is dropped rather than shown wr
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rag.ingest import IngestError, read_text
-
-# Sentence boundaries: end punctuation (optionally closed by a quote or bracket) and then
-# whitespace, or a line break. Offsets matter more than linguistic finesse here.
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[»\"”’)\]]*\s+|\n+")
 
 
 @dataclass(frozen=True)
@@ -44,27 +39,6 @@ class Span:
     start: int
     end: int
     text: str
-
-
-def sentence_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
-    """``(start, end)`` of each non-blank sentence of ``text``, shifted by ``offset``."""
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    for match in _SENTENCE_END.finditer(text):
-        _append_trimmed(spans, text, pos, match.start(), offset)
-        pos = match.end()
-    _append_trimmed(spans, text, pos, len(text), offset)
-    return spans
-
-
-def _append_trimmed(
-    spans: list[tuple[int, int]], text: str, start: int, end: int, offset: int
-) -> None:
-    piece = text[start:end]
-    stripped = piece.strip()
-    if stripped:
-        lead = len(piece) - len(piece.lstrip())
-        spans.append((offset + start + lead, offset + start + lead + len(stripped)))
 
 
 class SourceCache:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rag.config import Settings
-from rag.retrieve import CANDIDATES, HybridRetriever, Ranking, fuse, lexical_weight
+from rag.retrieve import CHUNK_CANDIDATES, HybridRetriever, fuse, lexical_weight
 from rag.service import RagService
 
 Mode = str  # "hybrid" | "dense" | "bm25"
@@ -32,43 +32,39 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def materialise_passages(passages_file: Path, root: Path) -> tuple[str, Path]:
-    """Write each passage to ``<root>/<digest>/<passage_id>.txt``; returns (digest, dir)."""
-    digest = hashlib.sha256(passages_file.read_bytes()).hexdigest()[:12]
-    folder = root / digest
+def materialise_passages(passages_file: Path, folder: Path) -> None:
+    """Write each passage to ``<folder>/<passage_id>.txt`` (only files that changed)."""
     folder.mkdir(parents=True, exist_ok=True)
     for row in read_jsonl(passages_file):
         path = folder / f"{row['passage_id']}.txt"
         body = f"{row.get('title', '')}\n{row['text']}\n"
         if not path.exists() or path.read_text(encoding="utf-8") != body:
             path.write_text(body, encoding="utf-8")
-    return digest, folder
 
 
 def eval_service(settings: Settings, passages_file: Path) -> RagService:
     """A service over the passages' own collection, ingested (incrementally) if needed."""
-    digest, folder = materialise_passages(passages_file, settings.data_dir / "eval")
+    digest = hashlib.sha256(passages_file.read_bytes()).hexdigest()[:12]
     service = RagService(settings, collection=f"eval-{digest}")
+    service.store  # noqa: B018 - opens (and vets) the data dir before we write into it
+    folder = settings.data_dir / "eval" / digest
+    materialise_passages(passages_file, folder)
     service.ingest([folder], show_progress=True)
     return service
 
 
 def passage_ranking(retriever: HybridRetriever, question: str, mode: Mode) -> list[str]:
     """Passage ids (file stems) in rank order, best chunk per passage."""
-    dense, _ = retriever.dense(question, CANDIDATES)
-    lex = retriever.lexical_search(question, CANDIDATES)
-    if mode == "dense":
-        ids = dense.ids
-    elif mode == "bm25":
-        ids = lex.ids
+    _, (chunks, sentences, bm25), lex = retriever.rankings(question)
+    if mode == "bm25":
+        ids = bm25.ids
     else:
-        fused = fuse(dense, Ranking(lex.ids, lex.scores), lexical_weight(lex.coverage), CANDIDATES)
-        ids = [cid for cid, _ in fused]
+        arms, weights = [chunks, sentences], [1.0, 1.0]
+        if mode == "hybrid":
+            arms, weights = [*arms, bm25], [*weights, lexical_weight(lex.coverage)]
+        ids = [cid for cid, _ in fuse(arms, weights, CHUNK_CANDIDATES)]
     owner = chunk_owner(retriever)
-    seen: dict[str, None] = {}
-    for cid in ids:
-        seen.setdefault(owner(cid), None)
-    return list(seen)
+    return list(dict.fromkeys(owner(cid) for cid in ids))
 
 
 def chunk_owner(retriever: HybridRetriever) -> Callable[[str], str]:

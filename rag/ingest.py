@@ -28,6 +28,10 @@ _TITLE_MAX = 200
 
 ProgressFn = Callable[[int, int], None]
 
+# Sentence boundaries: end punctuation (optionally closed by a quote or bracket) and then
+# whitespace, or a line break. Offsets matter more than linguistic finesse here.
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[»\"”’)\]]*\s+|\n+")
+
 
 class IngestError(Exception):
     """A file that cannot be indexed; the message names it and says why."""
@@ -109,6 +113,27 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     return list(found), failed
 
 
+def sentence_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
+    """``(start, end)`` of each non-blank sentence of ``text``, shifted by ``offset``."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for match in _SENTENCE_END.finditer(text):
+        _append_trimmed(spans, text, pos, match.start(), offset)
+        pos = match.end()
+    _append_trimmed(spans, text, pos, len(text), offset)
+    return spans
+
+
+def _append_trimmed(
+    spans: list[tuple[int, int]], text: str, start: int, end: int, offset: int
+) -> None:
+    piece = text[start:end]
+    stripped = piece.strip()
+    if stripped:
+        lead = len(piece) - len(piece.lstrip())
+        spans.append((offset + start + lead, offset + start + lead + len(stripped)))
+
+
 def safe_upload_path(folder: Path, name: str) -> Path:
     """Where an uploaded file may be saved: its base name only, inside ``folder``.
 
@@ -168,7 +193,7 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter) -> list[TextNode]
     return nodes
 
 
-def _batches(
+def chunk_batches(
     pending: list[tuple[LoadedFile, list[TextNode]]], size: int
 ) -> Iterator[tuple[list[TextNode], list[FileRecord]]]:
     """Chunk batches across files, each with the files whose last chunk it carries."""
@@ -242,6 +267,30 @@ def ingest(
     return report
 
 
+def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
+    """(id, text, metadata) for each sentence of a chunk, with absolute offsets."""
+    meta = node.metadata
+    out = []
+    for j, (start, end) in enumerate(sentence_spans(node.text, meta["start"])):
+        local = start - meta["start"]
+        text = node.text[local : end - meta["start"]]
+        line = meta["line"] + node.text.count("\n", 0, local)
+        out.append(
+            (
+                f"{node.id_}-s{j:03d}",
+                text,
+                {
+                    "source": meta["source"],
+                    "chunk_id": node.id_,
+                    "start": start,
+                    "end": end,
+                    "line": line,
+                },
+            )
+        )
+    return out
+
+
 def _embed_and_store(
     pending: list[tuple[LoadedFile, list[TextNode]]],
     store: Store,
@@ -251,14 +300,21 @@ def _embed_and_store(
     progress: ProgressFn | None,
     show_progress: bool,
 ) -> None:
+    """Embed chunks and their sentences batch by batch; record each file once it is whole."""
     total = sum(len(nodes) for _, nodes in pending)
     bar = tqdm(total=total, unit="chunk", desc="Embedding", disable=not show_progress or not total)
-    for batch, finished in _batches(pending, batch_size):
+    for batch, finished in chunk_batches(pending, batch_size):
         if batch:
-            vectors = embedder.embed_passages([embed_text(n) for n in batch])
+            sentences = [rec for node in batch for rec in sentence_records(node)]
+            vectors = embedder.embed_passages(
+                [embed_text(n) for n in batch] + [text for _, text, _ in sentences]
+            )
             for node, vec in zip(batch, vectors):
                 node.embedding = vec.tolist()
             store.vector_store.add(batch)
+            if sentences:
+                ids, texts, metas = map(list, zip(*sentences))
+                store.add_sentences(ids, texts, vectors[len(batch) :].tolist(), metas)
             report.chunks_embedded += len(batch)
             bar.update(len(batch))
             if progress:

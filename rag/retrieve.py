@@ -1,18 +1,20 @@
-"""Hybrid retrieval: dense (Chroma) + lexical (BM25), fused with a language-aware weight.
+"""Hybrid retrieval: chunk vectors + sentence vectors (Chroma) + BM25, rank-fused.
 
-Plain reciprocal-rank fusion trusts BM25 as much on an English question as on a French one,
-yet BM25 over a French corpus only understands the words the question shares with it
-(names, numbers, cognates). So the lexical arm is weighted by its *coverage*: the share of
-the question's content words that exist in the corpus vocabulary. A French question gets
-the full lexical weight, an English one mostly the dense ranking. This needs no language
-detector and works for any query/corpus language pair.
+Measured on PIAF dev (benchmarks/retrieval.py): with multilingual-e5-small, a question
+matches a whole chunk in some cases and one sentence of it in others, so the dense side
+searches both granularities. BM25 over a French corpus only understands the words an
+English question shares with it (names, numbers, cognates), so its weight in the fusion
+scales with its *coverage*: the share of the question's content words found in the corpus
+vocabulary. A French question gets the full lexical weight, an English one mostly the dense
+rankings; no language detector is needed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
@@ -21,18 +23,46 @@ from rag.lexical import LexicalHits, LexicalIndex
 from rag.store import Store
 
 # Calibrated on the PIAF dev sets (see benchmarks/retrieval.py and the README).
-RRF_K = 60
+RRF_K = 30
 LEXICAL_WEIGHT = 1.0
-COVERAGE_POWER = 2.0
-CANDIDATES = 50
+COVERAGE_POWER = 1.0
+CHUNK_CANDIDATES = 50
+SENTENCE_CANDIDATES = 100
+# Chunk metadata worth keeping on a retrieved node (the rest is LlamaIndex bookkeeping).
+_KEEP = ("source", "title", "line", "start", "end")
 
 
 @dataclass
 class Ranking:
-    """One arm's ranked chunk ids with their raw scores."""
+    """One arm's chunk ids, best first."""
 
     ids: list[str]
-    scores: list[float]
+    scores: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SentenceScore:
+    """A sentence of a retrieved chunk and its cosine similarity to the question."""
+
+    chunk_id: str
+    start: int
+    end: int
+    line: int
+    text: str
+    similarity: float
+
+
+@dataclass
+class Retrieval:
+    """What one search found, with the facts the answer step needs."""
+
+    nodes: list[NodeWithScore]
+    sentences: list[SentenceScore]
+    coverage: float
+
+    @property
+    def best_similarity(self) -> float:
+        return max((s.similarity for s in self.sentences), default=0.0)
 
 
 def lexical_weight(coverage: float) -> float:
@@ -40,22 +70,17 @@ def lexical_weight(coverage: float) -> float:
     return LEXICAL_WEIGHT * coverage**COVERAGE_POWER
 
 
-def fuse(dense: Ranking, lexical: Ranking, weight: float, k: int) -> list[tuple[str, float]]:
-    """Weighted reciprocal-rank fusion of the two arms; best ``k`` (id, score) pairs."""
+def fuse(rankings: list[Ranking], weights: list[float], k: int) -> list[tuple[str, float]]:
+    """Weighted reciprocal-rank fusion; the best ``k`` (chunk id, score) pairs."""
     scores: dict[str, float] = {}
-    for rank, cid in enumerate(dense.ids):
-        scores[cid] = scores.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
-    for rank, cid in enumerate(lexical.ids):
-        scores[cid] = scores.get(cid, 0.0) + weight / (RRF_K + rank + 1)
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, cid in enumerate(ranking.ids):
+            scores[cid] = scores.get(cid, 0.0) + weight / (RRF_K + rank + 1)
     return sorted(scores.items(), key=lambda kv: -kv[1])[:k]
 
 
-@dataclass
-class Evidence:
-    """Per-question retrieval facts the answer step uses to decide whether to abstain."""
-
-    dense_top: float
-    coverage: float
+def _first_seen(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
 
 
 class HybridRetriever(BaseRetriever):
@@ -69,53 +94,79 @@ class HybridRetriever(BaseRetriever):
         self.embedder = embedder
         self.lexical = lexical
         self.top_k = top_k
-        self.last_evidence = Evidence(0.0, 0.0)
 
-    def dense(self, query: str, n: int = CANDIDATES) -> tuple[Ranking, dict[str, Any]]:
-        """Chroma nearest neighbours: ranking (cosine similarities) and the records."""
-        vec = self.embedder.embed_queries([query])[0].tolist()
-        n = min(n, self.store.count())
+    def embed(self, query: str) -> np.ndarray:
+        return self.embedder.embed_queries([query])[0]
+
+    def chunk_ranking(self, qvec: np.ndarray) -> Ranking:
+        """Chunks nearest to the question (cosine similarity scores)."""
+        n = min(CHUNK_CANDIDATES, self.store.count())
         if n == 0:
-            return Ranking([], []), {}
+            return Ranking([])
         got = self.store.chunks.query(
-            query_embeddings=[vec], n_results=n, include=["documents", "metadatas", "distances"]
+            query_embeddings=[qvec.tolist()], n_results=n, include=["distances"]
         )
-        ids = got["ids"][0]
-        records = {
-            cid: (doc, meta)
-            for cid, doc, meta in zip(ids, got["documents"][0], got["metadatas"][0])
-        }
-        return Ranking(ids, [1.0 - d for d in got["distances"][0]]), records
+        return Ranking(got["ids"][0], [1.0 - d for d in got["distances"][0]])
 
-    def lexical_search(self, query: str, n: int = CANDIDATES) -> LexicalHits:
-        return self.lexical.search(query, n)
+    def sentence_ranking(self, qvec: np.ndarray) -> Ranking:
+        """Chunks ordered by their best sentence's similarity to the question."""
+        n = min(SENTENCE_CANDIDATES, self.store.sentences.count())
+        if n == 0:
+            return Ranking([])
+        got = self.store.sentences.query(
+            query_embeddings=[qvec.tolist()], n_results=n, include=["metadatas"]
+        )
+        return Ranking(_first_seen([m["chunk_id"] for m in got["metadatas"][0]]))
 
-    def search(self, query: str, k: int | None = None) -> list[NodeWithScore]:
-        """Top ``k`` chunks for ``query`` as scored nodes (also records the evidence)."""
-        k = k or self.top_k
-        dense, records = self.dense(query)
+    def lexical_search(self, query: str) -> LexicalHits:
+        return self.lexical.search(query, CHUNK_CANDIDATES)
+
+    def rankings(self, query: str) -> tuple[np.ndarray, list[Ranking], LexicalHits]:
+        """Question vector, the three rankings (chunk, sentence, BM25) and BM25's coverage."""
+        qvec = self.embed(query)
         lex = self.lexical_search(query)
-        fused = fuse(dense, Ranking(lex.ids, lex.scores), lexical_weight(lex.coverage), k)
-        missing = [cid for cid, _ in fused if cid not in records]
-        if missing:
-            got = self.store.chunks.get(ids=missing, include=["documents", "metadatas"])
-            records.update(
-                {
-                    cid: (doc, meta)
-                    for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])
-                }
+        arms = [self.chunk_ranking(qvec), self.sentence_ranking(qvec), Ranking(lex.ids)]
+        return qvec, arms, lex
+
+    def search(self, query: str, k: int | None = None) -> Retrieval:
+        """Top ``k`` chunks, each with its sentences scored against the question."""
+        qvec, arms, lex = self.rankings(query)
+        fused = fuse(arms, [1.0, 1.0, lexical_weight(lex.coverage)], k or self.top_k)
+        records = self._chunks([cid for cid, _ in fused])
+        nodes = [
+            NodeWithScore(
+                node=TextNode(id_=cid, text=records[cid][0], metadata=records[cid][1]), score=score
             )
-        dense_score = dict(zip(dense.ids, dense.scores))
-        self.last_evidence = Evidence(dense.scores[0] if dense.scores else 0.0, lex.coverage)
-        out = []
-        for cid, score in fused:
-            if cid not in records:  # deleted by a concurrent ingest since the search
-                continue
-            doc, meta = records[cid]
-            node = TextNode(id_=cid, text=doc, metadata=dict(meta))
-            node.metadata["dense_score"] = dense_score.get(cid, 0.0)
-            out.append(NodeWithScore(node=node, score=score))
-        return out
+            for cid, score in fused
+            if cid in records  # a concurrent ingest may have replaced it since the search
+        ]
+        sentences = self.score_sentences(qvec, [n.node.node_id for n in nodes])
+        return Retrieval(nodes, sentences, lex.coverage)
+
+    def _chunks(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        if not ids:
+            return {}
+        got = self.store.chunks.get(ids=ids, include=["documents", "metadatas"])
+        return {
+            cid: (doc, {key: meta[key] for key in _KEEP if key in meta})
+            for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])
+        }
+
+    def score_sentences(self, qvec: np.ndarray, chunk_ids: list[str]) -> list[SentenceScore]:
+        """Every stored sentence of the given chunks with its cosine to the question."""
+        if not chunk_ids:
+            return []
+        got = self.store.sentences.get(
+            where={"chunk_id": {"$in": chunk_ids}},
+            include=["documents", "metadatas", "embeddings"],
+        )
+        if not got["ids"]:
+            return []
+        sims = np.asarray(got["embeddings"], dtype=np.float32) @ qvec
+        return [
+            SentenceScore(m["chunk_id"], m["start"], m["end"], m["line"], doc, float(sim))
+            for doc, m, sim in zip(got["documents"], got["metadatas"], sims)
+        ]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self.search(query_bundle.query_str)
+        return self.search(query_bundle.query_str).nodes

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from rag.answer import Answer, QuestionError, check_question, extractive_answer
+from rag.answer import (
+    DEFAULT_ABSTAIN_THRESHOLD,
+    Answer,
+    QuestionError,
+    check_question,
+    extractive_answer,
+)
 from rag.citations import SourceCache
 from rag.config import Settings, get_settings
 from rag.embeddings import Embedder, make_embedder
@@ -115,12 +121,9 @@ class RagService:
         question = check_question(question)
         self.ensure_ready()
         retriever = self.retriever(top_k)
-        hits = retriever.search(question)
-        threshold = self.settings.abstain_threshold or None
-        kwargs = {"threshold": threshold} if threshold else {}
-        return extractive_answer(
-            question, hits, retriever.last_evidence, retriever.lexical.idf, **kwargs
-        )
+        retrieval = retriever.search(question)
+        threshold = self.settings.abstain_threshold or DEFAULT_ABSTAIN_THRESHOLD
+        return extractive_answer(question, retrieval, retriever.lexical.idf, threshold)
 
     @property
     def upload_dir(self) -> Path:

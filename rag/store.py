@@ -1,10 +1,12 @@
-"""Chroma access: the chunk collection, its file manifest, and the embedder guard.
+"""Chroma access: the chunk collection, its sentences, its file manifest, the embedder guard.
 
-Two collections per corpus, both in Chroma so an embedded store and a Chroma server behave
-the same: ``<name>`` holds the chunks (through LlamaIndex's ``ChromaVectorStore``) and
-``<name>__files`` holds one record per fully ingested file (its content hash and chunk
-count). A file's manifest record is written only after all of its chunks are stored, so an
-ingest killed half-way leaves that file unrecorded and the next run redoes it.
+Three collections per corpus, all in Chroma so an embedded store and a Chroma server behave
+the same: ``<name>`` holds the chunks (through LlamaIndex's ``ChromaVectorStore``),
+``<name>__sentences`` one vector per sentence of those chunks (retrieval at two
+granularities, and cross-lingual sentence choice for the extractive answer), and
+``<name>__files`` one record per fully ingested file (its content hash and chunk count).
+A file's manifest record is written only after all of its chunks are stored, so an ingest
+killed half-way leaves that file unrecorded and the next run redoes it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rag.config import Settings
 
 SCHEMA_VERSION = 1
 _MANIFEST_SUFFIX = "__files"
+_SENTENCES_SUFFIX = "__sentences"
 # The manifest needs no vectors, but Chroma requires one per record.
 _NO_VECTOR = [0.0]
 
@@ -100,6 +103,9 @@ class Store:
             },
             configuration={"hnsw": {"space": "cosine"}},
         )
+        self.sentences = self.client.get_or_create_collection(
+            self.name + _SENTENCES_SUFFIX, configuration={"hnsw": {"space": "cosine"}}
+        )
         self.files = self.client.get_or_create_collection(self.name + _MANIFEST_SUFFIX)
         self.vector_store = ChromaVectorStore(chroma_collection=self.chunks)
 
@@ -115,8 +121,8 @@ class Store:
             )
 
     def drop(self) -> None:
-        """Delete both collections (``--rebuild``) and recreate them empty."""
-        for coll in (self.name, self.name + _MANIFEST_SUFFIX):
+        """Delete the collections (``--rebuild``) and recreate them empty."""
+        for coll in (self.name, self.name + _SENTENCES_SUFFIX, self.name + _MANIFEST_SUFFIX):
             # An absent collection is fine; Chroma's error type for it varies by version.
             with contextlib.suppress(Exception):
                 self.client.delete_collection(coll)
@@ -151,6 +157,17 @@ class Store:
         """Remove a file's manifest record first, then its chunks (crash-safe order)."""
         self.files.delete(ids=[source])
         self.chunks.delete(where={"source": source})
+        self.sentences.delete(where={"source": source})
+
+    def add_sentences(
+        self,
+        ids: list[str],
+        texts: list[str],
+        vectors: list[list[float]],
+        metadatas: list[dict[str, Any]],
+    ) -> None:
+        """Sentence vectors: the fine-grained dense arm and the answer's sentence scores."""
+        self.sentences.upsert(ids=ids, documents=texts, embeddings=vectors, metadatas=metadatas)
 
     def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """Every chunk id, text and metadata (to rebuild the lexical index)."""

@@ -49,8 +49,10 @@ def test_kursk_question_cites_line_4_of_the_seed(app: AppTest) -> None:
 
 
 def test_uploaded_document_is_searchable_at_once(app: AppTest) -> None:
-    doc = ("Rapport sur le port de Brest\n"
-           "Le port de Brest a accueilli exactement 4321 navires de pêche en 2023.\n")
+    doc = (
+        "Rapport sur le port de Brest\n"
+        "Le port de Brest a accueilli exactement 4321 navires de pêche en 2023.\n"
+    )
     app.sidebar.file_uploader[0].set_value(("brest.txt", doc.encode(), "text/plain")).run()
     assert not app.exception, app.exception
     assert any("1 added" in i.value for i in app.info)
@@ -60,10 +62,12 @@ def test_uploaded_document_is_searchable_at_once(app: AppTest) -> None:
 
 
 def test_failed_upload_is_named_and_the_rest_indexed(app: AppTest) -> None:
-    app.sidebar.file_uploader[0].set_value([
-        ("broken.txt", b"\x00\x00binary", "text/plain"),
-        ("fine.md", "# Fine\nLe lac d'Annecy est très clair.\n".encode(), "text/markdown"),
-    ]).run()
+    app.sidebar.file_uploader[0].set_value(
+        [
+            ("broken.txt", b"\x00\x00binary", "text/plain"),
+            ("fine.md", "# Fine\nLe lac d'Annecy est très clair.\n".encode(), "text/markdown"),
+        ]
+    ).run()
     assert any("broken.txt" in e.value for e in app.error)
     assert any("1 added" in i.value for i in app.info)
 

@@ -28,6 +28,12 @@ def test_chunks_carry_verified_offsets_and_lines(seed_service: RagService) -> No
         assert original[meta["start"] : meta["end"]] == text
         assert meta["line"] == original.count("\n", 0, meta["start"]) + 1
         assert meta["title"].startswith("La Corée du Nord renforce")
+    sentences = seed_service.store.sentences.get(include=["documents", "metadatas"])
+    assert len(sentences["ids"]) >= 11, "every line of the seed is at least one sentence"
+    for text, meta in zip(sentences["documents"], sentences["metadatas"]):
+        assert original[meta["start"] : meta["end"]] == text
+        assert meta["line"] == original.count("\n", 0, meta["start"]) + 1
+        assert meta["chunk_id"] in ids
 
 
 def test_reingest_unchanged_embeds_nothing(tmp_path: Path, service: RagService) -> None:

@@ -1,0 +1,90 @@
+"""Ingestion throughput against the raw embedder on exactly the same texts.
+
+Builds a corpus of text files (PIAF passages by default, or a folder given with --corpus),
+ingests it into a fresh data dir, then embeds the very same chunk and sentence texts, in the
+same batches, with the embedder alone. The ratio is what parsing, chunking, Chroma writes
+and the BM25 build cost on top of embedding.
+
+Usage: python -m benchmarks.ingest_throughput [--passages N | --corpus DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import PASSAGES
+from rag.config import Settings
+from rag.evaluate import read_jsonl
+from rag.ingest import (
+    chunk_batches,
+    chunk_file,
+    discover,
+    embed_text,
+    load_file,
+    make_splitter,
+    sentence_records,
+)
+from rag.service import RagService
+
+
+def piaf_corpus(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in read_jsonl(PASSAGES)[:n]:
+        (folder / f"{row['passage_id']}.txt").write_text(
+            f"{row['title']}\n{row['text']}\n", encoding="utf-8"
+        )
+    return folder
+
+
+def raw_embed_seconds(service: RagService, corpus: Path) -> tuple[float, int]:
+    """Seconds the embedder alone needs for the ingest's batches, and the chunk count."""
+    settings = service.settings
+    splitter = make_splitter(settings.chunk_size, settings.chunk_overlap)
+    files, _ = discover([corpus])
+    pending = [(f, chunk_file(f, splitter)) for f in map(load_file, files)]
+    batches = []
+    for batch, _ in chunk_batches(pending, settings.embed_batch_size):
+        sentences = [text for node in batch for _, text, _ in sentence_records(node)]
+        batches.append([embed_text(n) for n in batch] + sentences)
+    started = time.perf_counter()
+    for texts in batches:
+        service.embedder.embed_passages(texts)
+    return time.perf_counter() - started, sum(len(nodes) for _, nodes in pending)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--passages", type=int, default=300)
+    parser.add_argument("--corpus", type=Path)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="rag-bench-"))
+    try:
+        corpus = args.corpus or piaf_corpus(work / "corpus", args.passages)
+        service = RagService(Settings(data_dir=work / "data", llm_model=None))
+        service.embedder.embed_passages(["warm-up"])
+        started = time.perf_counter()
+        report = service.ingest([corpus], show_progress=False)
+        ingest_s = time.perf_counter() - started
+        raw_s, chunks = raw_embed_seconds(service, corpus)
+        assert chunks == report.chunks_embedded
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"corpus: {corpus} ({report.added} files, {chunks} chunks, "
+            f"{service.store.sentences.count()} sentences)"
+        )
+        print(f"ingest: {ingest_s:.1f} s = {chunks / ingest_s:.2f} chunks/s")
+        print(
+            f"embedder alone, same texts and batches: {raw_s:.1f} s = {chunks / raw_s:.2f} chunks/s"
+        )
+        print(f"ingest / embedder throughput: {raw_s / ingest_s:.1%}; peak RSS {rss_mb:.0f} MB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
