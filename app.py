@@ -67,6 +67,8 @@ def render_message(msg_index: int, msg: dict, service: RagService) -> None:
         st.markdown(escape_md(msg["content"]))
         if msg["role"] == "assistant":
             st.caption(f"Answered by: {msg.get('mode', 'extractive')}")
+            if msg.get("note"):
+                st.warning(escape_md(msg["note"]))
             for cite in msg.get("citations", []):
                 render_citation(msg_index, cite, service)
 
@@ -127,27 +129,36 @@ def index_uploads(service: RagService, uploads: list) -> None:
 
 
 def handle_question(question: str, top_k: int, service: RagService) -> None:
+    """Stream the answer below the conversation, then rerun to show it with its citations."""
     try:
         check_question(question)
     except QuestionError as exc:
         st.warning(str(exc))
         return
+    history = [(m["role"], m["content"]) for m in st.session_state.messages]
     st.session_state.messages.append({"role": "user", "content": question})
-    with st.spinner("Searching the documents…"):
-        try:
-            answer = service.ask(question, top_k=top_k)
-        except StoreError as exc:
-            st.error(str(exc))
-            return
+    with st.chat_message("user"):
+        st.markdown(escape_md(question))
+    with st.chat_message("assistant"):
+        with st.spinner("Searching the documents…"):
+            try:
+                stream = service.ask_stream(question, top_k=top_k, history=history)
+            except StoreError as exc:
+                st.error(str(exc))
+                return
+        st.write_stream(escape_md(token) for token in stream)
+        answer = stream.finalize()
     st.session_state.messages.append(
         {
             "role": "assistant",
             "content": answer.answer,
             "mode": answer.mode,
+            "note": answer.note,
             "abstained": answer.abstained,
             "citations": [c.to_json() for c in answer.citations],
         }
     )
+    st.rerun()
 
 
 def main() -> None:
@@ -161,11 +172,11 @@ def main() -> None:
         st.error(error)
     if st.session_state.get("upload_report"):
         st.info(f"Uploads indexed: {st.session_state.pop('upload_report')}")
+    for i, msg in enumerate(st.session_state.messages):
+        render_message(i, msg, service)
     question = st.chat_input("Ask a question, in English or French")
     if question is not None:
         handle_question(question, top_k, service)
-    for i, msg in enumerate(st.session_state.messages):
-        render_message(i, msg, service)
 
 
 main()

@@ -73,13 +73,18 @@ class ScoredSentence:
 def rank_sentences(
     question: str, retrieval: Retrieval, idf: dict[str, float]
 ) -> list[ScoredSentence]:
-    """The retrieved chunks' sentences, best first: cosine plus idf-weighted overlap."""
-    q_tokens = set(tokenize(question))
-    q_mass = sum(idf.get(t, 1.0) for t in q_tokens)
+    """The retrieved chunks' sentences, best first: cosine plus idf-weighted overlap.
+
+    The overlap counts only question words the corpus knows: the English words of a
+    question about French text say nothing about whether the answer is there, while a
+    shared name or number does.
+    """
+    q_tokens = {t for t in tokenize(question) if t in idf}
+    q_mass = sum(idf[t] for t in q_tokens)
     ranked = []
     for sent in retrieval.sentences:
         overlap = q_tokens & set(tokenize(sent.text))
-        share = sum(idf.get(t, 1.0) for t in overlap) / q_mass if q_mass else 0.0
+        share = sum(idf[t] for t in overlap) / q_mass if q_mass else 0.0
         ranked.append(ScoredSentence(sent, sent.similarity + LEXICAL_BONUS * share))
     ranked.sort(key=lambda s: -s.score)
     return ranked

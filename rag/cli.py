@@ -69,13 +69,23 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_ask(args: argparse.Namespace) -> int:
     from rag.service import RagService
 
-    answer = RagService().ask(args.question, top_k=args.k)
+    stream = RagService().ask_stream(args.question, top_k=args.k)
     if args.json:
-        print(json.dumps(answer.to_json(), ensure_ascii=False))
+        print(json.dumps(stream.finalize().to_json(), ensure_ascii=False))
         return 0
-    print(answer.answer)
+    shown = []
+    for token in stream:
+        print(token, end="", flush=True)
+        shown.append(token)
+    answer = stream.finalize()
+    if answer.answer.strip() != "".join(shown).strip():  # a fallback replaced what streamed
+        print(("\n\n" if shown else "") + answer.answer, end="")
+    print()
     for c in answer.citations:
-        print(f"  [{c.n}] {c.source}:{c.line} (chars {c.start}-{c.end})")
+        flag = "" if c.verified else " (unverified)"
+        print(f"  [{c.n}] {c.source}:{c.line} (chars {c.start}-{c.end}){flag}")
+    if answer.note:
+        print(f"note: {answer.note}", file=sys.stderr)
     print(f"({answer.mode})", file=sys.stderr)
     return 0
 

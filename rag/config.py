@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     openai_embed_model: str = Field(
         "text-embedding-3-small", description="Embedding model when `RAG_EMBED_BACKEND=openai`."
     )
-    chunk_size: int = Field(128, description="Chunk size in tokens for the sentence splitter.")
+    chunk_size: int = Field(256, description="Chunk size in tokens for the sentence splitter.")
     chunk_overlap: int = Field(0, description="Token overlap between consecutive chunks.")
     embed_batch_size: int = Field(32, description="Chunks embedded per batch during ingest.")
     top_k: int = Field(5, description="Passages retrieved per question.")

@@ -285,6 +285,7 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
                     "start": start,
                     "end": end,
                     "line": line,
+                    "chars": end - start,
                 },
             )
         )

@@ -28,6 +28,9 @@ LEXICAL_WEIGHT = 1.0
 COVERAGE_POWER = 1.0
 CHUNK_CANDIDATES = 50
 SENTENCE_CANDIDATES = 100
+# Titles and fragments ("Aboiteau", "Biographie") repeat across the chunks of one document
+# and match too many questions to say which chunk is meant; they do not rank chunks.
+MIN_RANKING_SENTENCE_CHARS = 30
 # Chunk metadata worth keeping on a retrieved node (the rest is LlamaIndex bookkeeping).
 _KEEP = ("source", "title", "line", "start", "end")
 
@@ -114,7 +117,10 @@ class HybridRetriever(BaseRetriever):
         if n == 0:
             return Ranking([])
         got = self.store.sentences.query(
-            query_embeddings=[qvec.tolist()], n_results=n, include=["metadatas"]
+            query_embeddings=[qvec.tolist()],
+            n_results=n,
+            where={"chars": {"$gte": MIN_RANKING_SENTENCE_CHARS}},
+            include=["metadatas"],
         )
         return Ranking(_first_seen([m["chunk_id"] for m in got["metadatas"][0]]))
 

@@ -18,6 +18,7 @@ from rag.answer import (
     check_question,
     extractive_answer,
 )
+from rag.chat import AnswerStream, llm_answer
 from rag.citations import SourceCache
 from rag.config import Settings, get_settings
 from rag.embeddings import Embedder, make_embedder
@@ -31,10 +32,11 @@ from rag.ingest import (
     sync_lexical,
 )
 from rag.lexical import LexicalIndex
-from rag.retrieve import HybridRetriever
+from rag.llm import History
+from rag.retrieve import HybridRetriever, Retrieval
 from rag.store import Store, StoreError, open_store
 
-__all__ = ["Answer", "CorpusStatus", "QuestionError", "RagService", "StoreError"]
+__all__ = ["Answer", "AnswerStream", "CorpusStatus", "QuestionError", "RagService", "StoreError"]
 
 
 @dataclass
@@ -116,14 +118,34 @@ class RagService:
             raise StoreError("The index is empty: run `rag ingest` first.")
         self.store.check_embedder()
 
-    def ask(self, question: str, top_k: int | None = None) -> Answer:
+    def ask(self, question: str, top_k: int | None = None, history: History = ()) -> Answer:
         """Answer from the indexed documents, with verified citations, or abstain."""
+        return self.ask_stream(question, top_k, history).finalize()
+
+    def ask_stream(
+        self, question: str, top_k: int | None = None, history: History = ()
+    ) -> AnswerStream:
+        """The answer as it is written; ``finalize()`` then gives it with checked citations.
+
+        With an LLM configured, a follow-up is first rewritten into a standalone question
+        from ``history``; extractive answers are single-turn and ignore it.
+        """
         question = check_question(question)
         self.ensure_ready()
+        if not self.settings.llm_enabled:
+            return AnswerStream.of(self._retrieve(question, top_k)[1])
+        return llm_answer(self.settings, question, history, lambda q: self._retrieve(q, top_k))
+
+    def _retrieve(self, question: str, top_k: int | None) -> tuple[Retrieval, Answer]:
+        """What ``question`` retrieves and the extractive answer over it.
+
+        The extractive answer doubles as the LLM's abstention gate (same evidence score,
+        same threshold) and as its fallback when the LLM fails.
+        """
         retriever = self.retriever(top_k)
         retrieval = retriever.search(question)
         threshold = self.settings.abstain_threshold or DEFAULT_ABSTAIN_THRESHOLD
-        return extractive_answer(question, retrieval, retriever.lexical.idf, threshold)
+        return retrieval, extractive_answer(question, retrieval, retriever.lexical.idf, threshold)
 
     @property
     def upload_dir(self) -> Path:
@@ -163,4 +185,5 @@ class RagService:
 
     def status(self) -> CorpusStatus:
         files = self.store.file_records()
-        return CorpusStatus(len(files), self.store.count(), self.embedder.model_name, "extractive")
+        mode = f"llm:{self.settings.llm_model}" if self.settings.llm_enabled else "extractive"
+        return CorpusStatus(len(files), self.store.count(), self.embedder.model_name, mode)

@@ -20,10 +20,9 @@ PIAF = ROOT.parent / "shared" / "eval" / "piaf"
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:
-    """Settings isolated from the developer's environment (no LLM, own data dir)."""
-    return Settings(
-        data_dir=data_dir, llm_model=None, openai_api_key=None, openai_base_url=None, **overrides
-    )
+    """Settings isolated from the developer's environment (own data dir, no LLM unless given)."""
+    isolated = {"llm_model": None, "openai_api_key": None, "openai_base_url": None}
+    return Settings(data_dir=data_dir, **{**isolated, **overrides})
 
 
 @pytest.fixture(scope="session")
