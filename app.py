@@ -13,7 +13,14 @@ import streamlit.components.v1 as components
 
 from rag.answer import check_question
 from rag.config import get_settings
-from rag.render import citation_card_html, conversation_markdown, document_html, escape_md
+from rag.formats import SUPPORTED_SUFFIXES
+from rag.render import (
+    citation_card_html,
+    citation_place,
+    conversation_markdown,
+    document_html,
+    escape_md,
+)
 from rag.service import QuestionError, RagService, StoreError
 
 SEEDS = Path(__file__).resolve().parent / "seeds"
@@ -45,15 +52,17 @@ def ensure_index(service: RagService) -> None:
 
 def render_citation(msg_index: int, cite: dict, service: RagService) -> None:
     """One card: title, file, line, the sentence highlighted in its paragraph."""
-    text = service.document_text(cite["source"])
+    text = service.document_text(cite.get("extracted") or cite["source"])
     with st.container(border=True):
         st.markdown(
             f"**[{cite['n']}] {escape_md(cite.get('title') or '')}**  \n"
-            f"{escape_md(Path(cite['source']).name)} · line {cite['line']}"
+            f"{escape_md(Path(cite['source']).name)} · {escape_md(citation_place(cite))}"
         )
         if text is None or text[cite["start"] : cite["end"]] != cite["quote"]:
             st.warning("The source file changed since this answer; citation hidden.")
             return
+        if not cite.get("verified", True):
+            st.caption("⚠ Unverified: the model's quote is not in this passage.")
         st.html(citation_card_html(text, cite["start"], cite["end"]))
         key = f"doc-{msg_index}-{cite['n']}"
         if st.toggle("Show in document", key=key):
@@ -66,7 +75,8 @@ def render_message(msg_index: int, msg: dict, service: RagService) -> None:
     with st.chat_message(msg["role"]):
         st.markdown(escape_md(msg["content"]))
         if msg["role"] == "assistant":
-            st.caption(f"Answered by: {msg.get('mode', 'extractive')}")
+            flag = "" if msg.get("verified", True) else " · ⚠ unverified"
+            st.caption(f"Answered by: {msg.get('mode', 'extractive')}{flag}")
             if msg.get("note"):
                 st.warning(escape_md(msg["note"]))
             for cite in msg.get("citations", []):
@@ -84,8 +94,8 @@ def sidebar(service: RagService) -> int:
         cols[1].metric("Chunks", status.chunks)
         st.caption(f"Embedding model: {status.embed_model}  \nAnswer mode: {status.answer_mode}")
         uploads = st.file_uploader(
-            "Add documents (.txt, .md)",
-            type=["txt", "md"],
+            "Add documents (.txt, .md, .pdf, .html)",
+            type=[suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES],
             accept_multiple_files=True,
             key=f"uploader-{st.session_state.get('uploader_round', 0)}",
         )
@@ -154,6 +164,7 @@ def handle_question(question: str, top_k: int, service: RagService) -> None:
             "content": answer.answer,
             "mode": answer.mode,
             "note": answer.note,
+            "verified": answer.verified,
             "abstained": answer.abstained,
             "citations": [c.to_json() for c in answer.citations],
         }

@@ -46,7 +46,8 @@ def raw_embed_seconds(service: RagService, corpus: Path) -> tuple[float, int]:
     settings = service.settings
     splitter = make_splitter(settings.chunk_size, settings.chunk_overlap)
     files, _ = discover([corpus])
-    pending = [(f, chunk_file(f, splitter)) for f in map(load_file, files)]
+    root = settings.data_dir / "extracted"
+    pending = [(f, chunk_file(f, splitter, root)) for f in map(load_file, files)]
     batches = []
     for batch, _ in chunk_batches(pending, settings.embed_batch_size):
         sentences = [text for node in batch for _, text, _ in sentence_records(node)]

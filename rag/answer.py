@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rag.citations import Citation, SourceCache, Span
+from rag.citations import Citation, SourceCache
 from rag.lexical import tokenize
 from rag.retrieve import Retrieval, SentenceScore
 
@@ -36,11 +36,14 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     mode: str = "extractive"
     note: str | None = None
+    # False when an LLM answer cited passages that were not sent or misquoted its sources.
+    verified: bool = True
 
     def to_json(self) -> dict:
         return {
             "answer": self.answer,
             "abstained": self.abstained,
+            "verified": self.verified,
             "mode": self.mode,
             "note": self.note,
             "citations": [c.to_json() for c in self.citations],
@@ -113,16 +116,9 @@ def extractive_answer(
     citations: list[Citation] = []
     for item in chosen:
         sent = item.sentence
-        span = Span(_source_of(retrieval, sent), sent.start, sent.end, sent.text)
-        cite = cache.verify_span(len(citations) + 1, span, titles.get(sent.chunk_id, ""))
+        cite = cache.verify_span(len(citations) + 1, sent.span(), titles.get(sent.chunk_id, ""))
         if cite is not None:
             citations.append(cite)
     if not citations:
         return Answer(NO_ANSWER, True, note="The matching sources changed since indexing.")
     return Answer(" ".join(f"“{c.quote}” [{c.n}]" for c in citations), False, citations)
-
-
-def _source_of(retrieval: Retrieval, sent: SentenceScore) -> str:
-    return next(
-        n.node.metadata["source"] for n in retrieval.nodes if n.node.node_id == sent.chunk_id
-    )

@@ -27,7 +27,7 @@ from llama_index.core.llms import ChatMessage
 from llama_index.llms.openai_like import OpenAILike
 
 from rag.answer import Answer
-from rag.citations import Citation, SourceCache, Span
+from rag.citations import Citation, SourceCache
 from rag.config import Settings
 from rag.lexical import tokenize
 from rag.llm import (
@@ -241,7 +241,7 @@ def build_answer(reply: ReplyStream, retrieval: Retrieval, mode: str) -> Answer:
     if unmatched:
         problems.append(f"the quote for {', '.join(unmatched)} is not in the cited passage")
     note = f"Unverified answer: {'; '.join(problems)}." if problems else None
-    return Answer(text, not citations, citations, mode, note)
+    return Answer(text, not citations, citations, mode, note, verified=not problems)
 
 
 def claims(text: str) -> dict[int, str]:
@@ -263,7 +263,8 @@ def resolve(
     claim (shared words first; then, across languages, similarity to the question)."""
     node = retrieval.nodes[index].node
     sentences = sorted(
-        (s for s in retrieval.sentences if s.chunk_id == node.node_id), key=lambda s: s.start
+        (s for s in retrieval.sentences if s.chunk_id == node.node_id),
+        key=lambda s: s.meta["start"],
     )
     if not sentences:
         return None
@@ -275,8 +276,7 @@ def resolve(
     matched = [s for quote in quotes if (s := match_quote(quote, sentences))]
     best = max(matched or sentences, key=closeness)
     verified = bool(matched) if quotes else closeness(best)[0] > 0
-    span = Span(node.metadata["source"], best.start, best.end, best.text)
-    cite = cache.verify_span(n, span, node.metadata.get("title", ""))
+    cite = cache.verify_span(n, best.span(), node.metadata.get("title", ""))
     return replace(cite, verified=verified) if cite else None
 
 

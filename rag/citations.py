@@ -1,7 +1,8 @@
-"""Citations: character spans into source files, checked against the file before shown.
+"""Citations: character spans into source texts, checked against the text before shown.
 
-A citation is only ever produced by ``verify_span``, which re-reads the source with the
-same decoding as ingest and requires the quoted text to be exactly there. If the file has
+A citation is only ever produced by ``verify_span``, which re-reads the text the offsets
+point into (the file itself for .txt/.md, the stored extracted text for PDF pages and HTML)
+with the same decoding as ingest and requires the quoted text to be exactly there. If it has
 changed or vanished since indexing, the citation is dropped rather than shown wrong.
 """
 
@@ -16,7 +17,8 @@ from rag.ingest import IngestError, read_text
 
 @dataclass(frozen=True)
 class Citation:
-    """A verified quote: ``open(source).read()[start:end] == quote``."""
+    """A verified quote: ``text[start:end] == quote``, where ``text`` is the file's own text
+    (``extracted`` is None) or the stored extracted text (PDF page, HTML main text)."""
 
     n: int
     source: str
@@ -26,6 +28,9 @@ class Citation:
     quote: str
     title: str = ""
     verified: bool = True
+    page: int | None = None
+    section: str | None = None
+    extracted: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -33,12 +38,20 @@ class Citation:
 
 @dataclass(frozen=True)
 class Span:
-    """A sentence inside a source file, by absolute character offsets."""
+    """A sentence inside a source text, by absolute character offsets."""
 
     source: str
     start: int
     end: int
     text: str
+    page: int | None = None
+    section: str | None = None
+    extracted: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """The file the offsets point into."""
+        return self.extracted or self.source
 
 
 class SourceCache:
@@ -57,8 +70,19 @@ class SourceCache:
 
     def verify_span(self, n: int, span: Span, title: str = "") -> Citation | None:
         """A citation for ``span`` if the file still holds exactly that text there."""
-        text = self.text(span.source)
+        text = self.text(span.ref)
         if text is None or text[span.start : span.end] != span.text:
             return None
         line = text.count("\n", 0, span.start) + 1
-        return Citation(n, span.source, span.start, span.end, line, span.text, title)
+        return Citation(
+            n,
+            span.source,
+            span.start,
+            span.end,
+            line,
+            span.text,
+            title,
+            page=span.page,
+            section=span.section,
+            extracted=span.extracted,
+        )

@@ -83,7 +83,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     print()
     for c in answer.citations:
         flag = "" if c.verified else " (unverified)"
-        print(f"  [{c.n}] {c.source}:{c.line} (chars {c.start}-{c.end}){flag}")
+        page = f" page {c.page}" if c.page else ""
+        print(f"  [{c.n}] {c.source}:{c.line}{page} (chars {c.start}-{c.end}){flag}")
     if answer.note:
         print(f"note: {answer.note}", file=sys.stderr)
     print(f"({answer.mode})", file=sys.stderr)

@@ -9,6 +9,7 @@ record is missing is therefore always redone from scratch, never duplicated.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,10 +21,20 @@ from llama_index.core.schema import TextNode
 from tqdm import tqdm
 
 from rag.embeddings import Embedder
+from rag.formats import (
+    SUPPORTED_LABEL,
+    SUPPORTED_SUFFIXES,
+    FormatError,
+    Part,
+    Sections,
+    decode,
+    extract,
+)
 from rag.lexical import LexicalIndex
 from rag.store import FileRecord, Store
 
-SUPPORTED_SUFFIXES = (".txt", ".md")
+# Bookkeeping a retrieved chunk carries but neither the embedder nor the LLM should read.
+_INTERNAL_KEYS = ("source", "start", "end", "file_sha256", "text_ref")
 _TITLE_MAX = 200
 
 ProgressFn = Callable[[int, int], None]
@@ -39,17 +50,22 @@ class IngestError(Exception):
 
 @dataclass
 class LoadedFile:
-    """A decoded source file, ready to chunk."""
+    """A source file turned into the text parts its citations will point into."""
 
     source: str
-    text: str
+    parts: list[Part]
     sha256: str
     encoding: str
 
     @property
     def title(self) -> str:
-        first = next((line.strip() for line in self.text.splitlines() if line.strip()), "")
-        return first[:_TITLE_MAX] or Path(self.source).name
+        lines = (line.strip().lstrip("#").strip() for line in self.parts[0].text.splitlines())
+        return next((line for line in lines if line), "")[:_TITLE_MAX] or Path(self.source).name
+
+    def text_ref(self, part: Part, root: Path) -> Path:
+        """Where an extracted part's text is stored (PDF pages, HTML main text)."""
+        name = f"page-{part.page:05d}.txt" if part.page else "text.txt"
+        return root / self.sha256[:24] / name
 
 
 @dataclass
@@ -73,28 +89,40 @@ class IngestReport:
 
 
 def read_text(path: Path) -> tuple[str, str]:
-    """Decode a file as UTF-8, falling back to Latin-1; the same decoding serves citations."""
-    data = path.read_bytes()
-    if b"\x00" in data:
-        raise IngestError(f"{path}: looks binary (contains NUL bytes)")
+    """Decode a text file the way ingest did; citations re-read sources with it."""
     try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), "latin-1"
+        return decode(path.read_bytes())
+    except FormatError as exc:
+        raise IngestError(f"{path}: {exc}") from None
 
 
 def load_file(path: Path) -> LoadedFile:
-    """Read and hash one file, turning OS and format problems into ``IngestError``."""
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise IngestError(f"{path}: unsupported file type (supported: .txt, .md)")
+    """Read, hash and extract one file, turning OS and format problems into ``IngestError``."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise IngestError(f"{path}: unsupported file type (supported: {SUPPORTED_LABEL})")
     try:
-        text, encoding = read_text(path)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
+        parts, encoding = extract(suffix, data)
     except OSError as exc:
         raise IngestError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not text.strip():
+    except FormatError as exc:
+        raise IngestError(f"{path}: {exc}") from None
+    parts = [part for part in parts if part.text.strip()]
+    if not parts:
         raise IngestError(f"{path}: empty file")
-    return LoadedFile(str(path.resolve()), text, digest, encoding)
+    return LoadedFile(str(path.resolve()), parts, hashlib.sha256(data).hexdigest(), encoding)
+
+
+def store_extracted(loaded: LoadedFile, root: Path) -> None:
+    """Keep the extracted text of PDF/HTML parts: their citations point into it."""
+    for part in loaded.parts:
+        if part.extracted:
+            target = loaded.text_ref(part, root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(part.text, encoding="utf-8")
+            os.replace(tmp, target)
 
 
 def discover(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -159,38 +187,51 @@ def make_splitter(chunk_size: int, chunk_overlap: int) -> SentenceSplitter:
     )
 
 
-def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter) -> list[TextNode]:
-    """Split a file into nodes whose ``[start, end)`` is verified against the file text."""
-    doc = Document(text=loaded.text, id_=loaded.source)
+def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> list[TextNode]:
+    """Split each part into nodes whose ``[start, end)`` is verified against the part text."""
     nodes: list[TextNode] = []
+    markdown = Path(loaded.source).suffix.lower() == ".md"
+    for part in loaded.parts:
+        sections = Sections(part.text, markdown)
+        where = {"page": part.page} if part.page else {}
+        if part.extracted:
+            where["text_ref"] = str(loaded.text_ref(part, root))
+        for start, end in _chunk_spans(part.text, splitter):
+            section = sections.at(start)
+            nodes.append(
+                TextNode(
+                    id_=file_chunk_id(loaded, len(nodes)),
+                    text=part.text[start:end],
+                    start_char_idx=start,
+                    end_char_idx=end,
+                    metadata={
+                        "source": loaded.source,
+                        "title": loaded.title,
+                        "line": part.text.count("\n", 0, start) + 1,
+                        "start": start,
+                        "end": end,
+                        "file_sha256": loaded.sha256,
+                        **where,
+                        **({"section": section} if section else {}),
+                    },
+                    excluded_embed_metadata_keys=[*_INTERNAL_KEYS, "line", "page", "section"],
+                    excluded_llm_metadata_keys=list(_INTERNAL_KEYS),
+                )
+            )
+    return nodes
+
+
+def _chunk_spans(text: str, splitter: SentenceSplitter) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of the splitter's chunks, located in ``text`` and checked."""
     cursor = 0
-    for node in splitter.get_nodes_from_documents([doc]):
+    for node in splitter.get_nodes_from_documents([Document(text=text)]):
         start = node.start_char_idx
-        if start is None or loaded.text[start : start + len(node.text)] != node.text:
-            start = loaded.text.find(node.text, cursor)
+        if start is None or text[start : start + len(node.text)] != node.text:
+            start = text.find(node.text, cursor)
         if start < 0:  # the splitter rewrote whitespace: no verifiable span, skip it
             continue
-        end = start + len(node.text)
         cursor = start + 1
-        nodes.append(
-            TextNode(
-                id_=file_chunk_id(loaded, len(nodes)),
-                text=node.text,
-                start_char_idx=start,
-                end_char_idx=end,
-                metadata={
-                    "source": loaded.source,
-                    "title": loaded.title,
-                    "line": loaded.text.count("\n", 0, start) + 1,
-                    "start": start,
-                    "end": end,
-                    "file_sha256": loaded.sha256,
-                },
-                excluded_embed_metadata_keys=["source", "line", "start", "end", "file_sha256"],
-                excluded_llm_metadata_keys=["source", "start", "end", "file_sha256"],
-            )
-        )
-    return nodes
+        yield start, start + len(node.text)
 
 
 def chunk_batches(
@@ -220,8 +261,9 @@ def ingest(
     store: Store,
     embedder: Embedder,
     lexical_root: Path,
+    extracted_root: Path,
     *,
-    chunk_size: int = 128,
+    chunk_size: int = 256,
     chunk_overlap: int = 0,
     batch_size: int = 32,
     rebuild: bool = False,
@@ -256,7 +298,8 @@ def ingest(
         else:
             report.added += 1
         store.forget_file(loaded.source)
-        pending.append((loaded, chunk_file(loaded, splitter)))
+        store_extracted(loaded, extracted_root)
+        pending.append((loaded, chunk_file(loaded, splitter, extracted_root)))
     if prune:
         for source in known:
             if not Path(source).exists():
@@ -270,11 +313,17 @@ def ingest(
 def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
     """(id, text, metadata) for each sentence of a chunk, with absolute offsets."""
     meta = node.metadata
+    # A heading inside the chunk starts a new section for the sentences after it.
+    inner = Sections(node.text, Path(meta["source"]).suffix.lower() == ".md")
     out = []
     for j, (start, end) in enumerate(sentence_spans(node.text, meta["start"])):
         local = start - meta["start"]
         text = node.text[local : end - meta["start"]]
         line = meta["line"] + node.text.count("\n", 0, local)
+        carried = {key: meta[key] for key in ("page", "text_ref") if key in meta}
+        section = inner.at(local) or meta.get("section")
+        if section:
+            carried["section"] = section
         out.append(
             (
                 f"{node.id_}-s{j:03d}",
@@ -286,6 +335,7 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
                     "end": end,
                     "line": line,
                     "chars": end - start,
+                    **carried,
                 },
             )
         )

@@ -64,6 +64,15 @@ def document_html(text: str, start: int, end: int) -> str:
     )
 
 
+def citation_place(cite: dict[str, Any]) -> str:
+    """Where a citation is: page and section when known, then the line."""
+    place = [f"page {cite['page']}"] if cite.get("page") else []
+    if cite.get("section"):
+        place.append(f"§ {cite['section']}")
+    place.append(f"line {cite['line']}")
+    return " · ".join(place)
+
+
 def conversation_markdown(messages: Iterable[dict[str, Any]]) -> str:
     """The chat as Markdown, each answer followed by its citations (file, line, quote)."""
     out = ["# Conversation", ""]
@@ -72,7 +81,8 @@ def conversation_markdown(messages: Iterable[dict[str, Any]]) -> str:
         out += [f"**{who}:** {msg['content']}", ""]
         for c in msg.get("citations", []):
             quote = c["quote"].replace("\n", " ")
-            out.append(f"- [{c['n']}] {Path(c['source']).name}, line {c['line']}: “{quote}”")
+            where = citation_place(c).replace(" · ", ", ")
+            out.append(f"- [{c['n']}] {Path(c['source']).name}, {where}: “{quote}”")
         if msg.get("citations"):
             out.append("")
     return "\n".join(out)

@@ -18,6 +18,7 @@ import numpy as np
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
+from rag.citations import Span
 from rag.embeddings import Embedder
 from rag.lexical import LexicalHits, LexicalIndex
 from rag.store import Store
@@ -32,7 +33,7 @@ SENTENCE_CANDIDATES = 100
 # and match too many questions to say which chunk is meant; they do not rank chunks.
 MIN_RANKING_SENTENCE_CHARS = 30
 # Chunk metadata worth keeping on a retrieved node (the rest is LlamaIndex bookkeeping).
-_KEEP = ("source", "title", "line", "start", "end")
+_KEEP = ("source", "title", "line", "start", "end", "page", "section", "text_ref")
 
 
 @dataclass
@@ -48,11 +49,26 @@ class SentenceScore:
     """A sentence of a retrieved chunk and its cosine similarity to the question."""
 
     chunk_id: str
-    start: int
-    end: int
-    line: int
     text: str
     similarity: float
+    meta: dict[str, Any]
+
+    @property
+    def line(self) -> int:
+        return int(self.meta["line"])
+
+    def span(self) -> Span:
+        """Where the sentence is, for citation."""
+        m = self.meta
+        return Span(
+            m["source"],
+            m["start"],
+            m["end"],
+            self.text,
+            m.get("page"),
+            m.get("section"),
+            m.get("text_ref"),
+        )
 
 
 @dataclass
@@ -170,7 +186,7 @@ class HybridRetriever(BaseRetriever):
             return []
         sims = np.asarray(got["embeddings"], dtype=np.float32) @ qvec
         return [
-            SentenceScore(m["chunk_id"], m["start"], m["end"], m["line"], doc, float(sim))
+            SentenceScore(m["chunk_id"], doc, float(sim), m)
             for doc, m, sim in zip(got["documents"], got["metadatas"], sims)
         ]
 

@@ -22,8 +22,8 @@ from rag.chat import AnswerStream, llm_answer
 from rag.citations import SourceCache
 from rag.config import Settings, get_settings
 from rag.embeddings import Embedder, make_embedder
+from rag.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.ingest import (
-    SUPPORTED_SUFFIXES,
     IngestError,
     IngestReport,
     ProgressFn,
@@ -87,6 +87,7 @@ class RagService:
             self.store,
             self.embedder,
             self.lexical_root,
+            self.settings.data_dir / "extracted",
             chunk_size=self.settings.chunk_size,
             chunk_overlap=self.settings.chunk_overlap,
             batch_size=self.settings.embed_batch_size,
@@ -164,7 +165,9 @@ class RagService:
             try:
                 path = safe_upload_path(self.upload_dir, name)
                 if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                    raise IngestError(f"{name}: unsupported file type (supported: .txt, .md)")
+                    raise IngestError(
+                        f"{name}: unsupported file type (supported: {SUPPORTED_LABEL})"
+                    )
                 self.upload_dir.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
                 saved.append(path)
@@ -179,9 +182,10 @@ class RagService:
         return report
 
     @staticmethod
-    def document_text(source: str) -> str | None:
-        """The source text that citation offsets point into (None if it is gone)."""
-        return SourceCache().text(source)
+    def document_text(ref: str) -> str | None:
+        """The text citation offsets point into: a citation's ``extracted`` file, or its
+        ``source`` for plain text and Markdown (None if it is gone)."""
+        return SourceCache().text(ref)
 
     def status(self) -> CorpusStatus:
         files = self.store.file_records()

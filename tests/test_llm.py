@@ -170,6 +170,7 @@ def test_markers_are_renumbered_and_unknown_ones_removed(llm: RagService, server
         "Kursk [2] and [1] again."
     )
     assert "[7]" in answer.note and "[12]" in answer.note and "Unverified" in answer.note
+    assert answer.verified is False and answer.to_json()["verified"] is False
     assert [c.n for c in answer.citations] == [1, 2]
     assert "six mille experts" in answer.citations[0].quote
     assert answer.citations[1].quote == KURSK_SENTENCE
@@ -181,13 +182,14 @@ def test_quote_missing_from_its_passage_is_flagged(llm: RagService, server: Stan
     answer = llm.ask(KURSK)
     assert [c.verified for c in answer.citations] == [False]
     assert "quote for [1] is not in the cited passage" in answer.note
+    assert answer.verified is False
 
 
 def test_without_quotes_the_sentence_nearest_the_claim_is_cited(llm: RagService, server: StandIn):
     server.script(reply(citing("six mille", "Le plan prévoit jusqu'à six mille experts")))
     answer = llm.ask(KURSK, top_k=EVERY_CHUNK)
     assert [c.line for c in answer.citations] == [5]
-    assert answer.citations[0].verified and answer.note is None
+    assert answer.citations[0].verified and answer.note is None and answer.verified
 
 
 def test_model_that_does_not_know_abstains(llm: RagService, server: StandIn):

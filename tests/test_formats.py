@@ -1,0 +1,127 @@
+"""PDF, HTML and Markdown: citations point into the text that was indexed, with page/section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.service import RagService
+from tests.conftest import make_settings
+
+
+def tiny_pdf(pages: list[str]) -> bytes:
+    """A minimal valid PDF with one line of Helvetica text per page (no PDF library needed)."""
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", ""]
+    kids = []
+    for text in pages:
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
+        content_id = len(objects) + 1
+        objects.append(
+            f"<< /Length {len(stream)} >>\nstream\n{stream.decode('latin-1')}\nendstream"
+        )
+        kids.append(len(objects) + 1)
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Contents {content_id} 0 R /Resources << /Font << /F1 FONT 0 R >> >> >>"
+        )
+    font_id = len(objects) + 1
+    objects.append(
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+    )
+    objects[1] = (
+        f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>"
+    )
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n{body.replace('FONT', str(font_id))}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += (
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+    ).encode()
+    return bytes(out)
+
+
+HTML = """<!doctype html><html><head><title>Le port de Brest</title></head><body>
+<nav><a href="/">Accueil</a> | <a href="/meteo">Météo</a> | <a href="/contact">Contact</a></nav>
+<article><h1>Le port de Brest en 2023</h1>
+<p>Le port de Brest a accueilli exactement 4321 navires de pêche au cours de l'année 2023,
+un record depuis la création du registre portuaire.</p>
+<p>La capitainerie attribue cette hausse à la modernisation des quais et à l'ouverture
+d'une nouvelle criée au printemps.</p></article>
+<footer>© 2024 Journal du Finistère. Tous droits réservés.</footer></body></html>"""
+
+MARKDOWN = """# Rapport annuel de la coopérative
+
+## Production
+
+La coopérative a produit 812 tonnes de pommes en 2022.
+
+## Personnel
+
+La coopérative emploie 37 saisonniers pendant la récolte.
+"""
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> RagService:
+    corpus = tmp_path_factory.mktemp("formats")
+    (corpus / "report.pdf").write_bytes(
+        tiny_pdf(
+            [
+                "Sommaire du rapport sur les phares bretons.",
+                "Le phare du Creac'h mesure 55 metres de haut et date de 1863.",
+            ]
+        )
+    )
+    (corpus / "brest.html").write_text(HTML, encoding="utf-8")
+    (corpus / "coop.md").write_text(MARKDOWN, encoding="utf-8")
+    (corpus / "locked.pdf").write_bytes(b"%PDF-1.4\ngarbage that is not a pdf")
+    service = RagService(make_settings(tmp_path_factory.mktemp("formats-data")))
+    report = service.ingest([corpus], show_progress=False)
+    assert report.added == 3, report
+    assert [Path(p).name for p, _ in report.failed] == ["locked.pdf"]
+    assert "PDF" in report.failed[0][1]
+    return service
+
+
+def _only_citation(service: RagService, question: str, needle: str):
+    answer = service.ask(question)
+    assert not answer.abstained, answer
+    cites = [c for c in answer.citations if needle in c.quote]
+    assert cites, answer
+    return cites[0]
+
+
+def test_pdf_citation_names_the_page_and_matches_the_stored_text(service: RagService) -> None:
+    cite = _only_citation(service, "Quelle est la hauteur du phare du Creac'h ?", "55 metres")
+    assert Path(cite.source).name == "report.pdf"
+    assert cite.page == 2
+    stored = Path(cite.extracted).read_text(encoding="utf-8")
+    assert stored[cite.start : cite.end] == cite.quote
+    assert cite.to_json()["page"] == 2
+
+
+def test_html_citation_quotes_the_extracted_main_text(service: RagService) -> None:
+    cite = _only_citation(
+        service, "How many fishing boats did the port of Brest receive in 2023?", "4321 navires"
+    )
+    assert Path(cite.source).name == "brest.html"
+    assert cite.page is None
+    stored = Path(cite.extracted).read_text(encoding="utf-8")
+    assert stored[cite.start : cite.end] == cite.quote
+    assert "Accueil" not in stored and "droits réservés" not in stored
+
+
+def test_markdown_citation_names_its_section(service: RagService) -> None:
+    cite = _only_citation(
+        service, "Combien de saisonniers la coopérative emploie-t-elle ?", "37 saisonniers"
+    )
+    assert cite.section == "Personnel"
+    assert cite.extracted is None
+    text = Path(cite.source).read_text(encoding="utf-8")
+    assert text[cite.start : cite.end] == cite.quote
