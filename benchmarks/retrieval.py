@@ -1,39 +1,17 @@
 """Retrieval quality on PIAF dev, French and English questions: dense, BM25, hybrid.
 
-"dense" fuses the chunk-vector and sentence-vector rankings; "hybrid" adds BM25 weighted by
-its coverage of the question (rag/retrieve.py). The raw per-question rankings are saved to
-benchmarks/out/rankings.json so fusion settings can be compared without re-embedding.
+"dense" adds each chunk's similarity and its best sentence's; "hybrid" fuses that ranking
+with BM25, weighted by BM25's coverage of the question (rag/retrieve.py).
 
 Usage: python -m benchmarks.retrieval  (the first run indexes the 1,518 passages)
 """
 
 from __future__ import annotations
 
-import json
-
-from benchmarks.common import OUT, PASSAGES, QUESTIONS, bench_settings
-from rag.evaluate import chunk_owner, eval_service, passage_ranking, read_jsonl, score
+from benchmarks.common import PASSAGES, QUESTIONS, bench_settings
+from rag.evaluate import MODES, eval_service, passage_rankings, read_jsonl, score
 
 CUTOFFS = [1, 3, 5, 10]
-MODES = ["dense", "bm25", "hybrid"]
-
-
-def dump_rankings(retriever, questions: dict[str, list[dict]]) -> None:
-    """Every arm's raw ranking per question (passage ids), for offline fusion studies."""
-    owner = chunk_owner(retriever)
-    dump = {}
-    for lang, rows in questions.items():
-        dump[lang] = []
-        for row in rows:
-            _, arms, lex = retriever.rankings(row["question"])
-            dump[lang].append(
-                {
-                    "gold": row["passage_id"],
-                    "coverage": lex.coverage,
-                    "arms": [[owner(cid) for cid in arm.ids] for arm in arms],
-                }
-            )
-    (OUT / "rankings.json").write_text(json.dumps(dump))
 
 
 def main() -> None:
@@ -43,12 +21,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for lang, rows in questions.items():
         gold = [row["passage_id"] for row in rows]
+        ranked = [passage_rankings(retriever, row["question"]) for row in rows]
         for mode in MODES:
-            ranks = [passage_ranking(retriever, row["question"], mode) for row in rows]
-            s = score(ranks, gold, CUTOFFS)
+            s = score([r[mode] for r in ranked], gold, CUTOFFS)
             cells = " | ".join(f"{s[f'recall@{k}']:.3f}" for k in CUTOFFS)
             print(f"| {lang} | {mode} | {len(rows)} | {cells} | {s['mrr@10']:.3f} |")
-    dump_rankings(retriever, questions)
 
 
 if __name__ == "__main__":

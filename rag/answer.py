@@ -20,7 +20,7 @@ NO_ANSWER = "I could not find this in the indexed documents."
 MAX_QUESTION_CHARS = 2000
 MAX_SENTENCES = 3
 # Calibrated by benchmarks/calibrate_abstain.py; see README "Abstention".
-DEFAULT_ABSTAIN_THRESHOLD = 0.84
+DEFAULT_ABSTAIN_THRESHOLD = 0.85
 # Weight of the lexical share (0..1) next to the cosine similarity.
 LEXICAL_BONUS = 0.1
 # Further sentences are quoted only if they score within this margin of the best one.

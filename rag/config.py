@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     chunk_size: int = Field(256, description="Chunk size in tokens for the sentence splitter.")
     chunk_overlap: int = Field(0, description="Token overlap between consecutive chunks.")
     embed_batch_size: int = Field(32, description="Chunks embedded per batch during ingest.")
+    max_file_mb: float = Field(
+        20.0,
+        description="Files over this many MB (MiB) are skipped and reported; 0 = no limit.",
+    )
     top_k: int = Field(5, description="Passages retrieved per question.")
     abstain_threshold: float = Field(
         0.0,

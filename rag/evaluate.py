@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rag.config import Settings
-from rag.retrieve import CHUNK_CANDIDATES, HybridRetriever, fuse, lexical_weight
+from rag.retrieve import CHUNK_CANDIDATES, HybridRetriever, hybrid
 from rag.service import RagService
 
 Mode = str  # "hybrid" | "dense" | "bm25"
@@ -53,18 +53,19 @@ def eval_service(settings: Settings, passages_file: Path) -> RagService:
     return service
 
 
-def passage_ranking(retriever: HybridRetriever, question: str, mode: Mode) -> list[str]:
-    """Passage ids (file stems) in rank order, best chunk per passage."""
-    _, (chunks, sentences, bm25), lex = retriever.rankings(question)
-    if mode == "bm25":
-        ids = bm25.ids
-    else:
-        arms, weights = [chunks, sentences], [1.0, 1.0]
-        if mode == "hybrid":
-            arms, weights = [*arms, bm25], [*weights, lexical_weight(lex.coverage)]
-        ids = [cid for cid, _ in fuse(arms, weights, CHUNK_CANDIDATES)]
+MODES = ("dense", "bm25", "hybrid")
+
+
+def passage_rankings(retriever: HybridRetriever, question: str) -> dict[Mode, list[str]]:
+    """Passage ids (file stems) in rank order for each mode, from one set of searches."""
+    _, dense, lex = retriever.rankings(question)
+    ranked = {
+        "dense": dense.ids,
+        "bm25": lex.ids,
+        "hybrid": [cid for cid, _ in hybrid(dense, lex, CHUNK_CANDIDATES)],
+    }
     owner = chunk_owner(retriever)
-    return list(dict.fromkeys(owner(cid) for cid in ids))
+    return {mode: list(dict.fromkeys(map(owner, ids))) for mode, ids in ranked.items()}
 
 
 def chunk_owner(retriever: HybridRetriever) -> Callable[[str], str]:
@@ -100,5 +101,5 @@ def evaluate_files(
     if not rows:
         raise ValueError(f"{questions}: no questions")
     retriever = eval_service(settings, passages).retriever()
-    rankings = [passage_ranking(retriever, row["question"], mode) for row in rows]
+    rankings = [passage_rankings(retriever, row["question"])[mode] for row in rows]
     return {"n": len(rows), **score(rankings, [row["passage_id"] for row in rows], cutoffs)}

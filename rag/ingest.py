@@ -31,11 +31,13 @@ from rag.formats import (
     extract,
 )
 from rag.lexical import LexicalIndex
-from rag.store import FileRecord, Store
+from rag.store import FileRecord, Store, file_lock
 
 # Bookkeeping a retrieved chunk carries but neither the embedder nor the LLM should read.
 _INTERNAL_KEYS = ("source", "start", "end", "file_sha256", "text_ref")
 _TITLE_MAX = 200
+MB = 1024 * 1024
+_UPLOAD_NAME_MAX = 200
 
 ProgressFn = Callable[[int, int], None]
 
@@ -125,8 +127,24 @@ def store_extracted(loaded: LoadedFile, root: Path) -> None:
             os.replace(tmp, target)
 
 
-def discover(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Supported files under ``paths`` (sorted, deduplicated) and the paths that failed."""
+def too_large(size: int, max_file_mb: float | None) -> str | None:
+    """Why a file of ``size`` bytes is refused under the limit, or None when it fits."""
+    if not max_file_mb or max_file_mb <= 0 or size <= max_file_mb * MB:
+        return None
+    mb = size / MB
+    shown = f"{mb:.1f}" if mb >= 1 else f"{mb:.2g}"
+    return f"too large ({shown} MB > {max_file_mb:g} MB limit, RAG_MAX_FILE_MB)"
+
+
+def discover(
+    paths: Iterable[Path], *, max_file_mb: float | None = None
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Supported files under ``paths`` (sorted, deduplicated) and the paths that failed.
+
+    Folders are walked without following directory symlinks (a link to a parent cannot
+    loop); file symlinks are followed and deduplicated by their resolved path. Files over
+    ``max_file_mb`` are reported as failed without being read.
+    """
     found: dict[Path, None] = {}
     failed: list[tuple[str, str]] = []
     for path in paths:
@@ -138,7 +156,17 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
                     found[sub.resolve()] = None
         else:
             found[path.resolve()] = None
-    return list(found), failed
+    files: list[Path] = []
+    for path in found:
+        try:
+            reason = too_large(path.stat().st_size, max_file_mb)
+        except OSError:
+            reason = None  # load_file reports an unreadable file with its OS error
+        if reason:
+            failed.append((str(path), reason))
+        else:
+            files.append(path)
+    return files, failed
 
 
 def sentence_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
@@ -171,6 +199,10 @@ def safe_upload_path(folder: Path, name: str) -> Path:
     base = re.sub(r"[^\w.\- ]", "_", Path(name.replace("\\", "/")).name).strip(" .")
     if not base:
         raise IngestError(f"{name!r}: not a usable file name")
+    stem, suffix = os.path.splitext(base)
+    if len(base.encode()) > _UPLOAD_NAME_MAX:  # file systems allow 255 bytes per name
+        keep = _UPLOAD_NAME_MAX - len(suffix.encode())
+        base = stem.encode()[:keep].decode(errors="ignore").rstrip(" .") + suffix
     return folder / base
 
 
@@ -270,6 +302,7 @@ def ingest(
     prune: bool = False,
     progress: ProgressFn | None = None,
     show_progress: bool = True,
+    max_file_mb: float | None = None,
 ) -> IngestReport:
     """Bring the index in line with ``paths``; returns counts for the summary line."""
     report = IngestReport()
@@ -277,10 +310,11 @@ def ingest(
         store.drop()
     elif store.count():
         store.check_embedder()
-    files, report.failed = discover(paths)
+    files, report.failed = discover(paths, max_file_mb=max_file_mb)
     known = store.file_records()
     splitter = make_splitter(chunk_size, chunk_overlap)
     pending: list[tuple[LoadedFile, list[TextNode]]] = []
+    stale: list[str] = []
     for path in files:
         try:
             loaded = load_file(path)
@@ -297,14 +331,15 @@ def ingest(
             report.updated += 1
         else:
             report.added += 1
-        store.forget_file(loaded.source)
+        stale.append(loaded.source)
         store_extracted(loaded, extracted_root)
         pending.append((loaded, chunk_file(loaded, splitter, extracted_root)))
     if prune:
-        for source in known:
-            if not Path(source).exists():
-                store.forget_file(source)
-                report.pruned += 1
+        gone = [source for source in known if not Path(source).exists()]
+        stale += gone
+        report.pruned = len(gone)
+    # Old records and chunks go before any new chunk is written (see the module docstring).
+    store.forget_files(stale)
     _embed_and_store(pending, store, embedder, batch_size, report, progress, show_progress)
     sync_lexical(store, lexical_root, force=bool(pending) or report.pruned > 0 or rebuild)
     return report
@@ -362,7 +397,7 @@ def _embed_and_store(
             )
             for node, vec in zip(batch, vectors):
                 node.embedding = vec.tolist()
-            store.vector_store.add(batch)
+            store.add_chunks(batch)
             if sentences:
                 ids, texts, metas = map(list, zip(*sentences))
                 store.add_sentences(ids, texts, vectors[len(batch) :].tolist(), metas)
@@ -370,19 +405,28 @@ def _embed_and_store(
             bar.update(len(batch))
             if progress:
                 progress(report.chunks_embedded, total)
-        for rec in finished:
-            store.record_file(rec)
+        store.record_files(finished)
     bar.close()
 
 
-def sync_lexical(store: Store, root: Path, *, force: bool = False) -> LexicalIndex:
-    """Load the BM25 index, rebuilding it from Chroma when it does not match the chunks."""
-    fingerprint = store.ids_fingerprint()
-    current = None if force else LexicalIndex.load(root)
-    if current is not None and current.fingerprint == fingerprint:
-        return current
-    ids, texts, metas = store.all_chunks()
-    texts = [f"{m.get('title', '')}\n{t}" for t, m in zip(texts, metas)]
-    index = LexicalIndex.build(ids, texts, fingerprint)
-    index.save(root)
-    return index
+def sync_lexical(
+    store: Store, root: Path, *, force: bool = False, stale_ok: bool = False
+) -> LexicalIndex:
+    """Load the BM25 index, rebuilding it from Chroma when it does not match the chunks.
+
+    Builds and loads of one index are serialised (threads and processes), so concurrent
+    callers never write the same directory. ``stale_ok`` (a reader while an ingest is
+    running) takes the published index as it is; that ingest publishes a matching one.
+    """
+    with file_lock(root.parent / f"{root.name}.lock"):
+        current = None if force else LexicalIndex.load(root)
+        if current is not None and stale_ok:
+            return current
+        fingerprint = store.ids_fingerprint()
+        if current is not None and current.fingerprint == fingerprint:
+            return current
+        ids, texts, metas = store.all_chunks()
+        texts = [f"{m.get('title', '')}\n{t}" for t, m in zip(texts, metas)]
+        index = LexicalIndex.build(ids, texts, fingerprint)
+        index.save(root)
+        return index

@@ -24,11 +24,12 @@ from rag.lexical import LexicalHits, LexicalIndex
 from rag.store import Store
 
 # Calibrated on the PIAF dev sets (see benchmarks/retrieval.py and the README).
-RRF_K = 30
-LEXICAL_WEIGHT = 1.0
+RRF_K = 5
+LEXICAL_WEIGHT = 0.75
 COVERAGE_POWER = 1.0
-CHUNK_CANDIDATES = 50
-SENTENCE_CANDIDATES = 100
+SENTENCE_WEIGHT = 1.5
+CHUNK_CANDIDATES = 100
+SENTENCE_CANDIDATES = 300
 # Titles and fragments ("Aboiteau", "Biographie") repeat across the chunks of one document
 # and match too many questions to say which chunk is meant; they do not rank chunks.
 MIN_RANKING_SENTENCE_CHARS = 30
@@ -98,8 +99,9 @@ def fuse(rankings: list[Ranking], weights: list[float], k: int) -> list[tuple[st
     return sorted(scores.items(), key=lambda kv: -kv[1])[:k]
 
 
-def _first_seen(ids: list[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
+def hybrid(dense: Ranking, lex: LexicalHits, k: int) -> list[tuple[str, float]]:
+    """The dense ranking fused with BM25, weighted by BM25's coverage of the question."""
+    return fuse([dense, Ranking(lex.ids)], [1.0, lexical_weight(lex.coverage)], k)
 
 
 class HybridRetriever(BaseRetriever):
@@ -136,24 +138,44 @@ class HybridRetriever(BaseRetriever):
             query_embeddings=[qvec.tolist()],
             n_results=n,
             where={"chars": {"$gte": MIN_RANKING_SENTENCE_CHARS}},
-            include=["metadatas"],
+            include=["metadatas", "distances"],
         )
-        return Ranking(_first_seen([m["chunk_id"] for m in got["metadatas"][0]]))
+        best: dict[str, float] = {}
+        for meta, dist in zip(got["metadatas"][0], got["distances"][0]):
+            best.setdefault(meta["chunk_id"], 1.0 - dist)
+        return Ranking(list(best), list(best.values()))
+
+    def dense_ranking(self, qvec: np.ndarray) -> Ranking:
+        """Chunk similarity plus its best sentence's, each floored at the arm's last score.
+
+        Adding the scores (rather than fusing ranks) keeps how much better one candidate
+        is; the floor stands in for candidates an arm did not return.
+        """
+        chunks, sentences = self.chunk_ranking(qvec), self.sentence_ranking(qvec)
+        chunk_score = dict(zip(chunks.ids, chunks.scores))
+        sentence_score = dict(zip(sentences.ids, sentences.scores))
+        chunk_floor = min(chunks.scores, default=0.0)
+        sentence_floor = min(sentences.scores, default=0.0)
+        combined = {
+            cid: chunk_score.get(cid, chunk_floor)
+            + SENTENCE_WEIGHT * sentence_score.get(cid, sentence_floor)
+            for cid in chunk_score.keys() | sentence_score.keys()
+        }
+        ranked = sorted(combined.items(), key=lambda kv: -kv[1])[:CHUNK_CANDIDATES]
+        return Ranking([cid for cid, _ in ranked], [score for _, score in ranked])
 
     def lexical_search(self, query: str) -> LexicalHits:
         return self.lexical.search(query, CHUNK_CANDIDATES)
 
-    def rankings(self, query: str) -> tuple[np.ndarray, list[Ranking], LexicalHits]:
-        """Question vector, the three rankings (chunk, sentence, BM25) and BM25's coverage."""
+    def rankings(self, query: str) -> tuple[np.ndarray, Ranking, LexicalHits]:
+        """Question vector, the dense ranking, and BM25's hits with their coverage."""
         qvec = self.embed(query)
-        lex = self.lexical_search(query)
-        arms = [self.chunk_ranking(qvec), self.sentence_ranking(qvec), Ranking(lex.ids)]
-        return qvec, arms, lex
+        return qvec, self.dense_ranking(qvec), self.lexical_search(query)
 
     def search(self, query: str, k: int | None = None) -> Retrieval:
         """Top ``k`` chunks, each with its sentences scored against the question."""
-        qvec, arms, lex = self.rankings(query)
-        fused = fuse(arms, [1.0, 1.0, lexical_weight(lex.coverage)], k or self.top_k)
+        qvec, dense, lex = self.rankings(query)
+        fused = hybrid(dense, lex, k or self.top_k)
         records = self._chunks([cid for cid, _ in fused])
         nodes = [
             NodeWithScore(

@@ -7,6 +7,10 @@ an exception with a message fit to show as is.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,11 +34,12 @@ from rag.ingest import (
     ingest,
     safe_upload_path,
     sync_lexical,
+    too_large,
 )
 from rag.lexical import LexicalIndex
 from rag.llm import History
 from rag.retrieve import HybridRetriever, Retrieval
-from rag.store import Store, StoreError, open_store
+from rag.store import Store, StoreError, open_store, write_lock, writer_active
 
 __all__ = ["Answer", "AnswerStream", "CorpusStatus", "QuestionError", "RagService", "StoreError"]
 
@@ -57,20 +62,53 @@ class RagService:
         self.collection = collection or self.settings.collection
         self._lexical: LexicalIndex | None = None
         self._lexical_stamp: float | None = None
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
 
     @cached_property
     def embedder(self) -> Embedder:
         return make_embedder(self.settings)
 
-    @cached_property
+    @property
     def store(self) -> Store:
-        return open_store(
-            self.settings, self.embedder.model_name, self.embedder.dim, self.collection
-        )
+        """The Chroma collections (opened on first use, reopened when another process wrote)."""
+        if self._store is None:
+            self._open_store()
+        return self._store
+
+    def _open_store(self, *, refresh: bool = False) -> Store:
+        with self._store_lock:
+            if self._store is None or (refresh and self._store.is_stale()):
+                self._store = open_store(
+                    self.settings, self.embedder.model_name, self.embedder.dim, self.collection
+                )
+            return self._store
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Store]:
+        """Read under the embedded store's shared lock, from a System that saw every write.
+
+        A process that opened Chroma before another process wrote is out of date (see
+        ``rag.store.LocalSync``): it reopens Chroma first, and reloads the BM25 index.
+        """
+        store = self.store
+        with store.reading():
+            if store.is_stale():
+                store = self._open_store(refresh=True)
+                self._lexical = None
+            yield store
 
     @property
     def lexical_root(self) -> Path:
         return self.settings.data_dir / "lexical" / self.collection
+
+    def ensure_data_dir(self) -> None:
+        """Open the store, which checks a data dir or marks a new one as ours.
+
+        Anything else written into a new data dir first would make it look foreign.
+        """
+        if not self.settings.chroma_url:
+            self.store  # noqa: B018 - opening is the point
 
     def ingest(
         self,
@@ -81,30 +119,57 @@ class RagService:
         progress: ProgressFn | None = None,
         show_progress: bool = True,
     ) -> IngestReport:
-        """Index ``paths`` incrementally (see ``rag.ingest.ingest``)."""
-        report = ingest(
-            paths,
-            self.store,
-            self.embedder,
-            self.lexical_root,
-            self.settings.data_dir / "extracted",
-            chunk_size=self.settings.chunk_size,
-            chunk_overlap=self.settings.chunk_overlap,
-            batch_size=self.settings.embed_batch_size,
-            rebuild=rebuild,
-            prune=prune,
-            progress=progress,
-            show_progress=show_progress,
-        )
+        """Index ``paths`` incrementally (see ``rag.ingest.ingest``).
+
+        One ingest at a time writes to an embedded store (``write_lock``); others wait.
+        """
+        self.ensure_data_dir()  # before the lock file is created in it
+        with write_lock(self.settings):
+            with self._reading():
+                pass  # reopens Chroma if another process wrote: never write from a stale view
+            report = ingest(
+                paths,
+                self.store,
+                self.embedder,
+                self.lexical_root,
+                self.settings.data_dir / "extracted",
+                chunk_size=self.settings.chunk_size,
+                chunk_overlap=self.settings.chunk_overlap,
+                batch_size=self.settings.embed_batch_size,
+                rebuild=rebuild,
+                prune=prune,
+                progress=progress,
+                show_progress=show_progress,
+                max_file_mb=self.settings.max_file_mb,
+            )
         self._lexical = None
         return report
 
     def lexical(self) -> LexicalIndex:
-        """The BM25 index, reloaded when another process has published a newer one."""
+        """The BM25 index, reloaded when another process has published a newer one.
+
+        While an ingest is running, the last published index is used as it is (the ingest
+        publishes a matching one when it ends). With a Chroma server, other instances write
+        to the same collections but publish their BM25 index in their own data dir, so the
+        chunk ids themselves are compared.
+        """
+        with self._reading():
+            return self._current_lexical()
+
+    def _current_lexical(self) -> LexicalIndex:
         pointer = self.lexical_root / "CURRENT"
         stamp = pointer.stat().st_mtime if pointer.exists() else None
-        if self._lexical is None or stamp != self._lexical_stamp:
-            self._lexical = sync_lexical(self.store, self.lexical_root)
+        if (
+            self._lexical is None
+            or stamp != self._lexical_stamp
+            or (
+                self.settings.chroma_url
+                and self._lexical.fingerprint != self.store.ids_fingerprint()
+            )
+        ):
+            self._lexical = sync_lexical(
+                self.store, self.lexical_root, stale_ok=writer_active(self.settings)
+            )
             self._lexical_stamp = pointer.stat().st_mtime if pointer.exists() else None
         return self._lexical
 
@@ -115,9 +180,10 @@ class RagService:
 
     def ensure_ready(self) -> None:
         """Fail with a useful message when there is nothing (or the wrong thing) to ask."""
-        if self.store.count() == 0:
-            raise StoreError("The index is empty: run `rag ingest` first.")
-        self.store.check_embedder()
+        with self._reading() as store:
+            if store.count() == 0:
+                raise StoreError("The index is empty: run `rag ingest` first.")
+            store.check_embedder()
 
     def ask(self, question: str, top_k: int | None = None, history: History = ()) -> Answer:
         """Answer from the indexed documents, with verified citations, or abstain."""
@@ -143,8 +209,9 @@ class RagService:
         The extractive answer doubles as the LLM's abstention gate (same evidence score,
         same threshold) and as its fallback when the LLM fails.
         """
-        retriever = self.retriever(top_k)
-        retrieval = retriever.search(question)
+        with self._reading():
+            retriever = self.retriever(top_k)
+            retrieval = retriever.search(question)
         threshold = self.settings.abstain_threshold or DEFAULT_ABSTAIN_THRESHOLD
         return retrieval, extractive_answer(question, retrieval, retriever.lexical.idf, threshold)
 
@@ -161,6 +228,7 @@ class RagService:
         """
         saved: list[Path] = []
         failed: list[tuple[str, str]] = []
+        self.ensure_data_dir()
         for name, data in uploads:
             try:
                 path = safe_upload_path(self.upload_dir, name)
@@ -168,11 +236,20 @@ class RagService:
                     raise IngestError(
                         f"{name}: unsupported file type (supported: {SUPPORTED_LABEL})"
                     )
+                reason = too_large(len(data), self.settings.max_file_mb)
+                if reason:
+                    raise IngestError(f"{name}: {reason}")
                 self.upload_dir.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
+                # Write beside, then rename: a symlink planted at ``path`` is replaced,
+                # never written through, and a half-written upload is never indexed.
+                partial = path.with_name(f".{path.name}.part")
+                partial.write_bytes(data)
+                os.replace(partial, path)
                 saved.append(path)
             except IngestError as exc:
                 failed.append((name, str(exc).removeprefix(f"{name}: ")))
+            except OSError as exc:
+                failed.append((name, f"cannot save ({exc.strerror or exc})"))
         report = (
             self.ingest(saved, progress=progress, show_progress=False)
             if saved
@@ -188,6 +265,7 @@ class RagService:
         return SourceCache().text(ref)
 
     def status(self) -> CorpusStatus:
-        files = self.store.file_records()
+        with self._reading() as store:
+            files, chunks = store.file_records(), store.count()
         mode = f"llm:{self.settings.llm_model}" if self.settings.llm_enabled else "extractive"
-        return CorpusStatus(len(files), self.store.count(), self.embedder.model_name, mode)
+        return CorpusStatus(len(files), chunks, self.embedder.model_name, mode)

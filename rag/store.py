@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import chromadb
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import ChromaError
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag.config import Settings
@@ -29,6 +36,18 @@ _MANIFEST_SUFFIX = "__files"
 _SENTENCES_SUFFIX = "__sentences"
 # The manifest needs no vectors, but Chroma requires one per record.
 _NO_VECTOR = [0.0]
+# Sources per delete request when forgetting many files at once.
+_FORGET_BATCH = 500
+WRITE_LOCK = "write.lock"
+DATA_LOCK = "chroma.lock"
+GENERATION = "chroma.generation"
+
+try:  # POSIX advisory locks; elsewhere writers are not serialised (use a Chroma server)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -50,16 +69,52 @@ def open_client(settings: Settings) -> Any:
     chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
     if settings.chroma_url:
         url = urlparse(settings.chroma_url)
-        return chromadb.HttpClient(
-            host=url.hostname or "localhost",
-            port=url.port or 8000,
-            ssl=url.scheme == "https",
-            settings=chroma_settings,
-        )
+        try:
+            return chromadb.HttpClient(
+                host=url.hostname or "localhost",
+                port=url.port or 8000,
+                ssl=url.scheme == "https",
+                settings=chroma_settings,
+            )
+        except (ChromaError, ValueError) as exc:
+            raise StoreError(
+                f"cannot use the Chroma server at {settings.chroma_url} ({exc}); start it "
+                "(`chroma run --path DIR --port PORT`) or unset RAG_CHROMA_URL to use the "
+                "embedded store."
+            ) from None
+    return _open_embedded(settings, chroma_settings)[0]
+
+
+def _open_embedded(settings: Settings, chroma_settings: ChromaSettings) -> tuple[Any, View]:
+    """A ``PersistentClient`` whose System has seen every write made before it was opened."""
     path = settings.data_dir / "chroma"
     _check_data_dir(settings.data_dir)
     path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    key = str(path)
+    with _views_lock:
+        generation = LocalSync(settings.data_dir).generation()
+        view = _views.get(key)
+        if view is None or view.stale(generation):
+            # Chroma keeps one System per path and process, with the vector index in memory;
+            # after another process wrote, it is out of date. Dropping it from Chroma's cache
+            # (not stopping it: calls in flight finish) makes this client read the disk anew.
+            SharedSystemClient._identifier_to_system.pop(key, None)
+            view = None
+        try:
+            client = chromadb.PersistentClient(path=key, settings=chroma_settings)
+        except ChromaError as exc:
+            # The half-started System stays cached by path; drop it so a retry reads the disk.
+            SharedSystemClient._identifier_to_system.pop(key, None)
+            _views.pop(key, None)
+            raise StoreError(
+                f"{path} cannot be opened as a Chroma database ({exc}): it is corrupt or was "
+                "written by an incompatible Chroma version. Restore it from a backup, or delete "
+                f"{settings.data_dir} (or point RAG_DATA_DIR elsewhere) and run `rag ingest` to "
+                "rebuild the index from your documents."
+            ) from None
+        if view is None:
+            view = _views[key] = View(uuid.uuid4().hex, generation)
+        return client, view
 
 
 def _check_data_dir(data_dir: Path) -> None:
@@ -79,19 +134,172 @@ def _check_data_dir(data_dir: Path) -> None:
     if version != SCHEMA_VERSION:
         raise StoreError(
             f"{data_dir} was written by index format {version}, this version reads "
-            f"{SCHEMA_VERSION}; run `rag ingest --rebuild` or point RAG_DATA_DIR elsewhere."
+            f"{SCHEMA_VERSION}; point RAG_DATA_DIR elsewhere, or delete that directory and "
+            "run `rag ingest` to rebuild the index from your documents."
         )
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path`` (created if missing); yields whether it is held.
+
+    Every call opens its own file description, so threads of one process exclude each other
+    as well as other processes. Without ``blocking`` it yields False instead of waiting.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        if fcntl is None:
+            yield True
+            return
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def write_lock(settings: Settings) -> Iterator[None]:
+    """One writer at a time on an embedded store, across processes and threads.
+
+    Chroma's embedded store is not process-safe: two processes adding vectors at the same
+    time can lose some of them from the vector index (seen here: 70 of 1,500 missing from
+    query results while ``count()`` had them all). A Chroma server serialises writes itself.
+    Open the store first: the lock file must not be the first thing in a new data dir.
+    """
+    if settings.chroma_url:
+        yield
+        return
+    lock = settings.data_dir / WRITE_LOCK
+    with file_lock(lock, blocking=False) as held:
+        if held:
+            yield
+            return
+    log.warning("waiting for another ingest into %s to finish", settings.data_dir)
+    with file_lock(lock):
+        yield
+
+
+@dataclass(frozen=True)
+class View:
+    """This process's Chroma System for one embedded path, and the disk it has seen."""
+
+    token: str  # names the System in generation stamps it writes
+    generation: str  # the stamp on disk when the System was opened
+
+    def stale(self, generation: str) -> bool:
+        """Whether something other than this System wrote since it was opened."""
+        return generation != self.generation and not generation.startswith(self.token + ":")
+
+
+# The current View per embedded Chroma path in this process.
+_views: dict[str, View] = {}
+_views_lock = threading.Lock()
+# Locks each thread holds, by lock file: [depth, exclusive].
+_held = threading.local()
+
+
+class LocalSync:
+    """Readers and writers of one embedded store, across processes, through two files.
+
+    Chroma's embedded store is not process-safe: each process holds the vector index in
+    memory and neither sees nor survives another process's writes (queries fail with
+    "Error finding id" or miss vectors; concurrent writers lose vectors). So every write
+    holds ``chroma.lock`` exclusively and first changes the ``chroma.generation`` stamp;
+    every read holds it shared, and a reader whose System predates the stamp reopens Chroma
+    first (``RagService``). A Chroma server needs none of this.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.lock_path = data_dir / DATA_LOCK
+        self.stamp_path = data_dir / GENERATION
+
+    def generation(self) -> str:
+        try:
+            return self.stamp_path.read_text()
+        except OSError:
+            return ""
+
+    @contextlib.contextmanager
+    def hold(self, *, exclusive: bool, token: str = "") -> Iterator[None]:
+        """Shared or exclusive hold, re-entrant in a thread; an exclusive one re-stamps."""
+        key = str(self.lock_path)
+        held = getattr(_held, "locks", None)
+        if held is None:
+            held = _held.locks = {}
+        if key in held:
+            if exclusive and not held[key][1]:
+                raise RuntimeError("cannot write to the store while reading it")
+            held[key][0] += 1
+            try:
+                yield
+            finally:
+                held[key][0] -= 1
+            return
+        with open(self.lock_path, "a") as fh:
+            if fcntl is not None:
+                fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            held[key] = [1, exclusive]
+            try:
+                if exclusive:  # before writing: a writer killed half-way still re-stamps
+                    tmp = self.stamp_path.with_name(f"{GENERATION}.{os.getpid()}")
+                    tmp.write_text(f"{token}:{uuid.uuid4().hex}")
+                    os.replace(tmp, self.stamp_path)
+                yield
+            finally:
+                del held[key]
+                if fcntl is not None:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def writer_active(settings: Settings) -> bool:
+    """Whether an ingest holds the embedded store's write lock right now."""
+    lock = settings.data_dir / WRITE_LOCK
+    if settings.chroma_url or not lock.exists():
+        return False
+    with file_lock(lock, blocking=False) as held:
+        return not held
 
 
 class Store:
     """The chunk collection and its manifest for one corpus."""
 
-    def __init__(self, client: Any, name: str, embed_model: str, dim: int) -> None:
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        embed_model: str,
+        dim: int,
+        sync: LocalSync | None = None,
+        view: View | None = None,
+    ) -> None:
         self.client = client
         self.name = name
         self.embed_model = embed_model
         self.dim = dim
+        self.sync = sync  # None for a Chroma server
+        self.view = view
         self._open_collections()
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Hold off writers of an embedded store while reading (see ``LocalSync``)."""
+        return self.sync.hold(exclusive=False) if self.sync else contextlib.nullcontext()
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """Exclude readers and other writers of an embedded store while writing."""
+        if self.sync is None or self.view is None:
+            return contextlib.nullcontext()
+        return self.sync.hold(exclusive=True, token=self.view.token)
+
+    def is_stale(self) -> bool:
+        """Whether another process wrote since this store's Chroma System was opened."""
+        if self.sync is None or self.view is None:
+            return False
+        return self.view.stale(self.sync.generation())
 
     def _open_collections(self) -> None:
         self.chunks = self.client.get_or_create_collection(
@@ -122,11 +330,12 @@ class Store:
 
     def drop(self) -> None:
         """Delete the collections (``--rebuild``) and recreate them empty."""
-        for coll in (self.name, self.name + _SENTENCES_SUFFIX, self.name + _MANIFEST_SUFFIX):
-            # An absent collection is fine; Chroma's error type for it varies by version.
-            with contextlib.suppress(Exception):
-                self.client.delete_collection(coll)
-        self._open_collections()
+        with self.writing():
+            for coll in (self.name, self.name + _SENTENCES_SUFFIX, self.name + _MANIFEST_SUFFIX):
+                # An absent collection is fine; Chroma's error type for it varies by version.
+                with contextlib.suppress(Exception):
+                    self.client.delete_collection(coll)
+            self._open_collections()
 
     def count(self) -> int:
         return self.chunks.count()
@@ -140,9 +349,19 @@ class Store:
         }
 
     def record_file(self, rec: FileRecord) -> None:
+        self.record_files([rec])
+
+    def record_files(self, recs: list[FileRecord]) -> None:
+        """Manifest records for files whose chunks are all stored (one request)."""
+        if not recs:
+            return
+        with self.writing():
+            self._upsert_records(recs)
+
+    def _upsert_records(self, recs: list[FileRecord]) -> None:
         self.files.upsert(
-            ids=[rec.source],
-            embeddings=[_NO_VECTOR],
+            ids=[rec.source for rec in recs],
+            embeddings=[_NO_VECTOR] * len(recs),
             metadatas=[
                 {
                     "source": rec.source,
@@ -150,14 +369,27 @@ class Store:
                     "chunks": rec.chunks,
                     "title": rec.title,
                 }
+                for rec in recs
             ],
         )
 
     def forget_file(self, source: str) -> None:
-        """Remove a file's manifest record first, then its chunks (crash-safe order)."""
-        self.files.delete(ids=[source])
-        self.chunks.delete(where={"source": source})
-        self.sentences.delete(where={"source": source})
+        self.forget_files([source])
+
+    def forget_files(self, sources: list[str]) -> None:
+        """Remove manifest records first, then chunks and sentences (crash-safe order)."""
+        for i in range(0, len(sources), _FORGET_BATCH):
+            group = sources[i : i + _FORGET_BATCH]
+            with self.writing():
+                self.files.delete(ids=group)
+                where = {"source": {"$in": group}}
+                self.chunks.delete(where=where)
+                self.sentences.delete(where=where)
+
+    def add_chunks(self, nodes: list[Any]) -> None:
+        """Chunk nodes with their embeddings (through LlamaIndex's Chroma vector store)."""
+        with self.writing():
+            self.vector_store.add(nodes)
 
     def add_sentences(
         self,
@@ -167,7 +399,8 @@ class Store:
         metadatas: list[dict[str, Any]],
     ) -> None:
         """Sentence vectors: the fine-grained dense arm and the answer's sentence scores."""
-        self.sentences.upsert(ids=ids, documents=texts, embeddings=vectors, metadatas=metadatas)
+        with self.writing():
+            self.sentences.upsert(ids=ids, documents=texts, embeddings=vectors, metadatas=metadatas)
 
     def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """Every chunk id, text and metadata (to rebuild the lexical index)."""
@@ -184,4 +417,9 @@ class Store:
 
 def open_store(settings: Settings, embed_model: str, dim: int, name: str | None = None) -> Store:
     """The store for ``name`` (default: the configured collection)."""
-    return Store(open_client(settings), name or settings.collection, embed_model, dim)
+    name = name or settings.collection
+    if settings.chroma_url:
+        return Store(open_client(settings), name, embed_model, dim)
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    client, view = _open_embedded(settings, chroma_settings)
+    return Store(client, name, embed_model, dim, LocalSync(settings.data_dir), view)
