@@ -22,9 +22,9 @@ import unicodedata
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from difflib import SequenceMatcher
+from typing import TYPE_CHECKING
 
 from llama_index.core.llms import ChatMessage
-from llama_index.llms.openai_like import OpenAILike
 
 from rag.answer import Answer
 from rag.citations import Citation, SourceCache
@@ -40,6 +40,9 @@ from rag.llm import (
     stream_reply,
 )
 from rag.retrieve import Retrieval, SentenceScore
+
+if TYPE_CHECKING:
+    from llama_index.llms.openai_like import OpenAILike
 
 # A marker and the whitespace before it (dropped with it): [3], [1, 2].
 _MARKER = re.compile(r"(\s*)\[(\d+(?:\s*,\s*\d+)*)\]")

@@ -17,15 +17,16 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import httpx
-import openai
 from llama_index.core.llms import ChatMessage
 from llama_index.core.schema import NodeWithScore
-from llama_index.llms.openai_like import OpenAILike
 
 from rag.config import Settings
+
+if TYPE_CHECKING:  # the OpenAI stack costs ~0.7 s to import; extractive mode never needs it
+    from llama_index.llms.openai_like import OpenAILike
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 # Local servers (llama.cpp, Ollama, vLLM without --api-key) ignore the key but the client
@@ -65,6 +66,8 @@ class LLMError(Exception):
 
 def make_llm(settings: Settings) -> OpenAILike:
     """The chat model the settings describe (``settings.llm_enabled`` must be true)."""
+    from llama_index.llms.openai_like import OpenAILike
+
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else NO_KEY
     return OpenAILike(
         model=settings.llm_model,
@@ -113,6 +116,9 @@ def condense_messages(prompts: Prompts, history: History, question: str) -> list
 
 def stream_reply(llm: OpenAILike, messages: list[ChatMessage], settings: Settings) -> Iterator[str]:
     """The reply's text as it arrives; any failure is raised as ``LLMError``."""
+    import httpx
+    import openai
+
     try:
         for chunk in llm.stream_chat(messages):
             if chunk.delta:
@@ -131,6 +137,9 @@ def condense(
 
 def describe_failure(exc: Exception, settings: Settings) -> LLMError:
     """One clear, key-free message for each way an LLM call fails."""
+    import httpx
+    import openai
+
     retries = f"{settings.llm_max_retries} retr{'y' if settings.llm_max_retries == 1 else 'ies'}"
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         error = LLMError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from rag.service import RagService
 from rag.store import StoreError
 from tests.conftest import SEED, make_settings, run_cli
+from tests.procs import free_port, stop
 
 KURSK = "How many workers are in Kursk?"
 KURSK_QUOTE = "plus de mille spécialistes nord-coréens"
@@ -36,12 +36,6 @@ def _chroma_cli() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _heartbeat(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as resp:
@@ -54,7 +48,7 @@ def _heartbeat(url: str) -> bool:
 def chroma_url(tmp_path_factory) -> Iterator[str]:
     """A real Chroma server on a free local port, stopped after the module's tests."""
     root = tmp_path_factory.mktemp("chroma-server")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHROMA_"))}
     env["ANONYMIZED_TELEMETRY"] = "False"
@@ -74,12 +68,7 @@ def chroma_url(tmp_path_factory) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
         log.close()
 
 
@@ -159,7 +148,7 @@ def test_two_app_instances_share_one_server(tmp_path: Path, chroma_url: str, see
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data", chroma_url=f"http://127.0.0.1:{_free_port()}")
+    settings = make_settings(tmp_path / "data", chroma_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(StoreError, match="RAG_CHROMA_URL"):
         RagService(settings).store  # noqa: B018 - opening is the test
     cli = run_cli(

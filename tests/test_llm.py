@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from rag.llm import PROMPTS_DIR
 from rag.service import RagService
 from tests.conftest import ROOT, SEED, make_settings, run_cli
 from tests.openai_standin import StandIn, error, malformed, reply, slow
+from tests.procs import free_port
 
 SECRET = "sk-test-SECRET-do-not-print"
 MODEL = "stand-in-model"
@@ -236,10 +236,7 @@ def test_rate_limit_is_retried_with_backoff(llm: RagService, server: StandIn):
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 @pytest.mark.parametrize(
