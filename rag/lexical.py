@@ -127,9 +127,3 @@ class LexicalIndex:
         except (OSError, ValueError, KeyError):
             return None
         return cls(bm25, meta["ids"], meta["fingerprint"])
-
-
-def normalise_scores(scores: list[float]) -> np.ndarray:
-    """Max-normalise BM25 scores to [0, 1] so they can be mixed with cosines."""
-    arr = np.asarray(scores, dtype=np.float32)
-    return arr / arr.max() if arr.size and arr.max() > 0 else arr

@@ -80,10 +80,6 @@ class Retrieval:
     sentences: list[SentenceScore]
     coverage: float
 
-    @property
-    def best_similarity(self) -> float:
-        return max((s.similarity for s in self.sentences), default=0.0)
-
 
 def lexical_weight(coverage: float) -> float:
     """How far to trust BM25 for this question (0 = not at all)."""
