@@ -41,21 +41,27 @@ def piaf_corpus(folder: Path, n: int) -> Path:
     return folder
 
 
-def raw_embed_seconds(service: RagService, corpus: Path) -> tuple[float, int]:
-    """Seconds the embedder alone needs for the ingest's batches, and the chunk count."""
+def raw_embed_seconds(service: RagService, corpus: Path, stride: int = 1) -> tuple[float, int]:
+    """Seconds the embedder alone needs for the ingest's batches, and their chunk count.
+
+    ``stride`` > 1 replays every stride-th batch only: a throughput sample for corpora
+    too big to embed twice.
+    """
     settings = service.settings
     splitter = make_splitter(settings.chunk_size, settings.chunk_overlap)
     files, _ = discover([corpus])
     root = settings.data_dir / "extracted"
     pending = [(f, chunk_file(f, splitter, root)) for f in map(load_file, files)]
-    batches = []
-    for batch, _ in chunk_batches(pending, settings.embed_batch_size):
-        sentences = [text for node in batch for _, text, _ in sentence_records(node)]
-        batches.append([embed_text(n) for n in batch] + sentences)
+    batches, chunks = [], 0
+    for i, (batch, _) in enumerate(chunk_batches(pending, settings.embed_batch_size)):
+        if i % stride == 0:
+            sentences = [text for node in batch for _, text, _ in sentence_records(node)]
+            batches.append([embed_text(n) for n in batch] + sentences)
+            chunks += len(batch)
     started = time.perf_counter()
     for texts in batches:
         service.embedder.embed_passages(texts)
-    return time.perf_counter() - started, sum(len(nodes) for _, nodes in pending)
+    return time.perf_counter() - started, chunks
 
 
 def main() -> None:

@@ -312,7 +312,7 @@ def ingest(
         store.check_embedder()
     files, report.failed = discover(paths, max_file_mb=max_file_mb)
     known = store.file_records()
-    splitter = make_splitter(chunk_size, chunk_overlap)
+    splitter = None  # built on first use: its tokenizer takes a while to load
     pending: list[tuple[LoadedFile, list[TextNode]]] = []
     stale: list[str] = []
     for path in files:
@@ -333,6 +333,8 @@ def ingest(
             report.added += 1
         stale.append(loaded.source)
         store_extracted(loaded, extracted_root)
+        if splitter is None:
+            splitter = make_splitter(chunk_size, chunk_overlap)
         pending.append((loaded, chunk_file(loaded, splitter, extracted_root)))
     if prune:
         gone = [source for source in known if not Path(source).exists()]

@@ -41,7 +41,15 @@ from rag.llm import History
 from rag.retrieve import HybridRetriever, Retrieval
 from rag.store import Store, StoreError, open_store, write_lock, writer_active
 
-__all__ = ["Answer", "AnswerStream", "CorpusStatus", "QuestionError", "RagService", "StoreError"]
+__all__ = [
+    "Answer",
+    "AnswerStream",
+    "CorpusStatus",
+    "QuestionError",
+    "RagService",
+    "StoreError",
+    "shared_service",
+]
 
 
 @dataclass
@@ -142,7 +150,8 @@ class RagService:
                 show_progress=show_progress,
                 max_file_mb=self.settings.max_file_mb,
             )
-        self._lexical = None
+        if report.added or report.updated or report.pruned or rebuild:
+            self._lexical = None  # rebuilt: reload it on the next question
         return report
 
     def lexical(self) -> LexicalIndex:
@@ -264,8 +273,33 @@ class RagService:
         ``source`` for plain text and Markdown (None if it is gone)."""
         return SourceCache().text(ref)
 
+    def warm_up(self) -> None:
+        """Load what the first question needs (model, Chroma segments, BM25 index).
+
+        Called ahead of time by the app's server; a corpus not indexed yet is left alone.
+        """
+        with contextlib.suppress(StoreError):
+            self.ask("warm-up")
+
     def status(self) -> CorpusStatus:
         with self._reading() as store:
             files, chunks = store.file_records(), store.count()
         mode = f"llm:{self.settings.llm_model}" if self.settings.llm_enabled else "extractive"
         return CorpusStatus(len(files), chunks, self.embedder.model_name, mode)
+
+
+_shared: tuple[Settings, RagService] | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_service(settings: Settings) -> RagService:
+    """The process's one service for ``settings`` (a new one when given other settings).
+
+    The app's server warms this instance up before the first page load, so the page finds
+    the model loaded, Chroma open and the BM25 index read.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared[0] is not settings:
+            _shared = (settings, RagService(settings))
+        return _shared[1]

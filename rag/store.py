@@ -120,9 +120,12 @@ def _open_embedded(settings: Settings, chroma_settings: ChromaSettings) -> tuple
 def _check_data_dir(data_dir: Path) -> None:
     """Refuse data dirs written by another program or another version of this one."""
     marker = data_dir / "rag-data.json"
-    if not data_dir.exists() or not any(data_dir.iterdir()):
+    draft = marker.with_suffix(".tmp")
+    if not data_dir.exists() or all(p == draft for p in data_dir.iterdir()):
+        # Written aside then renamed: a process killed here leaves no half-written marker.
         data_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"schema_version": SCHEMA_VERSION}))
+        draft.write_text(json.dumps({"schema_version": SCHEMA_VERSION}))
+        draft.replace(marker)
         return
     try:
         version = json.loads(marker.read_text())["schema_version"]

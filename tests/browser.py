@@ -53,7 +53,10 @@ def wait_http(url: str, timeout: float) -> None:
 
 @contextlib.contextmanager
 def streamlit_app(data_dir: Path, timeout: float = 120) -> Iterator[str]:
-    """``streamlit run app.py`` on a free port; yields the base URL."""
+    """``streamlit run app.py`` on a free port; yields the base URL.
+
+    Everything else comes from .streamlit/config.toml, as for ``./dev app``.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
     env.update(RAG_DATA_DIR=str(data_dir), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
@@ -66,10 +69,6 @@ def streamlit_app(data_dir: Path, timeout: float = 120) -> Iterator[str]:
             str(ROOT / "app.py"),
             "--server.port",
             str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
         ],
         cwd=ROOT,
         env=env,

@@ -19,7 +19,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RAG_LLM_MODEL"):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(ROOT / "chat.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
     yield at

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from rag.answer import QuestionError
-from rag.service import RagService
-from tests.conftest import SEED, run_cli
+from rag.service import RagService, shared_service
+from tests.conftest import SEED, make_settings, run_cli
 
 
 def test_kursk_is_answered_with_a_verified_line_4_citation(seed_service: RagService) -> None:
@@ -50,6 +50,15 @@ def test_off_corpus_questions_abstain(seed_service: RagService, question: str) -
 def test_unaskable_questions_get_a_polite_message(seed_service: RagService, question: str) -> None:
     with pytest.raises(QuestionError):
         seed_service.ask(question)
+
+
+def test_shared_service_warms_up_once_per_settings(tmp_path: Path) -> None:
+    """What the app's server does before the first page load, even on an empty index."""
+    settings = make_settings(tmp_path / "data")
+    service = shared_service(settings)
+    service.warm_up()  # nothing indexed yet: loads the model, does not fail
+    assert shared_service(settings) is service
+    assert shared_service(make_settings(tmp_path / "other")) is not service
 
 
 def test_odd_questions_never_crash(seed_service: RagService) -> None:

@@ -325,7 +325,7 @@ def llm_app(tmp_path: Path, server: StandIn, monkeypatch) -> Iterator[AppTest]:
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     st.cache_resource.clear()  # the app's service is cached per process, with old settings
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "chat.py"), default_timeout=120)
     at.run()
     assert not at.exception, at.exception
     yield at

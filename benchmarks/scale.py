@@ -1,0 +1,201 @@
+"""Scale benchmark on the CIDRE novels: throughput, index size, memory and ask latency by size.
+
+``run --percent P`` takes the first P % of the corpus bytes (whole novels, in a fixed
+shuffled order, so the 1 % set is inside the 10 % set), ingests it into a fresh data dir,
+then measures, in this one process (peak RSS is per process, so run each size separately):
+ingest chunks/s, the embedder alone on the same batches (every ``--raw-stride``-th batch,
+a throughput sample), index size on disk, peak RSS, and warm ``RagService.ask`` p50/p95
+over benchmarks/data/cidre_questions.txt. Each run appends one JSON line to
+benchmarks/results/scale.jsonl; ``report`` prints the README table from it and draws
+docs/scale_latency.png.
+
+Usage: python -m benchmarks.scale run --percent 1
+       python -m benchmarks.scale report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import OUT, ROOT
+from benchmarks.ingest_throughput import raw_embed_seconds
+from rag.config import Settings
+from rag.service import RagService
+
+CIDRE = Path(os.environ.get("CIDRE_DIR", ROOT.parent / "shared" / "corpora" / "cidre"))
+QUESTIONS = ROOT / "benchmarks" / "data" / "cidre_questions.txt"
+RESULTS = ROOT / "benchmarks" / "results" / "scale.jsonl"
+PLOT = ROOT / "docs" / "scale_latency.png"
+
+
+def select_novels(percent: float) -> list[Path]:
+    """Whole novels, in a fixed shuffled order, until ``percent`` of the bytes is reached."""
+    novels = sorted(CIDRE.glob("*/*.txt"))
+    random.Random(0).shuffle(novels)
+    total = corpus_bytes(novels)
+    chosen, size = [], 0
+    for novel in novels:
+        if size >= total * percent / 100:
+            break
+        chosen.append(novel)
+        size += novel.stat().st_size
+    return chosen
+
+
+def corpus_bytes(novels: list[Path]) -> int:
+    return sum(p.stat().st_size for p in novels)
+
+
+def link_corpus(novels: list[Path], folder: Path) -> Path:
+    """A folder holding just the chosen novels (symlinks: ingest follows them)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for novel in novels:
+        (folder / f"{novel.parent.name}_{novel.name}").symlink_to(novel.resolve())
+    return folder
+
+
+def disk_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def ask_latency_ms(service: RagService) -> list[float]:
+    """Warm ``ask`` timings: every question once to warm up, then each timed three times."""
+    questions = [q for q in QUESTIONS.read_text(encoding="utf-8").splitlines() if q.strip()]
+    for question in questions:
+        service.ask(question)
+    timings = []
+    for _ in range(3):
+        for question in questions:
+            started = time.perf_counter()
+            service.ask(question)
+            timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def run(percent: float, raw_stride: int) -> dict:
+    work = OUT / f"scale-{percent:g}"
+    novels = select_novels(percent)
+    corpus = link_corpus(novels, work / "corpus")
+    shutil.rmtree(work / "data", ignore_errors=True)
+    service = RagService(Settings(data_dir=work / "data", llm_model=None))
+    service.embedder.embed_passages(["warm-up"])
+    started = time.perf_counter()
+    report = service.ingest([corpus])
+    ingest_s = time.perf_counter() - started
+    rss_ingest = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    timings = ask_latency_ms(service)
+    raw_s, raw_chunks = raw_embed_seconds(service, corpus, stride=raw_stride)
+    chunks = report.chunks_embedded
+    row = {
+        "date": date.today().isoformat(),
+        "percent": percent,
+        "novels": len(novels),
+        "corpus_mb": round(corpus_bytes(novels) / 2**20, 2),
+        "share": round(corpus_bytes(novels) / corpus_bytes(list(CIDRE.glob("*/*.txt"))), 4),
+        "chunks": chunks,
+        "sentences": service.store.sentences.count(),
+        "ingest_s": round(ingest_s, 1),
+        "ingest_chunks_per_s": round(chunks / ingest_s, 2),
+        "embedder_chunks_per_s": round(raw_chunks / raw_s, 2),
+        "embedder_sample_chunks": raw_chunks,
+        "index_mb": round(disk_mb(work / "data"), 1),
+        "peak_rss_mb": round(rss_ingest),
+        "ask_p50_ms": round(float(np.percentile(timings, 50)), 1),
+        "ask_p95_ms": round(float(np.percentile(timings, 95)), 1),
+        "cpus": os.cpu_count(),
+    }
+    row["ingest_vs_embedder"] = round(row["ingest_chunks_per_s"] / row["embedder_chunks_per_s"], 3)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(row) + "\n")
+    return row
+
+
+def latest_rows() -> list[dict]:
+    rows: dict[float, dict] = {}
+    for line in RESULTS.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        rows[row["percent"]] = row
+    return [rows[p] for p in sorted(rows)]
+
+
+def report() -> None:
+    rows = latest_rows()
+    print(
+        "| CIDRE | novels | MB | chunks | sentences | ingest chunks/s | embedder chunks/s "
+        "| ingest / embedder | index MB | peak RSS MB | ask p50 | ask p95 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['percent']:g} % ({r['share']:.1%}) | {r['novels']} | {r['corpus_mb']} "
+            f"| {r['chunks']:,} "
+            f"| {r['sentences']:,} | {r['ingest_chunks_per_s']} | {r['embedder_chunks_per_s']} "
+            f"| {r['ingest_vs_embedder']:.0%} | {r['index_mb']:.0f} | {r['peak_rss_mb']} "
+            f"| {r['ask_p50_ms']:.0f} ms | {r['ask_p95_ms']:.0f} ms |"
+        )
+    plot(rows)
+    print(f"plot: {PLOT.relative_to(ROOT)}")
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chunks = [r["chunks"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(chunks, [r["ask_p50_ms"] for r in rows], "o-", label="p50")
+    ax.plot(chunks, [r["ask_p95_ms"] for r in rows], "s--", label="p95")
+    for r in rows:
+        ax.annotate(
+            f"{r['percent']:g} %",
+            (r["chunks"], r["ask_p50_ms"]),
+            textcoords="offset points",
+            xytext=(4, -12),
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("chunks in the index (CIDRE novels, log scale)")
+    ax.set_ylabel("rag ask, warm (ms)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Question latency vs corpus size")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    PLOT.parent.mkdir(exist_ok=True)
+    fig.savefig(PLOT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("run", help="measure one corpus size")
+    one.add_argument("--percent", type=float, required=True)
+    one.add_argument(
+        "--raw-stride",
+        type=int,
+        default=1,
+        help="replay every n-th batch on the embedder alone (default: all)",
+    )
+    sub.add_parser("report", help="README table and latency plot from the results")
+    args = parser.parse_args()
+    if args.command == "run":
+        print(json.dumps(run(args.percent, args.raw_stride), indent=1))
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main()
