@@ -7,11 +7,11 @@ A thin shell over ``rag.service``; all escaping of document and user text happen
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 import streamlit.components.v1 as components
 
-from rag.answer import check_question
 from rag.config import get_settings
 from rag.formats import SUPPORTED_SUFFIXES
 from rag.render import (
@@ -21,23 +21,24 @@ from rag.render import (
     document_html,
     escape_md,
 )
-from rag.service import (
-    Answer,
-    AnswerStream,
-    QuestionError,
-    RagService,
-    StoreError,
-    shared_service,
-)
+
+if TYPE_CHECKING:
+    from rag.service import Answer, AnswerStream, RagService
 
 SEEDS = Path(__file__).resolve().parent / "seeds"
 
 st.set_page_config(page_title="Cited answers", page_icon="📑", layout="wide")
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner="Loading the search index…")
 def get_service() -> RagService:
-    """One service per server process: the embedder and index load once (see app.py)."""
+    """One service per server process: the embedder and index load once (see app.py).
+
+    ``rag.service`` (LlamaIndex, Chroma: seconds to import) is imported here, not at the
+    top, so the page and its chat box show while app.py's warm-up is still loading it.
+    """
+    from rag.service import shared_service
+
     return shared_service(get_settings())
 
 
@@ -171,6 +172,8 @@ def handle_question(question: str, service: RagService) -> None:
     The streamed text is replaced by the final answer: an LLM's unverifiable markers are
     removed and the others renumbered once the stream ends.
     """
+    from rag.service import QuestionError, StoreError, check_question  # loaded by get_service
+
     try:
         check_question(question)
     except QuestionError as exc:
@@ -205,9 +208,11 @@ def handle_question(question: str, service: RagService) -> None:
 
 def main() -> None:
     st.session_state.setdefault("messages", [])
-    service = get_service()
     st.title("Ask the documents")
     st.caption("Every answer quotes its sources; open a citation to check it in the original.")
+    # The chat box comes first: it shows, and takes a question, while the index loads.
+    question = st.chat_input("Ask a question, in English or French")
+    service = get_service()
     ensure_index(service)
     for error in st.session_state.pop("upload_errors", []):
         st.error(error)
@@ -215,7 +220,6 @@ def main() -> None:
         st.info(f"Uploads indexed: {st.session_state.pop('upload_report')}")
     for i, msg in enumerate(st.session_state.messages):
         render_message(i, msg, service)
-    question = st.chat_input("Ask a question, in English or French")
     if question is not None:
         handle_question(question, service)
     # Last, so that its status and export already include the answer just given.

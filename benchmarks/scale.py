@@ -9,7 +9,12 @@ over benchmarks/data/cidre_questions.txt. Each run appends one JSON line to
 benchmarks/results/scale.jsonl; ``report`` prints the README table from it and draws
 docs/scale_latency.png.
 
+``latency --percent P`` re-measures only the ``ask`` latency on the index a run left in
+benchmarks/out (after a change to the query path, without an hour of re-embedding); the
+report then shows the latest latency with the run's ingest figures.
+
 Usage: python -m benchmarks.scale run --percent 1
+       python -m benchmarks.scale latency --percent 1
        python -m benchmarks.scale report
 """
 
@@ -83,8 +88,42 @@ def ask_latency_ms(service: RagService) -> list[float]:
     return timings
 
 
+def workdir(percent: float) -> Path:
+    return OUT / f"scale-{percent:g}"
+
+
+def append_result(row: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(row) + "\n")
+
+
+def latency_fields(timings: list[float]) -> dict:
+    return {
+        "ask_p50_ms": round(float(np.percentile(timings, 50)), 1),
+        "ask_p95_ms": round(float(np.percentile(timings, 95)), 1),
+    }
+
+
+def latency(percent: float) -> dict:
+    """Ask latency again on the index that ``run`` built for ``percent``."""
+    data = workdir(percent) / "data"
+    if not (data / "rag-data.json").exists():
+        raise SystemExit(f"no index in {data}: run `python -m benchmarks.scale run` first")
+    service = RagService(Settings(data_dir=data, llm_model=None))
+    row = {
+        "kind": "latency",
+        "date": date.today().isoformat(),
+        "percent": percent,
+        "chunks": service.store.count(),
+        **latency_fields(ask_latency_ms(service)),
+    }
+    append_result(row)
+    return row
+
+
 def run(percent: float, raw_stride: int) -> dict:
-    work = OUT / f"scale-{percent:g}"
+    work = workdir(percent)
     novels = select_novels(percent)
     corpus = link_corpus(novels, work / "corpus")
     shutil.rmtree(work / "data", ignore_errors=True)
@@ -111,22 +150,25 @@ def run(percent: float, raw_stride: int) -> dict:
         "embedder_sample_chunks": raw_chunks,
         "index_mb": round(disk_mb(work / "data"), 1),
         "peak_rss_mb": round(rss_ingest),
-        "ask_p50_ms": round(float(np.percentile(timings, 50)), 1),
-        "ask_p95_ms": round(float(np.percentile(timings, 95)), 1),
+        **latency_fields(timings),
         "cpus": os.cpu_count(),
     }
     row["ingest_vs_embedder"] = round(row["ingest_chunks_per_s"] / row["embedder_chunks_per_s"], 3)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a", encoding="utf-8") as out:
-        out.write(json.dumps(row) + "\n")
+    append_result(row)
     return row
 
 
 def latest_rows() -> list[dict]:
+    """The latest run per size, with the latest latency measured on its index."""
     rows: dict[float, dict] = {}
     for line in RESULTS.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        rows[row["percent"]] = row
+        if row.get("kind") != "latency":
+            rows[row["percent"]] = row
+        elif row["percent"] in rows:
+            rows[row["percent"]].update(
+                ask_p50_ms=row["ask_p50_ms"], ask_p95_ms=row["ask_p95_ms"], remeasured=True
+            )
     return [rows[p] for p in sorted(rows)]
 
 
@@ -138,13 +180,16 @@ def report() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        mark = " †" if r.get("remeasured") else ""
         print(
             f"| {r['percent']:g} % ({r['share']:.1%}) | {r['novels']} | {r['corpus_mb']} "
             f"| {r['chunks']:,} "
             f"| {r['sentences']:,} | {r['ingest_chunks_per_s']} | {r['embedder_chunks_per_s']} "
             f"| {r['ingest_vs_embedder']:.0%} | {r['index_mb']:.0f} | {r['peak_rss_mb']} "
-            f"| {r['ask_p50_ms']:.0f} ms | {r['ask_p95_ms']:.0f} ms |"
+            f"| {r['ask_p50_ms']:.0f} ms{mark} | {r['ask_p95_ms']:.0f} ms{mark} |"
         )
+    if any(r.get("remeasured") for r in rows):
+        print("\n† re-measured by `latency` on the index of that run, after a query-path change")
     plot(rows)
     print(f"plot: {PLOT.relative_to(ROOT)}")
 
@@ -189,10 +234,14 @@ def main() -> None:
         default=1,
         help="replay every n-th batch on the embedder alone (default: all)",
     )
+    again = sub.add_parser("latency", help="re-measure ask latency on a size's index")
+    again.add_argument("--percent", type=float, required=True)
     sub.add_parser("report", help="README table and latency plot from the results")
     args = parser.parse_args()
     if args.command == "run":
         print(json.dumps(run(args.percent, args.raw_stride), indent=1))
+    elif args.command == "latency":
+        print(json.dumps(latency(args.percent), indent=1))
     else:
         report()
 

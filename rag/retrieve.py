@@ -30,6 +30,8 @@ COVERAGE_POWER = 1.0
 SENTENCE_WEIGHT = 1.5
 CHUNK_CANDIDATES = 100
 SENTENCE_CANDIDATES = 300
+# Nearest sentences fetched per kept candidate: short ones (dialogue, titles) are skipped.
+SENTENCE_OVERFETCH = 2
 # Titles and fragments ("Aboiteau", "Biographie") repeat across the chunks of one document
 # and match too many questions to say which chunk is meant; they do not rank chunks.
 MIN_RANKING_SENTENCE_CHARS = 30
@@ -126,19 +128,26 @@ class HybridRetriever(BaseRetriever):
         return Ranking(got["ids"][0], [1.0 - d for d in got["distances"][0]])
 
     def sentence_ranking(self, qvec: np.ndarray) -> Ranking:
-        """Chunks ordered by their best sentence's similarity to the question."""
-        n = min(SENTENCE_CANDIDATES, self.store.sentences.count())
+        """Chunks ordered by their best sentence's similarity to the question.
+
+        Short sentences are dropped from the nearest ones here rather than by a Chroma
+        ``where`` filter: a filtered vector query scans the metadata first and took 0.5 s
+        on 116k sentences, the plain one 30 ms.
+        """
+        n = min(SENTENCE_OVERFETCH * SENTENCE_CANDIDATES, self.store.sentences.count())
         if n == 0:
             return Ranking([])
         got = self.store.sentences.query(
-            query_embeddings=[qvec.tolist()],
-            n_results=n,
-            where={"chars": {"$gte": MIN_RANKING_SENTENCE_CHARS}},
-            include=["metadatas", "distances"],
+            query_embeddings=[qvec.tolist()], n_results=n, include=["metadatas", "distances"]
         )
+        kept = [
+            (meta["chunk_id"], 1.0 - dist)
+            for meta, dist in zip(got["metadatas"][0], got["distances"][0])
+            if meta.get("chars", 0) >= MIN_RANKING_SENTENCE_CHARS
+        ][:SENTENCE_CANDIDATES]
         best: dict[str, float] = {}
-        for meta, dist in zip(got["metadatas"][0], got["distances"][0]):
-            best.setdefault(meta["chunk_id"], 1.0 - dist)
+        for chunk_id, similarity in kept:
+            best.setdefault(chunk_id, similarity)
         return Ranking(list(best), list(best.values()))
 
     def dense_ranking(self, qvec: np.ndarray) -> Ranking:

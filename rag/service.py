@@ -48,6 +48,7 @@ __all__ = [
     "QuestionError",
     "RagService",
     "StoreError",
+    "check_question",
     "shared_service",
 ]
 
