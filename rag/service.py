@@ -277,10 +277,12 @@ class RagService:
     def warm_up(self) -> None:
         """Load what the first question needs (model, Chroma segments, BM25 index).
 
-        Called ahead of time by the app's server; a corpus not indexed yet is left alone.
+        Called ahead of time by the app's server. It retrieves once and never calls an LLM;
+        a corpus not indexed yet is left alone.
         """
         with contextlib.suppress(StoreError):
-            self.ask("warm-up")
+            self.ensure_ready()
+            self._retrieve("warm-up", None)
 
     def status(self) -> CorpusStatus:
         with self._reading() as store:

@@ -229,6 +229,12 @@ def test_irrelevant_question_abstains_without_calling_the_llm(llm: RagService, s
     assert server.requests == []
 
 
+def test_warm_up_never_calls_the_llm(llm: RagService, server: StandIn):
+    server.script(reply("Should not be asked."))
+    llm.warm_up()
+    assert server.requests == []
+
+
 def test_rate_limit_is_retried_with_backoff(llm: RagService, server: StandIn):
     server.script(error(429, retry_after_ms="50"), reply(citing("plus de mille", KURSK_CLAIM)))
     answer = llm.ask(KURSK)
