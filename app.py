@@ -19,6 +19,18 @@ PAGE = Path(__file__).resolve().parent / "chat.py"
 log = logging.getLogger(__name__)
 
 
+def skip_repl_check() -> None:
+    """Skip the check behind Streamlit's "use streamlit run" warning, moot under a server.
+
+    Streamlit makes it on the first element of the process with ``inspect.stack()``, which
+    resolves the path of every loaded module: with LlamaIndex and Chroma loading beside it,
+    that delayed the first page by about a second (measured with benchmarks.app_browser).
+    """
+    from streamlit import delta_generator
+
+    delta_generator._use_warning_has_been_displayed = True
+
+
 def warm_up() -> None:
     """Import the package, load the model and open the index; the page reports any error."""
     try:
@@ -32,6 +44,7 @@ def warm_up() -> None:
 
 @asynccontextmanager
 async def lifespan(_app: st.App) -> AsyncIterator[None]:
+    skip_repl_check()
     threading.Thread(target=warm_up, name="rag-warm-up", daemon=True).start()
     yield
 

@@ -17,10 +17,11 @@ from typing import Any
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
 
 HIGHLIGHT_CLASS = "cite-hl"
+_MARK_STYLE = f"mark.{HIGHLIGHT_CLASS}{{background:#ffe066;padding:1px 0}}"
+PAGE_STYLE = f"<style>.cite-card{{line-height:1.5}}{_MARK_STYLE}</style>"
 DOC_STYLE = (
     "<style>body{font-family:system-ui,sans-serif;font-size:15px;line-height:1.55;"
-    "margin:0;padding:0 12px;white-space:pre-wrap;color:#222}"
-    f"mark.{HIGHLIGHT_CLASS}{{background:#ffe066;padding:1px 0}}</style>"
+    f"margin:0;padding:0 12px;white-space:pre-wrap;color:#222}}{_MARK_STYLE}</style>"
 )
 
 
@@ -52,7 +53,7 @@ def citation_card_html(text: str, start: int, end: int) -> str:
     """The cited sentence highlighted inside its paragraph."""
     lo, hi = paragraph_bounds(text, start, end)
     body = highlight_html(text, start, end, lo, hi)
-    return f'<div class="cite-card" style="line-height:1.5">{body}</div>'
+    return f'<div class="cite-card">{body}</div>'
 
 
 def document_html(text: str, start: int, end: int) -> str:
