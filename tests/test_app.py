@@ -84,3 +84,13 @@ def test_new_conversation_clears_history(app: AppTest) -> None:
     assert app.chat_message
     next(b for b in app.sidebar.button if b.label == "New conversation").click().run()
     assert not app.chat_message
+
+
+def test_streamlit_still_has_the_flag_app_py_sets() -> None:
+    """app.py skips Streamlit's slow REPL check through a private flag (see skip_repl_check).
+
+    If an upgrade renames it, the shortcut silently stops working: fail here instead.
+    """
+    from streamlit import delta_generator
+
+    assert isinstance(delta_generator._use_warning_has_been_displayed, bool)
