@@ -340,9 +340,14 @@ def ingest(
         gone = [source for source in known if not Path(source).exists()]
         stale += gone
         report.pruned = len(gone)
+    changing = bool(stale or pending)
+    if changing:  # renewed first too, so an ingest killed half-way still reads as a change
+        store.renew_stamp()
     # Old records and chunks go before any new chunk is written (see the module docstring).
     store.forget_files(stale)
     _embed_and_store(pending, store, embedder, batch_size, report, progress, show_progress)
+    if changing:
+        store.renew_stamp()
     sync_lexical(store, lexical_root, force=bool(pending) or report.pruned > 0 or rebuild)
     return report
 

@@ -71,6 +71,7 @@ class RagService:
         self.collection = collection or self.settings.collection
         self._lexical: LexicalIndex | None = None
         self._lexical_stamp: float | None = None
+        self._server_stamp: str | None = None
         self._store: Store | None = None
         self._store_lock = threading.Lock()
 
@@ -161,7 +162,7 @@ class RagService:
         While an ingest is running, the last published index is used as it is (the ingest
         publishes a matching one when it ends). With a Chroma server, other instances write
         to the same collections but publish their BM25 index in their own data dir, so the
-        chunk ids themselves are compared.
+        server's change stamp is compared (``Store.change_stamp``).
         """
         with self._reading():
             return self._current_lexical()
@@ -169,18 +170,18 @@ class RagService:
     def _current_lexical(self) -> LexicalIndex:
         pointer = self.lexical_root / "CURRENT"
         stamp = pointer.stat().st_mtime if pointer.exists() else None
+        # Read before the index is checked: a change made meanwhile shows on the next call.
+        server_stamp = self.store.change_stamp() if self.settings.chroma_url else None
         if (
             self._lexical is None
             or stamp != self._lexical_stamp
-            or (
-                self.settings.chroma_url
-                and self._lexical.fingerprint != self.store.ids_fingerprint()
-            )
+            or server_stamp != self._server_stamp
         ):
             self._lexical = sync_lexical(
                 self.store, self.lexical_root, stale_ok=writer_active(self.settings)
             )
             self._lexical_stamp = pointer.stat().st_mtime if pointer.exists() else None
+            self._server_stamp = server_stamp
         return self._lexical
 
     def retriever(self, top_k: int | None = None) -> HybridRetriever:

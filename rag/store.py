@@ -1,10 +1,12 @@
 """Chroma access: the chunk collection, its sentences, its file manifest, the embedder guard.
 
-Three collections per corpus, all in Chroma so an embedded store and a Chroma server behave
+Four collections per corpus, all in Chroma so an embedded store and a Chroma server behave
 the same: ``<name>`` holds the chunks (through LlamaIndex's ``ChromaVectorStore``),
 ``<name>__sentences`` one vector per sentence of those chunks (retrieval at two
-granularities, and cross-lingual sentence choice for the extractive answer), and
-``<name>__files`` one record per fully ingested file (its content hash and chunk count).
+granularities, and cross-lingual sentence choice for the extractive answer),
+``<name>__files`` one record per fully ingested file (its content hash and chunk count), and
+``<name>__stamp`` one token, renewed by every ingest that changes chunks (app instances
+sharing a Chroma server check it, not the whole id list, before each question).
 A file's manifest record is written only after all of its chunks are stored, so an ingest
 killed half-way leaves that file unrecorded and the next run redoes it.
 """
@@ -34,6 +36,8 @@ from rag.config import Settings
 SCHEMA_VERSION = 1
 _MANIFEST_SUFFIX = "__files"
 _SENTENCES_SUFFIX = "__sentences"
+_STAMP_SUFFIX = "__stamp"
+_STAMP_ID = "chunks"
 # The manifest needs no vectors, but Chroma requires one per record.
 _NO_VECTOR = [0.0]
 # Sources per delete request when forgetting many files at once.
@@ -318,6 +322,7 @@ class Store:
             self.name + _SENTENCES_SUFFIX, configuration={"hnsw": {"space": "cosine"}}
         )
         self.files = self.client.get_or_create_collection(self.name + _MANIFEST_SUFFIX)
+        self.stamps = self.client.get_or_create_collection(self.name + _STAMP_SUFFIX)
         self.vector_store = ChromaVectorStore(chroma_collection=self.chunks)
 
     def check_embedder(self) -> None:
@@ -334,10 +339,10 @@ class Store:
     def drop(self) -> None:
         """Delete the collections (``--rebuild``) and recreate them empty."""
         with self.writing():
-            for coll in (self.name, self.name + _SENTENCES_SUFFIX, self.name + _MANIFEST_SUFFIX):
+            for suffix in ("", _SENTENCES_SUFFIX, _MANIFEST_SUFFIX, _STAMP_SUFFIX):
                 # An absent collection is fine; Chroma's error type for it varies by version.
                 with contextlib.suppress(Exception):
-                    self.client.delete_collection(coll)
+                    self.client.delete_collection(self.name + suffix)
             self._open_collections()
 
     def count(self) -> int:
@@ -409,6 +414,18 @@ class Store:
         """Every chunk id, text and metadata (to rebuild the lexical index)."""
         got = self.chunks.get(include=["documents", "metadatas"])
         return got["ids"], got["documents"], got["metadatas"]
+
+    def change_stamp(self) -> str | None:
+        """The token of the last chunk change (None before the first one): one small read."""
+        got = self.stamps.get(ids=[_STAMP_ID], include=["metadatas"])
+        return str(got["metadatas"][0]["token"]) if got["ids"] else None
+
+    def renew_stamp(self) -> None:
+        """Mark the chunks as changed (before and after an ingest writes them)."""
+        with self.writing():
+            self.stamps.upsert(
+                ids=[_STAMP_ID], embeddings=[_NO_VECTOR], metadatas=[{"token": uuid.uuid4().hex}]
+            )
 
     def ids_fingerprint(self) -> str:
         """Cheap identity of the stored chunk set, to tell if the lexical index is in sync."""

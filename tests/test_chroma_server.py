@@ -137,7 +137,10 @@ def test_two_app_instances_share_one_server(tmp_path: Path, chroma_url: str, see
     lighthouse.mkdir()
     (lighthouse / "phare.txt").write_text(LIGHTHOUSE, encoding="utf-8")
     before = first.lexical().ids  # loaded before the other instance's ingest
+    stamp = first.store.change_stamp()
     assert second.ingest([lighthouse], show_progress=False).added == 1
+    # The one small read each question makes to notice another instance's ingest.
+    assert first.store.change_stamp() not in (None, stamp)
     assert first.status().documents == second.status().documents == 2
     # The first instance's BM25 index follows the server's chunks, not only its own ingests.
     ids = set(first.lexical().ids)
