@@ -140,7 +140,11 @@ def test_two_app_instances_share_one_server(tmp_path: Path, chroma_url: str, see
     stamp = first.store.change_stamp()
     assert second.ingest([lighthouse], show_progress=False).added == 1
     # The one small read each question makes to notice another instance's ingest.
-    assert first.store.change_stamp() not in (None, stamp)
+    changed = first.store.change_stamp()
+    assert changed not in (None, stamp)
+    # An ingest that changes nothing leaves it alone, so no instance reloads its BM25 index.
+    assert second.ingest([lighthouse], show_progress=False).unchanged == 1
+    assert first.store.change_stamp() == changed
     assert first.status().documents == second.status().documents == 2
     # The first instance's BM25 index follows the server's chunks, not only its own ingests.
     ids = set(first.lexical().ids)
