@@ -110,10 +110,35 @@ def load_file(path: Path) -> LoadedFile:
         raise IngestError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except FormatError as exc:
         raise IngestError(f"{path}: {exc}") from None
+    except ImportError as exc:
+        raise IngestError(f"{path}: {missing_dependency(exc)}") from None
+    except Exception as exc:  # a format library's crash costs this file, never the run
+        raise IngestError(f"{path}: cannot extract text ({one_line(exc)})") from None
     parts = [part for part in parts if part.text.strip()]
     if not parts:
         raise IngestError(f"{path}: empty file")
     return LoadedFile(str(path.resolve()), parts, hashlib.sha256(data).hexdigest(), encoding)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line for a ``failed:`` report (type, then first line)."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+
+
+def missing_dependency(exc: ImportError) -> str:
+    """Why a format library could not load, naming the package to install.
+
+    Some libraries raise ``ImportError`` themselves with the package in the message
+    (lxml: "lxml.html.clean module is now a separate project lxml_html_clean"), others
+    leave only the module name, whose top-level package is what pip installs.
+    """
+    package = exc.name.split(".")[0] if exc.name else None
+    fix = f"`pip install {package}`" if package else "the package it names"
+    return (
+        f"missing dependency ({one_line(exc)}); install {fix} or reinstall the project "
+        "with `pip install -e .`"
+    )
 
 
 def store_extracted(loaded: LoadedFile, root: Path) -> None:
@@ -321,7 +346,7 @@ def ingest(
         except IngestError as exc:
             report.failed.append((str(path), str(exc).removeprefix(f"{path}: ")))
             continue
-        if loaded.encoding != "utf-8":
+        if loaded.encoding == "latin-1":  # PDFs report "pdf": no note for them
             report.notes.append(f"{path}: not valid UTF-8, read as {loaded.encoding}")
         previous = known.get(loaded.source)
         if previous and previous.sha256 == loaded.sha256:
