@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rag.answer import QuestionError
 from rag.config import get_settings
+from rag.embeddings import EmbeddingError
 from rag.ingest import IngestError
 from rag.store import StoreError
 
@@ -113,7 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"ingest": cmd_ingest, "ask": cmd_ask, "eval": cmd_eval}[args.command]
     try:
         return handler(args)
-    except (StoreError, IngestError, QuestionError, FileNotFoundError, ValueError) as exc:
+    except (
+        StoreError,
+        IngestError,
+        QuestionError,
+        EmbeddingError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from llama_index.core import Document
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import TextNode
@@ -313,6 +314,11 @@ def embed_text(node: TextNode) -> str:
     return f"{node.metadata['title']}\n{node.text}"
 
 
+def embed_text_offset(node: TextNode) -> int:
+    """Where the chunk's own text starts in ``embed_text(node)``."""
+    return len(node.metadata["title"]) + 1
+
+
 def ingest(
     paths: list[Path],
     store: Store,
@@ -323,6 +329,7 @@ def ingest(
     chunk_size: int = 256,
     chunk_overlap: int = 0,
     batch_size: int = 32,
+    late: bool = True,
     rebuild: bool = False,
     prune: bool = False,
     progress: ProgressFn | None = None,
@@ -370,7 +377,7 @@ def ingest(
         store.renew_stamp()
     # Old records and chunks go before any new chunk is written (see the module docstring).
     store.forget_files(stale)
-    _embed_and_store(pending, store, embedder, batch_size, report, progress, show_progress)
+    _embed_and_store(pending, store, embedder, batch_size, late, report, progress, show_progress)
     if changing:
         store.renew_stamp()
     sync_lexical(store, lexical_root, force=bool(pending) or report.pruned > 0 or rebuild)
@@ -409,11 +416,43 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
     return out
 
 
+def embed_batch(
+    batch: list[TextNode], embedder: Embedder, late: bool
+) -> tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray]:
+    """Vectors for a batch of chunks, and their sentences with theirs.
+
+    With ``late`` and an embedder that has token states, a sentence's vector is the mean
+    of its tokens' states in its chunk's pass ("late chunking"): every token is embedded
+    once, where embedding each sentence again used to more than double the work. Otherwise
+    the sentences are embedded on their own, in the same call as the chunks.
+    """
+    texts = [embed_text(node) for node in batch]
+    per_node = [sentence_records(node) for node in batch]
+    sentences = [rec for recs in per_node for rec in recs]
+    states = embedder.passage_states(texts) if late else None
+    if states is None:
+        vectors = embedder.embed_passages(texts + [text for _, text, _ in sentences])
+        return vectors[: len(batch)], sentences, vectors[len(batch) :]
+    pooled: list[np.ndarray | None] = []
+    for node, node_states, recs in zip(batch, states, per_node, strict=True):
+        shift = embed_text_offset(node) - node.metadata["start"]
+        pooled += [node_states.pool(m["start"] + shift, m["end"] + shift) for _, _, m in recs]
+    missing = [i for i, vec in enumerate(pooled) if vec is None]
+    if missing:  # no token of the sentence made it into the pass (cannot happen with E5)
+        found = embedder.embed_passages([sentences[i][1] for i in missing])
+        for i, vec in zip(missing, found, strict=True):
+            pooled[i] = vec
+    chunk_vectors = np.stack([node_states.pooled for node_states in states])
+    sentence_vectors = np.stack(pooled) if pooled else np.zeros((0, embedder.dim), np.float32)
+    return chunk_vectors, sentences, sentence_vectors
+
+
 def _embed_and_store(
     pending: list[tuple[LoadedFile, list[TextNode]]],
     store: Store,
     embedder: Embedder,
     batch_size: int,
+    late: bool,
     report: IngestReport,
     progress: ProgressFn | None,
     show_progress: bool,
@@ -423,16 +462,13 @@ def _embed_and_store(
     bar = tqdm(total=total, unit="chunk", desc="Embedding", disable=not show_progress or not total)
     for batch, finished in chunk_batches(pending, batch_size):
         if batch:
-            sentences = [rec for node in batch for rec in sentence_records(node)]
-            vectors = embedder.embed_passages(
-                [embed_text(n) for n in batch] + [text for _, text, _ in sentences]
-            )
-            for node, vec in zip(batch, vectors):
+            vectors, sentences, sentence_vectors = embed_batch(batch, embedder, late)
+            for node, vec in zip(batch, vectors, strict=True):
                 node.embedding = vec.tolist()
             store.add_chunks(batch)
             if sentences:
-                ids, texts, metas = map(list, zip(*sentences))
-                store.add_sentences(ids, texts, vectors[len(batch) :].tolist(), metas)
+                ids, texts, metas = map(list, zip(*sentences, strict=True))
+                store.add_sentences(ids, texts, sentence_vectors.tolist(), metas)
             report.chunks_embedded += len(batch)
             bar.update(len(batch))
             if progress:
