@@ -253,4 +253,3 @@ class E5Tokenizer:
             out.append((back_id[e], e - i))
             e = i
         return tuple(reversed(out))
-

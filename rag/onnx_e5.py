@@ -251,7 +251,9 @@ def build_graph(model: ModelFile) -> object:
     codes, scales = model.q4_codes("emb.word")
     init("word_codes", codes.reshape(model.vocab, h))
     init("word_scales", scales.reshape(model.vocab, h // 32, 1))
-    pos_type = model.tensor("emb.pos").reshape(model.max_positions, h) + model.tensor("emb.type")[:h]
+    pos_type = (
+        model.tensor("emb.pos").reshape(model.max_positions, h) + model.tensor("emb.type")[:h]
+    )
     init("pos_type", pos_type.astype(np.float32))
     init("zero", np.array([0], dtype=np.int64))
     init("block_shape", np.array([0, 0, h // 32, 32], dtype=np.int64))
