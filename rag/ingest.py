@@ -64,8 +64,12 @@ class LoadedFile:
         lines = (line.strip().lstrip("#").strip() for line in self.parts[0].text.splitlines())
         return next((line for line in lines if line), "")[:_TITLE_MAX] or Path(self.source).name
 
+    def headings(self, page: int | None) -> tuple[tuple[int, str], ...]:
+        """The section titles of the part a chunk's ``page`` metadata names."""
+        return next((part.headings for part in self.parts if part.page == page), ())
+
     def text_ref(self, part: Part, root: Path) -> Path:
-        """Where an extracted part's text is stored (PDF pages, HTML main text)."""
+        """Where an extracted part's text is stored (PDF pages, HTML/Word/ODT text)."""
         name = f"page-{part.page:05d}.txt" if part.page else "text.txt"
         return root / self.sha256[:24] / name
 
@@ -117,7 +121,7 @@ def load_file(path: Path) -> LoadedFile:
 
 
 def store_extracted(loaded: LoadedFile, root: Path) -> None:
-    """Keep the extracted text of PDF/HTML parts: their citations point into it."""
+    """Keep the extracted text of PDF/HTML/Word/ODT parts: their citations point into it."""
     for part in loaded.parts:
         if part.extracted:
             target = loaded.text_ref(part, root)
@@ -222,12 +226,13 @@ def make_splitter(chunk_size: int, chunk_overlap: int) -> SentenceSplitter:
 def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> list[TextNode]:
     """Split each part into nodes whose ``[start, end)`` is verified against the part text."""
     nodes: list[TextNode] = []
-    markdown = Path(loaded.source).suffix.lower() == ".md"
     for part in loaded.parts:
-        sections = Sections(part.text, markdown)
-        where = {"page": part.page} if part.page else {}
+        sections = Sections(part.headings)
+        where: dict[str, int | str | bool] = {"page": part.page} if part.page else {}
         if part.extracted:
             where["text_ref"] = str(loaded.text_ref(part, root))
+        if part.ocr:
+            where["ocr"] = True
         for start, end in _chunk_spans(part.text, splitter):
             section = sections.at(start)
             nodes.append(
@@ -246,7 +251,13 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
                         **where,
                         **({"section": section} if section else {}),
                     },
-                    excluded_embed_metadata_keys=[*_INTERNAL_KEYS, "line", "page", "section"],
+                    excluded_embed_metadata_keys=[
+                        *_INTERNAL_KEYS,
+                        "line",
+                        "page",
+                        "section",
+                        "ocr",
+                    ],
                     excluded_llm_metadata_keys=list(_INTERNAL_KEYS),
                 )
             )
@@ -316,6 +327,9 @@ def ingest(
     pending: list[tuple[LoadedFile, list[TextNode]]] = []
     stale: list[str] = []
     for path in files:
+        if _unchanged(path, known.get(str(path))):  # not re-read: OCR takes seconds a page
+            report.unchanged += 1
+            continue
         try:
             loaded = load_file(path)
         except IngestError as exc:
@@ -352,18 +366,34 @@ def ingest(
     return report
 
 
-def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
-    """(id, text, metadata) for each sentence of a chunk, with absolute offsets."""
+def _unchanged(path: Path, previous: FileRecord | None) -> bool:
+    """Whether ``path`` still has the content it was indexed with (False if unreadable)."""
+    if previous is None:
+        return False
+    try:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest() == previous.sha256
+    except OSError:
+        return False  # load_file reports it
+
+
+def sentence_records(
+    node: TextNode, headings: tuple[tuple[int, str], ...] = ()
+) -> list[tuple[str, str, dict]]:
+    """(id, text, metadata) for each sentence of a chunk, with absolute offsets.
+
+    ``headings`` are those of the chunk's part: a heading inside the chunk starts a new
+    section for the sentences after it.
+    """
     meta = node.metadata
-    # A heading inside the chunk starts a new section for the sentences after it.
-    inner = Sections(node.text, Path(meta["source"]).suffix.lower() == ".md")
+    inner = Sections(headings)
     out = []
     for j, (start, end) in enumerate(sentence_spans(node.text, meta["start"])):
         local = start - meta["start"]
         text = node.text[local : end - meta["start"]]
         line = meta["line"] + node.text.count("\n", 0, local)
-        carried = {key: meta[key] for key in ("page", "text_ref") if key in meta}
-        section = inner.at(local) or meta.get("section")
+        carried = {key: meta[key] for key in ("page", "text_ref", "ocr") if key in meta}
+        section = inner.at(start) or meta.get("section")
         if section:
             carried["section"] = section
         out.append(
@@ -395,10 +425,17 @@ def _embed_and_store(
 ) -> None:
     """Embed chunks and their sentences batch by batch; record each file once it is whole."""
     total = sum(len(nodes) for _, nodes in pending)
+    owner = {node.id_: loaded for loaded, nodes in pending for node in nodes}
     bar = tqdm(total=total, unit="chunk", desc="Embedding", disable=not show_progress or not total)
     for batch, finished in chunk_batches(pending, batch_size):
         if batch:
-            sentences = [rec for node in batch for rec in sentence_records(node)]
+            sentences = [
+                rec
+                for node in batch
+                for rec in sentence_records(
+                    node, owner[node.id_].headings(node.metadata.get("page"))
+                )
+            ]
             vectors = embedder.embed_passages(
                 [embed_text(n) for n in batch] + [text for _, text, _ in sentences]
             )
