@@ -39,6 +39,11 @@ OCR_LANGUAGES = ("fra", "eng")
 NEEDS_OCR = "needs OCR (install tesseract-ocr)"
 CELL_SEPARATOR = " | "
 
+# Editors' and downloads' temporary files (Emacs `.#x`, Office `~$x`, backups `x~`, Vim
+# `.x.swp`, `x.tmp`, partial downloads and uploads `x.part`): never indexed, never watched.
+TEMPORARY_NAMES = (r"^\.#", r"^~", r"~$", r"^\..*\.sw.$", r"\.tmp$", r"\.part$")
+_TEMPORARY = re.compile("|".join(TEMPORARY_NAMES), re.IGNORECASE)
+
 _MD_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _SPACES = re.compile(r"\s+")
 
@@ -62,6 +67,11 @@ class Part:
     extracted: bool = False
     headings: Headings = ()
     ocr: bool = False
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is an editor's or a download's temporary file."""
+    return _TEMPORARY.search(name) is not None
 
 
 def decode(data: bytes) -> tuple[str, str]:

@@ -29,6 +29,7 @@ from rag.formats import (
     Sections,
     decode,
     extract,
+    is_temporary,
 )
 from rag.lexical import LexicalIndex
 from rag.store import FileRecord, Store, file_lock
@@ -145,6 +146,7 @@ def discover(
 ) -> tuple[list[Path], list[tuple[str, str]]]:
     """Supported files under ``paths`` (sorted, deduplicated) and the paths that failed.
 
+    Editors' temporary files inside folders are skipped (``rag.formats.is_temporary``).
     Folders are walked without following directory symlinks (a link to a parent cannot
     loop); file symlinks are followed and deduplicated by their resolved path. Files over
     ``max_file_mb`` are reported as failed without being read.
@@ -156,7 +158,11 @@ def discover(
             failed.append((str(path), "no such file or directory"))
         elif path.is_dir():
             for sub in sorted(path.rglob("*")):
-                if sub.is_file() and sub.suffix.lower() in SUPPORTED_SUFFIXES:
+                if (
+                    sub.is_file()
+                    and sub.suffix.lower() in SUPPORTED_SUFFIXES
+                    and not is_temporary(sub.name)
+                ):
                     found[sub.resolve()] = None
         else:
             found[path.resolve()] = None
