@@ -12,16 +12,19 @@ their own. Tables become one line per row, cells joined by `` | ``.
 
 PDF pages without a text layer (scans) are read by Tesseract: each page is rendered at
 ``OCR_DPI`` by pdfium and its text marked ``ocr`` so a citation can say it was machine-read.
+Tesseract runs single-threaded (``OMP_THREAD_LIMIT=1`` unless set), one process per core.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import shutil
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,11 @@ OCR_DPI = 300
 # French first (the corpus language), English for the rest; missing language data is skipped.
 OCR_LANGUAGES = ("fra", "eng")
 NEEDS_OCR = "needs OCR (install tesseract-ocr)"
+# Tesseract's own OpenMP threads made a page 3-5x slower on a loaded 2-core machine (one
+# dense page: 6.9-11.4 s single-threaded, 31-38 s with its default threads, alternated runs
+# at load 8-10): pages are read by one single-threaded process per core instead.
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+OCR_WORKERS = os.cpu_count() or 1
 CELL_SEPARATOR = " | "
 
 # Editors' and downloads' temporary files (Emacs `.#x`, Office `~$x`, backups `x~`, Vim
@@ -129,18 +137,29 @@ def _pdf_pages(data: bytes) -> list[Part]:
 
 
 def _ocr_pages(data: bytes, pages: list[int]) -> dict[int, str]:
-    """OCR text of the given 1-based pages, rendered by pdfium (no poppler needed)."""
+    """OCR text of the given 1-based pages, rendered by pdfium (no poppler needed).
+
+    pdfium is not thread-safe, so pages are rendered here one by one, ``OCR_WORKERS`` at a
+    time, and read by that many single-threaded Tesseract processes at once.
+    """
     import pypdfium2 as pdfium
 
     languages = ocr_languages()
     document = pdfium.PdfDocument(data)
+    read: dict[int, str] = {}
     try:
-        return {
-            n: ocr_image(document[n - 1].render(scale=OCR_DPI / 72).to_pil(), languages)
-            for n in pages
-        }
+        with ThreadPoolExecutor(OCR_WORKERS) as pool:
+            for start in range(0, len(pages), OCR_WORKERS):
+                batch = pages[start : start + OCR_WORKERS]
+                images = [
+                    document[n - 1].render(scale=OCR_DPI / 72, grayscale=True).to_pil()
+                    for n in batch
+                ]
+                texts = pool.map(lambda image: ocr_image(image, languages), images)
+                read.update(zip(batch, texts))
     finally:
         document.close()
+    return read
 
 
 def ocr_languages() -> str:
