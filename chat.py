@@ -179,7 +179,12 @@ def handle_question(question: str, service: RagService) -> None:
     The streamed text is replaced by the final answer: an LLM's unverifiable markers are
     removed and the others renumbered once the stream ends.
     """
-    from rag.service import QuestionError, StoreError, check_question  # loaded by get_service
+    from rag.service import (  # loaded by get_service
+        EmbeddingError,
+        QuestionError,
+        StoreError,
+        check_question,
+    )
 
     try:
         check_question(question)
@@ -196,7 +201,7 @@ def handle_question(question: str, service: RagService) -> None:
         with st.spinner("Searching the documents…"):
             try:
                 stream = service.ask_stream(question, top_k=top_k, history=history)
-            except StoreError as exc:
+            except (StoreError, EmbeddingError) as exc:
                 st.error(str(exc))
                 return
         answer = show_stream(stream)

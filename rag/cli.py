@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from rag.answer import QuestionError
 from rag.config import get_settings
+from rag.embeddings import EmbeddingError
 from rag.formats import SUPPORTED_LABEL
 from rag.ingest import IngestError
 from rag.store import StoreError
@@ -154,7 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"ingest": cmd_ingest, "ask": cmd_ask, "eval": cmd_eval}[args.command]
     try:
         return handler(args)
-    except (StoreError, IngestError, QuestionError, FileNotFoundError, ValueError) as exc:
+    except (
+        StoreError,
+        IngestError,
+        QuestionError,
+        EmbeddingError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

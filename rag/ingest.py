@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from llama_index.core import Document
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import TextNode
@@ -25,6 +26,7 @@ from rag.formats import (
     SUPPORTED_LABEL,
     SUPPORTED_SUFFIXES,
     FormatError,
+    Headings,
     Part,
     Sections,
     decode,
@@ -65,7 +67,7 @@ class LoadedFile:
         lines = (line.strip().lstrip("#").strip() for line in self.parts[0].text.splitlines())
         return next((line for line in lines if line), "")[:_TITLE_MAX] or Path(self.source).name
 
-    def headings(self, page: int | None) -> tuple[tuple[int, str], ...]:
+    def headings(self, page: int | None) -> Headings:
         """The section titles of the part a chunk's ``page`` metadata names."""
         return next((part.headings for part in self.parts if part.page == page), ())
 
@@ -115,10 +117,35 @@ def load_file(path: Path) -> LoadedFile:
         raise IngestError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except FormatError as exc:
         raise IngestError(f"{path}: {exc}") from None
+    except ImportError as exc:
+        raise IngestError(f"{path}: {missing_dependency(exc)}") from None
+    except Exception as exc:  # a format library's crash costs this file, never the run
+        raise IngestError(f"{path}: cannot extract text ({one_line(exc)})") from None
     parts = [part for part in parts if part.text.strip()]
     if not parts:
         raise IngestError(f"{path}: empty file")
     return LoadedFile(str(path.resolve()), parts, hashlib.sha256(data).hexdigest(), encoding)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line for a ``failed:`` report (type, then first line)."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+
+
+def missing_dependency(exc: ImportError) -> str:
+    """Why a format library could not load, naming the package to install.
+
+    Some libraries raise ``ImportError`` themselves with the package in the message
+    (lxml: "lxml.html.clean module is now a separate project lxml_html_clean"), others
+    leave only the module name, whose top-level package is what pip installs.
+    """
+    package = exc.name.split(".")[0] if exc.name else None
+    fix = f"`pip install {package}`" if package else "the package it names"
+    return (
+        f"missing dependency ({one_line(exc)}); install {fix} or reinstall the project "
+        "with `pip install -e .`"
+    )
 
 
 def store_extracted(loaded: LoadedFile, root: Path) -> None:
@@ -305,6 +332,11 @@ def embed_text(node: TextNode) -> str:
     return f"{node.metadata['title']}\n{node.text}"
 
 
+def embed_text_offset(node: TextNode) -> int:
+    """Where the chunk's own text starts in ``embed_text(node)``."""
+    return len(node.metadata["title"]) + 1
+
+
 def ingest(
     paths: list[Path],
     store: Store,
@@ -315,6 +347,7 @@ def ingest(
     chunk_size: int = 256,
     chunk_overlap: int = 0,
     batch_size: int = 32,
+    late: bool = True,
     rebuild: bool = False,
     prune: bool = False,
     progress: ProgressFn | None = None,
@@ -341,7 +374,7 @@ def ingest(
         except IngestError as exc:
             report.failed.append((str(path), str(exc).removeprefix(f"{path}: ")))
             continue
-        if loaded.encoding != "utf-8":
+        if loaded.encoding == "latin-1":  # PDFs report "pdf": no note for them
             report.notes.append(f"{path}: not valid UTF-8, read as {loaded.encoding}")
         previous = known.get(loaded.source)
         if previous and previous.sha256 == loaded.sha256:
@@ -365,7 +398,7 @@ def ingest(
         store.renew_stamp()
     # Old records and chunks go before any new chunk is written (see the module docstring).
     store.forget_files(stale)
-    _embed_and_store(pending, store, embedder, batch_size, report, progress, show_progress)
+    _embed_and_store(pending, store, embedder, batch_size, late, report, progress, show_progress)
     if changing:
         store.renew_stamp()
     sync_lexical(store, lexical_root, force=bool(pending) or report.pruned > 0 or rebuild)
@@ -383,9 +416,7 @@ def _unchanged(path: Path, previous: FileRecord | None) -> bool:
         return False  # load_file reports it
 
 
-def sentence_records(
-    node: TextNode, headings: tuple[tuple[int, str], ...] = ()
-) -> list[tuple[str, str, dict]]:
+def sentence_records(node: TextNode, headings: Headings = ()) -> list[tuple[str, str, dict]]:
     """(id, text, metadata) for each sentence of a chunk, with absolute offsets.
 
     ``headings`` are those of the chunk's part: a heading inside the chunk starts a new
@@ -420,11 +451,47 @@ def sentence_records(
     return out
 
 
+def embed_batch(
+    batch: list[TextNode],
+    embedder: Embedder,
+    late: bool,
+    headings: Callable[[TextNode], Headings] | None = None,
+) -> tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray]:
+    """Vectors for a batch of chunks, and their sentences with theirs.
+
+    ``headings`` gives each chunk's part headings, for the sections of its sentences.
+    With ``late`` and an embedder that has token states, a sentence's vector is the mean
+    of its tokens' states in its chunk's pass ("late chunking"): every token is embedded
+    once, where embedding each sentence again used to more than double the work. Otherwise
+    the sentences are embedded on their own, in the same call as the chunks.
+    """
+    texts = [embed_text(node) for node in batch]
+    per_node = [sentence_records(node, headings(node) if headings else ()) for node in batch]
+    sentences = [rec for recs in per_node for rec in recs]
+    states = embedder.passage_states(texts) if late else None
+    if states is None:
+        vectors = embedder.embed_passages(texts + [text for _, text, _ in sentences])
+        return vectors[: len(batch)], sentences, vectors[len(batch) :]
+    pooled: list[np.ndarray | None] = []
+    for node, node_states, recs in zip(batch, states, per_node, strict=True):
+        shift = embed_text_offset(node) - node.metadata["start"]
+        pooled += [node_states.pool(m["start"] + shift, m["end"] + shift) for _, _, m in recs]
+    missing = [i for i, vec in enumerate(pooled) if vec is None]
+    if missing:  # no token of the sentence made it into the pass (cannot happen with E5)
+        found = embedder.embed_passages([sentences[i][1] for i in missing])
+        for i, vec in zip(missing, found, strict=True):
+            pooled[i] = vec
+    chunk_vectors = np.stack([node_states.pooled for node_states in states])
+    sentence_vectors = np.stack(pooled) if pooled else np.zeros((0, embedder.dim), np.float32)
+    return chunk_vectors, sentences, sentence_vectors
+
+
 def _embed_and_store(
     pending: list[tuple[LoadedFile, list[TextNode]]],
     store: Store,
     embedder: Embedder,
     batch_size: int,
+    late: bool,
     report: IngestReport,
     progress: ProgressFn | None,
     show_progress: bool,
@@ -432,25 +499,20 @@ def _embed_and_store(
     """Embed chunks and their sentences batch by batch; record each file once it is whole."""
     total = sum(len(nodes) for _, nodes in pending)
     owner = {node.id_: loaded for loaded, nodes in pending for node in nodes}
+
+    def headings(node: TextNode) -> Headings:
+        return owner[node.id_].headings(node.metadata.get("page"))
+
     bar = tqdm(total=total, unit="chunk", desc="Embedding", disable=not show_progress or not total)
     for batch, finished in chunk_batches(pending, batch_size):
         if batch:
-            sentences = [
-                rec
-                for node in batch
-                for rec in sentence_records(
-                    node, owner[node.id_].headings(node.metadata.get("page"))
-                )
-            ]
-            vectors = embedder.embed_passages(
-                [embed_text(n) for n in batch] + [text for _, text, _ in sentences]
-            )
-            for node, vec in zip(batch, vectors):
+            vectors, sentences, sentence_vectors = embed_batch(batch, embedder, late, headings)
+            for node, vec in zip(batch, vectors, strict=True):
                 node.embedding = vec.tolist()
             store.add_chunks(batch)
             if sentences:
-                ids, texts, metas = map(list, zip(*sentences))
-                store.add_sentences(ids, texts, vectors[len(batch) :].tolist(), metas)
+                ids, texts, metas = map(list, zip(*sentences, strict=True))
+                store.add_sentences(ids, texts, sentence_vectors.tolist(), metas)
             report.chunks_embedded += len(batch)
             bar.update(len(batch))
             if progress:

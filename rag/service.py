@@ -25,7 +25,7 @@ from rag.answer import (
 from rag.chat import AnswerStream, llm_answer
 from rag.citations import SourceCache
 from rag.config import Settings, get_settings
-from rag.embeddings import Embedder, make_embedder
+from rag.embeddings import Embedder, EmbeddingError, make_embedder
 from rag.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.ingest import (
     IngestError,
@@ -45,6 +45,7 @@ __all__ = [
     "Answer",
     "AnswerStream",
     "CorpusStatus",
+    "EmbeddingError",
     "QuestionError",
     "RagService",
     "StoreError",
@@ -66,9 +67,16 @@ class CorpusStatus:
 class RagService:
     """Ingest and ask over one corpus (one Chroma collection and its BM25 index)."""
 
-    def __init__(self, settings: Settings | None = None, collection: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        collection: str | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
         self.settings = settings or get_settings()
         self.collection = collection or self.settings.collection
+        if embedder is not None:  # tests pass a fake one; otherwise loaded on first use
+            self.embedder = embedder
         self._lexical: LexicalIndex | None = None
         self._lexical_stamp: float | None = None
         self._server_stamp: str | None = None
@@ -90,7 +98,7 @@ class RagService:
         with self._store_lock:
             if self._store is None or (refresh and self._store.is_stale()):
                 self._store = open_store(
-                    self.settings, self.embedder.model_name, self.embedder.dim, self.collection
+                    self.settings, self.embedder.model_id, self.embedder.dim, self.collection
                 )
             return self._store
 
@@ -146,6 +154,7 @@ class RagService:
                 chunk_size=self.settings.chunk_size,
                 chunk_overlap=self.settings.chunk_overlap,
                 batch_size=self.settings.embed_batch_size,
+                late=self.settings.sentence_vectors == "late",
                 rebuild=rebuild,
                 prune=prune,
                 progress=progress,
@@ -294,7 +303,7 @@ class RagService:
         with self._reading() as store:
             files, chunks = store.file_records(), store.count()
         mode = f"llm:{self.settings.llm_model}" if self.settings.llm_enabled else "extractive"
-        return CorpusStatus(len(files), chunks, self.embedder.model_name, mode)
+        return CorpusStatus(len(files), chunks, self.embedder.model_id, mode)
 
 
 _shared: tuple[Settings, RagService] | None = None

@@ -13,6 +13,7 @@ import pytest
 
 from rag.config import Settings
 from rag.service import RagService
+from tests.fakes import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "seeds" / "000_a39d74119d63f477.txt"
@@ -70,3 +71,9 @@ def write_piaf_corpus(folder: Path, n: int) -> Path:
             f"{row['title']}\n{row['text']}\n", encoding="utf-8"
         )
     return folder
+
+
+@pytest.fixture
+def fake_embedder() -> FakeEmbedder:
+    """Predictable vectors in milliseconds (see tests/fakes.py)."""
+    return FakeEmbedder()

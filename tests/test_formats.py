@@ -125,3 +125,81 @@ def test_markdown_citation_names_its_section(service: RagService) -> None:
     assert cite.extracted is None
     text = Path(cite.source).read_text(encoding="utf-8")
     assert text[cite.start : cite.end] == cite.quote
+
+
+def _mixed_corpus(folder: Path) -> Path:
+    """One file of each supported kind, each holding one distinct fact."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.txt").write_text("Notes\nLe moulin de Kerbrat a été restauré en 1998.\n")
+    (folder / "coop.md").write_text(MARKDOWN, encoding="utf-8")
+    (folder / "report.pdf").write_bytes(tiny_pdf(["Le phare du Creac'h date de 1863."]))
+    (folder / "brest.html").write_text(HTML, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            ImportError("lxml.html.clean module is now a separate project lxml_html_clean"),
+            "missing dependency (ImportError: lxml.html.clean module is now a separate "
+            "project lxml_html_clean)",
+        ),
+        (ModuleNotFoundError("No module named 'justext'", name="justext"), "pip install justext"),
+        (RuntimeError("parser exploded\nwith a second line"), "RuntimeError: parser exploded"),
+    ],
+)
+def test_a_crashing_extractor_costs_its_file_not_the_run(
+    tmp_path: Path, monkeypatch, capsys, error: Exception, reason: str
+) -> None:
+    """An exception from a format library is one `failed:` line; the other files are indexed."""
+    from rag import cli, formats
+
+    def broken(_html: str) -> str:
+        raise error
+
+    monkeypatch.setattr(formats, "_html_main_text", broken)
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("RAG_CHROMA_URL", raising=False)
+    cli.get_settings.cache_clear()
+    try:
+        status = cli.main(["ingest", str(_mixed_corpus(tmp_path / "corpus"))])
+    finally:
+        cli.get_settings.cache_clear()
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert "3 added" in out and "1 failed" in out
+    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    html = tmp_path / "corpus" / "brest.html"
+    assert len(failed) == 1 and failed[0].startswith(f"failed: {html}: ")
+    assert reason in failed[0]
+    assert "Traceback" not in err
+
+
+def test_a_crashing_extractor_fails_only_that_upload(tmp_path: Path, monkeypatch) -> None:
+    """The chat's upload goes through the same per-file guard."""
+    from rag import formats
+
+    def broken(_html: str) -> str:
+        raise ValueError("bad markup")
+
+    monkeypatch.setattr(formats, "_html_main_text", broken)
+    service = RagService(make_settings(tmp_path / "data"))
+    report = service.add_uploads(
+        [("page.html", HTML.encode()), ("notes.txt", b"Notes\nLe moulin date de 1998.\n")]
+    )
+    assert report.added == 1
+    assert [(Path(p).name, r) for p, r in report.failed] == [
+        ("page.html", "cannot extract text (ValueError: bad markup)")
+    ]
+
+
+def test_declared_dependencies_are_consistent() -> None:
+    """`pip check`: every package the project pulls in has what it declares it needs."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
