@@ -69,6 +69,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
     service = RagService()
     if args.watch:
+        if args.rebuild:
+            raise ValueError("--watch cannot rebuild: run `rag ingest --rebuild` first")
         return watch_until_interrupted(paths, service)
     report = service.ingest(
         paths, rebuild=args.rebuild, prune=args.prune, show_progress=sys.stderr.isatty()
