@@ -83,9 +83,8 @@ def watch(
         for path in touched:
             waiting.pop(path, None)  # a new change: a fresh set of attempts
         deleted = any(change == Change.deleted for change, _ in changes)
-        candidates = touched | set(waiting)
-        if candidates or deleted:
-            waiting = Step(service, out).follow(candidates, waiting, prune=deleted)
+        if touched or waiting or deleted:
+            waiting = Step(service, out).follow(touched, waiting, prune=deleted)
 
 
 class Step:
@@ -104,10 +103,11 @@ class Step:
         return report
 
     def follow(
-        self, candidates: set[Path], waiting: dict[Path, int], *, prune: bool
+        self, touched: set[Path], waiting: dict[Path, int], *, prune: bool
     ) -> dict[Path, int]:
-        """Ingest the settled candidates; return the files to look at again."""
-        ready, busy = settled(path for path in candidates if path.exists())
+        """Ingest what settled among the touched and waiting files; return those to look at
+        again, with their failed attempts so far."""
+        ready, busy = settled(path for path in touched | set(waiting) if path.exists())
         later = {path: waiting.get(path, 0) for path in busy}
         before = self.service.indexed_files()
         report = (

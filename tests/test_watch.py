@@ -15,7 +15,7 @@ import pytest
 from watchfiles import Change
 
 from rag.service import RagService
-from rag.watch import WatchFilter
+from rag.watch import MAX_ATTEMPTS, Step, WatchFilter, settled
 from tests.conftest import ROOT, make_settings, run_cli
 from tests.test_documents import word_file
 
@@ -47,7 +47,7 @@ class Watcher:
         until(lambda: any(line.startswith(prefix) for line in self.lines), timeout, self.lines)
 
 
-def until(check: Callable[[], bool], timeout: float = 20, context: object = None) -> None:
+def until(check: Callable[[], bool], timeout: float = 30, context: object = None) -> None:
     """Poll ``check`` until it holds; the watcher is expected to act within seconds."""
     deadline = time.monotonic() + timeout
     while not check():
@@ -131,3 +131,47 @@ def test_watch_filter_keeps_documents_only(tmp_path: Path, name: str, kept: bool
     check = WatchFilter(ignore_paths=[data])
     assert check(Change.added, str(tmp_path / name)) is kept
     assert not check(Change.added, str(data / "extracted" / "abc" / "text.txt"))
+
+
+def test_a_half_written_file_waits_and_a_failed_parse_is_retried(
+    tmp_path: Path, service: RagService
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    growing = docs / "growing.txt"
+    growing.write_text("Le début d'un long fichier.\n")
+    stop = threading.Event()
+
+    def append() -> None:
+        with growing.open("a") as fh:
+            while not stop.is_set():
+                fh.write("Une ligne de plus.\n")
+                fh.flush()
+                time.sleep(0.02)
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        assert settled([growing]) == ([], [growing])
+    finally:
+        stop.set()
+        writer.join()
+    assert settled([growing]) == ([growing], [])
+
+    lines: list[str] = []
+    step = Step(service, lines.append)
+    word = word_file()
+    bridge = docs / "ponts.docx"
+    bridge.write_bytes(word[: len(word) // 2])
+    waiting = step.follow({bridge}, {}, prune=False)
+    assert waiting == {bridge: 1}
+    assert lines[-1].startswith(f"retrying: {bridge}: corrupt or unreadable Word file")
+    for attempt in range(2, MAX_ATTEMPTS):
+        waiting = step.follow(set(), waiting, prune=False)
+        assert waiting == {bridge: attempt}
+    assert step.follow(set(), waiting, prune=False) == {}
+    assert lines[-1].startswith(f"failed: {bridge}: ")  # given up until it changes again
+
+    bridge.write_bytes(word)
+    assert step.follow({bridge}, {}, prune=False) == {}
+    assert lines[-1].startswith(f"added: {bridge} (")
