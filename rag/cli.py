@@ -101,6 +101,7 @@ def watch_until_interrupted(paths: list[Path], service: RagService) -> int:
         os.write(2, b"stopping after the current step (Ctrl-C again to stop at once)\n")
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    print("indexing, then watching for changes (Ctrl-C to stop)", file=sys.stderr)
     try:
         watch(paths, service, stop, out=lambda line: print(line, flush=True))
     finally:

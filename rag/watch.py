@@ -67,7 +67,7 @@ def watch(
     """Index ``paths`` (pruning deleted files), then follow their changes until ``stop``."""
     roots = [path.resolve() for path in paths]
     report = Step(service, out).run(roots, prune=True)
-    out(f"{report.summary()}; watching {', '.join(map(str, roots))} (Ctrl-C to stop)")
+    out(f"{report.summary()}; watching {', '.join(map(str, roots))}")
     waiting: dict[Path, int] = {}  # files to look at again, with their failed attempts
     for changes in watch_changes(
         *roots,
