@@ -55,7 +55,14 @@ def ensure_index(service: RagService) -> None:
     def progress(done: int, total: int) -> None:
         bar.progress(done / total, text=f"Indexing the documents: {done}/{total} chunks")
 
-    report = service.ingest([SEEDS], progress=progress, show_progress=False)
+    from rag.service import StoreError  # loaded by get_service
+
+    try:
+        report = service.ingest([SEEDS], progress=progress, show_progress=False)
+    except StoreError as exc:  # e.g. an index built with another embedder: say how to fix it
+        bar.empty()
+        st.error(str(exc))
+        st.stop()
     # Set before the next Streamlit call: a question sent meanwhile stops this run there.
     st.session_state.index_checked = True
     bar.empty()

