@@ -42,11 +42,34 @@ def warm_up() -> None:
         log.warning("warm-up skipped: %s", exc)
 
 
+def watch_folder(folder: Path, stop: threading.Event) -> None:
+    """Keep ``RAG_WATCH_DIR`` indexed while the server runs; its console shows each change."""
+    try:
+        from rag.config import get_settings
+        from rag.service import shared_service
+        from rag.watch import watch
+
+        watch(
+            [folder], shared_service(get_settings()), stop, out=lambda line: print(line, flush=True)
+        )
+    except Exception as exc:
+        log.warning("folder watch stopped: %s", exc)
+
+
 @asynccontextmanager
 async def lifespan(_app: st.App) -> AsyncIterator[None]:
+    from rag.config import get_settings
+
     skip_repl_check()
     threading.Thread(target=warm_up, name="rag-warm-up", daemon=True).start()
+    stop = threading.Event()
+    folder = get_settings().watch_dir
+    if folder:
+        threading.Thread(
+            target=watch_folder, args=(folder, stop), name="rag-watch", daemon=True
+        ).start()
     yield
+    stop.set()
 
 
 app = st.App(str(PAGE), lifespan=lifespan)

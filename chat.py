@@ -13,7 +13,7 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from rag.config import get_settings
-from rag.formats import SUPPORTED_SUFFIXES
+from rag.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.render import (
     PAGE_STYLE,
     citation_card_html,
@@ -118,8 +118,10 @@ def sidebar(service: RagService) -> None:
         cols[0].metric("Documents", status.documents)
         cols[1].metric("Chunks", status.chunks)
         st.caption(f"Embedding model: {status.embed_model}  \nAnswer mode: {status.answer_mode}")
+        if settings.watch_dir:
+            st.caption(f"Keeping {escape_md(str(settings.watch_dir))} in sync")
         uploads = st.file_uploader(
-            "Add documents (.txt, .md, .pdf, .html)",
+            f"Add documents ({SUPPORTED_LABEL})",
             type=[suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES],
             accept_multiple_files=True,
             key=f"uploader-{st.session_state.get('uploader_round', 0)}",

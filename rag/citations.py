@@ -18,7 +18,9 @@ from rag.ingest import IngestError, read_text
 @dataclass(frozen=True)
 class Citation:
     """A verified quote: ``text[start:end] == quote``, where ``text`` is the file's own text
-    (``extracted`` is None) or the stored extracted text (PDF page, HTML main text)."""
+    (``extracted`` is None) or the stored extracted text (PDF page, HTML/Word/ODT text).
+    ``ocr``: the text was machine-read from a scanned page, so the quote may differ from the
+    printed words."""
 
     n: int
     source: str
@@ -31,6 +33,7 @@ class Citation:
     page: int | None = None
     section: str | None = None
     extracted: str | None = None
+    ocr: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +50,7 @@ class Span:
     page: int | None = None
     section: str | None = None
     extracted: str | None = None
+    ocr: bool = False
 
     @property
     def ref(self) -> str:
@@ -85,4 +89,5 @@ class SourceCache:
             page=span.page,
             section=span.section,
             extracted=span.extracted,
+            ocr=span.ocr,
         )

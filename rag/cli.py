@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag.answer import QuestionError
 from rag.config import get_settings
 from rag.embeddings import EmbeddingError
+from rag.formats import SUPPORTED_LABEL
 from rag.ingest import IngestError
 from rag.store import StoreError
+
+if TYPE_CHECKING:
+    from rag.service import RagService
 
 DEFAULT_CORPUS = Path("seeds")
 EXIT_USAGE = 2
 EXIT_FAILED_FILES = 3
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,9 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ing = sub.add_parser("ingest", help="index files or folders (default: seeds/)")
-    ing.add_argument("paths", nargs="*", type=Path, help="files or folders (.txt, .md)")
+    ing.add_argument("paths", nargs="*", type=Path, help=f"files or folders ({SUPPORTED_LABEL})")
     ing.add_argument("--rebuild", action="store_true", help="drop the index and start over")
     ing.add_argument("--prune", action="store_true", help="remove chunks of deleted files")
+    ing.add_argument(
+        "--watch",
+        action="store_true",
+        help="then keep following the paths: index new and changed files, prune deleted ones",
+    )
 
     ask = sub.add_parser("ask", help="answer a question with citations")
     ask.add_argument("question")
@@ -54,6 +68,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if missing:
         raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
     service = RagService()
+    if args.watch:
+        if args.rebuild:
+            raise ValueError("--watch cannot rebuild: run `rag ingest --rebuild` first")
+        return watch_until_interrupted(paths, service)
     report = service.ingest(
         paths, rebuild=args.rebuild, prune=args.prune, show_progress=sys.stderr.isatty()
     )
@@ -65,6 +83,31 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if report.failed and not (report.added or report.updated or report.unchanged):
         return EXIT_FAILED_FILES
     return 0
+
+
+def watch_until_interrupted(paths: list[Path], service: RagService) -> int:
+    """Run the watcher until Ctrl-C; the step under way when it comes is finished first.
+
+    A second Ctrl-C stops at once (ingest's write order keeps even that safe to re-run).
+    """
+    from rag.watch import watch
+
+    stop = threading.Event()
+
+    def on_interrupt(_signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        os.write(2, b"stopping after the current step (Ctrl-C again to stop at once)\n")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    print("indexing, then watching for changes (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        watch(paths, service, stop, out=lambda line: print(line, flush=True))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print("stopped; the index matches the files as last seen", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -85,7 +128,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     for c in answer.citations:
         flag = "" if c.verified else " (unverified)"
         page = f" page {c.page}" if c.page else ""
-        print(f"  [{c.n}] {c.source}:{c.line}{page} (chars {c.start}-{c.end}){flag}")
+        ocr = " (OCR)" if c.ocr else ""
+        print(f"  [{c.n}] {c.source}:{c.line}{page}{ocr} (chars {c.start}-{c.end}){flag}")
     if answer.note:
         print(f"note: {answer.note}", file=sys.stderr)
     print(f"({answer.mode})", file=sys.stderr)
@@ -126,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

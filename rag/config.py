@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         20.0,
         description="Files over this many MB (MiB) are skipped and reported; 0 = no limit.",
     )
+    watch_dir: Path | None = Field(
+        None,
+        description="A folder the app indexes when it starts and keeps in step while it runs "
+        "(new, changed and deleted files, as `rag ingest --watch`).",
+    )
     top_k: int = Field(5, description="Passages retrieved per question.")
     abstain_threshold: float = Field(
         0.0,

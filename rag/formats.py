@@ -1,26 +1,61 @@
 """Text extraction per file type, keeping what a citation must point into.
 
-Plain text and Markdown are cited in the file itself. PDF and HTML are cited in the text
-extracted from them (pypdf per page, trafilatura's main-text extraction), which ingest
+Plain text and Markdown are cited in the file itself. PDF, HTML, Word (.docx) and
+OpenDocument (.odt) files are cited in the text extracted from them (pypdf per page,
+trafilatura's main-text extraction, python-docx and odfpy in document order), which ingest
 stores beside the index so a citation can always be checked and highlighted against exactly
-what was indexed. Markdown headings become section titles.
+what was indexed.
+
+Section titles are given per part as ``(offset, title)`` pairs: Markdown headings, or the
+heading paragraphs of a Word/OpenDocument file, which the extracted text keeps on lines of
+their own. Tables become one line per row, cells joined by `` | ``.
+
+PDF pages without a text layer (scans) are read by Tesseract: each page is rendered at
+``OCR_DPI`` by pdfium and its text marked ``ocr`` so a citation can say it was machine-read.
+Tesseract runs single-threaded (``OMP_THREAD_LIMIT=1`` unless set), one process per core.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import shutil
 from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from zipfile import BadZipFile
 
 TEXT_SUFFIXES = (".txt", ".md")
-EXTRACTED_SUFFIXES = (".pdf", ".html", ".htm")
+EXTRACTED_SUFFIXES = (".pdf", ".html", ".htm", ".docx", ".odt")
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES + EXTRACTED_SUFFIXES
 SUPPORTED_LABEL = ", ".join(SUPPORTED_SUFFIXES)
 
+# Tesseract's documentation asks for at least 300 dpi; more only costs time.
+OCR_DPI = 300
+# French first (the corpus language), English for the rest; missing language data is skipped.
+OCR_LANGUAGES = ("fra", "eng")
+NEEDS_OCR = "needs OCR (install tesseract-ocr)"
+# Tesseract's own OpenMP threads made a page 3-5x slower on a loaded 2-core machine (one
+# dense page: 6.9-11.4 s single-threaded, 31-38 s with its default threads, alternated runs
+# at load 8-10): pages are read by one single-threaded process per core instead.
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+OCR_WORKERS = os.cpu_count() or 1
+CELL_SEPARATOR = " | "
+
+# Editors' and downloads' temporary files (Emacs `.#x`, Office `~$x`, backups `x~`, Vim
+# `.x.swp`, `x.tmp`, partial downloads and uploads `x.part`): never indexed, never watched.
+TEMPORARY_NAMES = (r"^\.#", r"^~", r"~$", r"^\..*\.sw.$", r"\.tmp$", r"\.part$")
+_TEMPORARY = re.compile("|".join(TEMPORARY_NAMES), re.IGNORECASE)
+
 _MD_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_SPACES = re.compile(r"\s+")
+
+Headings = tuple[tuple[int, str], ...]
 
 
 class FormatError(Exception):
@@ -29,11 +64,22 @@ class FormatError(Exception):
 
 @dataclass(frozen=True)
 class Part:
-    """A unit of text citations point into: a whole file, or one page of a PDF."""
+    """A unit of text citations point into: a whole file, or one page of a PDF.
+
+    ``headings`` are the section titles by offset into ``text``; ``ocr`` marks text read by
+    OCR from a page image (its quotes may hold recognition errors).
+    """
 
     text: str
     page: int | None = None
     extracted: bool = False
+    headings: Headings = ()
+    ocr: bool = False
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is an editor's or a download's temporary file."""
+    return _TEMPORARY.search(name) is not None
 
 
 def decode(data: bytes) -> tuple[str, str]:
@@ -50,10 +96,20 @@ def extract(suffix: str, data: bytes) -> tuple[list[Part], str]:
     """The parts of a file and the encoding used (``"pdf"`` for PDFs)."""
     if suffix == ".pdf":
         return _pdf_pages(data), "pdf"
+    if suffix == ".docx":
+        return [_docx_text(data)], "utf-8"
+    if suffix == ".odt":
+        return [_odt_text(data)], "utf-8"
     text, encoding = decode(data)
     if suffix in (".html", ".htm"):
         return [Part(_html_main_text(text), extracted=True)], encoding
+    if suffix == ".md":
+        return [Part(text, headings=markdown_headings(text))], encoding
     return [Part(text)], encoding
+
+
+def markdown_headings(text: str) -> Headings:
+    return tuple((m.start(), m.group(1).strip()) for m in _MD_HEADING.finditer(text))
 
 
 def _pdf_pages(data: bytes) -> list[Part]:
@@ -68,10 +124,76 @@ def _pdf_pages(data: bytes) -> list[Part]:
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise FormatError(f"corrupt or unreadable PDF ({exc})") from None
-    parts = [Part(text, page=n, extracted=True) for n, text in enumerate(pages, 1) if text.strip()]
+    scanned = [n for n, text in enumerate(pages, 1) if not text.strip()]
+    read = _ocr_pages(data, scanned) if scanned else {}
+    parts = [
+        Part(read.get(n, text), page=n, extracted=True, ocr=n in read)
+        for n, text in enumerate(pages, 1)
+    ]
+    parts = [part for part in parts if part.text.strip()]
     if not parts:
-        raise FormatError("PDF has no extractable text (scanned images?)")
+        raise FormatError("PDF has no text, even by OCR")
     return parts
+
+
+def _ocr_pages(data: bytes, pages: list[int]) -> dict[int, str]:
+    """OCR text of the given 1-based pages, rendered by pdfium (no poppler needed).
+
+    pdfium is not thread-safe, so pages are rendered here one by one, ``OCR_WORKERS`` at a
+    time, and read by that many single-threaded Tesseract processes at once.
+    """
+    import pypdfium2 as pdfium
+
+    languages = ocr_languages()
+    document = pdfium.PdfDocument(data)
+    read: dict[int, str] = {}
+    try:
+        with ThreadPoolExecutor(OCR_WORKERS) as pool:
+            for start in range(0, len(pages), OCR_WORKERS):
+                batch = pages[start : start + OCR_WORKERS]
+                images = [
+                    document[n - 1].render(scale=OCR_DPI / 72, grayscale=True).to_pil()
+                    for n in batch
+                ]
+                texts = pool.map(lambda image: ocr_image(image, languages), images)
+                read.update(zip(batch, texts))
+    finally:
+        document.close()
+    return read
+
+
+def ocr_languages() -> str:
+    """Tesseract's ``lang`` argument, or FormatError when Tesseract is not installed."""
+    import pytesseract
+
+    try:
+        installed = set(pytesseract.get_languages(config=""))
+    except (pytesseract.TesseractNotFoundError, OSError):
+        raise FormatError(NEEDS_OCR) from None
+    return "+".join(lang for lang in OCR_LANGUAGES if lang in installed) or "eng"
+
+
+def ocr_image(image: Any, languages: str) -> str:
+    """Page text as paragraphs, one per line (Tesseract's line breaks inside one are undone).
+
+    Our sentence splitter treats a line break as a sentence end, so a paragraph kept on
+    several lines would be cited in fragments.
+    """
+    import pytesseract
+
+    try:
+        raw = pytesseract.image_to_string(image, lang=languages)
+    except (pytesseract.TesseractNotFoundError, OSError):
+        raise FormatError(NEEDS_OCR) from None
+    paragraphs = (" ".join(block.split()) for block in re.split(r"\n\s*\n", raw))
+    return "\n".join(p for p in paragraphs if p)
+
+
+def tesseract_available() -> bool:
+    """Whether OCR can run here (the ``tesseract`` binary pytesseract will call is found)."""
+    import pytesseract
+
+    return shutil.which(pytesseract.pytesseract.tesseract_cmd) is not None
 
 
 def _html_main_text(html: str) -> str:
@@ -83,13 +205,109 @@ def _html_main_text(html: str) -> str:
     return text
 
 
-class Sections:
-    """Markdown section titles by character offset (the nearest heading above)."""
+class _Lines:
+    """Extracted text built line by line, remembering which lines are headings."""
 
-    def __init__(self, text: str, markdown: bool) -> None:
-        found = list(_MD_HEADING.finditer(text)) if markdown else []
-        self._starts = [m.start() for m in found]
-        self._titles = [m.group(1).strip() for m in found]
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.headings: list[tuple[int, str]] = []
+        self.size = 0
+
+    def add(self, text: str, *, heading: bool = False) -> None:
+        line = _SPACES.sub(" ", text).strip()
+        if not line:
+            return
+        if heading:
+            self.headings.append((self.size, line))
+        self.lines.append(line)
+        self.size += len(line) + 1
+
+    def row(self, cells: Iterable[str]) -> None:
+        self.add(CELL_SEPARATOR.join(_SPACES.sub(" ", cell).strip() for cell in cells))
+
+    def part(self, what: str) -> Part:
+        if not self.lines:
+            raise FormatError(f"no text found in the {what}")
+        return Part("\n".join(self.lines), extracted=True, headings=tuple(self.headings))
+
+
+def _docx_text(data: bytes) -> Part:
+    """Body paragraphs and tables in document order (headers, footers, notes left out)."""
+    import docx
+    from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+        out = _Lines()
+        for block in document.iter_inner_content():
+            if isinstance(block, Table):
+                for row in block.rows:
+                    out.row(cell.text for cell in row.cells)
+            else:
+                style = (block.style.name if block.style is not None else "").lower()
+                out.add(block.text, heading=style.startswith(("heading", "title")))
+    except (PackageNotFoundError, BadZipFile, KeyError, ValueError, SyntaxError) as exc:
+        raise FormatError(f"corrupt or unreadable Word file ({exc})") from None
+    return out.part("Word file")
+
+
+def _odt_text(data: bytes) -> Part:
+    """Headings, paragraphs, lists and tables of the body, in document order."""
+    from xml.sax import SAXException
+
+    from odf.opendocument import load
+
+    try:
+        body = load(io.BytesIO(data)).text
+        out = _Lines()
+        _odt_walk(body.childNodes, out)
+    except (BadZipFile, KeyError, ValueError, SAXException) as exc:
+        raise FormatError(f"corrupt or unreadable OpenDocument file ({exc})") from None
+    return out.part("OpenDocument file")
+
+
+def _odt_walk(nodes: Iterable[Any], out: _Lines) -> None:
+    from odf import teletype
+
+    for node in nodes:
+        name = getattr(node, "qname", (None, None))[1]
+        if name in ("h", "p"):
+            out.add(teletype.extractText(node), heading=name == "h")
+        elif name == "table":
+            for row in _odt_rows(node):
+                out.row(_odt_cell_text(cell) for cell in _odt_children(row, "table-cell"))
+        elif name not in ("tracked-changes", "sequence-decls", "variable-decls"):
+            _odt_walk(node.childNodes, out)  # lists, sections, frames: their text in order
+
+
+def _odt_rows(table: Any) -> Iterator[Any]:
+    """Rows of a table, including those inside header-row and row groups."""
+    for child in table.childNodes:
+        name = getattr(child, "qname", (None, None))[1]
+        if name == "table-row":
+            yield child
+        elif name in ("table-header-rows", "table-rows", "table-row-group"):
+            yield from _odt_rows(child)
+
+
+def _odt_cell_text(cell: Any) -> str:
+    """A cell's paragraphs joined by spaces (teletype alone would glue them together)."""
+    from odf import teletype
+
+    return " ".join(teletype.extractText(child) for child in cell.childNodes)
+
+
+def _odt_children(node: Any, name: str) -> list[Any]:
+    return [c for c in node.childNodes if getattr(c, "qname", (None, None))[1] == name]
+
+
+class Sections:
+    """Section titles by character offset (the nearest heading at or above)."""
+
+    def __init__(self, headings: Headings) -> None:
+        self._starts = [start for start, _ in headings]
+        self._titles = [title for _, title in headings]
 
     def at(self, offset: int) -> str | None:
         i = bisect_right(self._starts, offset) - 1

@@ -26,10 +26,12 @@ from rag.formats import (
     SUPPORTED_LABEL,
     SUPPORTED_SUFFIXES,
     FormatError,
+    Headings,
     Part,
     Sections,
     decode,
     extract,
+    is_temporary,
 )
 from rag.lexical import LexicalIndex
 from rag.store import FileRecord, Store, file_lock
@@ -65,8 +67,12 @@ class LoadedFile:
         lines = (line.strip().lstrip("#").strip() for line in self.parts[0].text.splitlines())
         return next((line for line in lines if line), "")[:_TITLE_MAX] or Path(self.source).name
 
+    def headings(self, page: int | None) -> Headings:
+        """The section titles of the part a chunk's ``page`` metadata names."""
+        return next((part.headings for part in self.parts if part.page == page), ())
+
     def text_ref(self, part: Part, root: Path) -> Path:
-        """Where an extracted part's text is stored (PDF pages, HTML main text)."""
+        """Where an extracted part's text is stored (PDF pages, HTML/Word/ODT text)."""
         name = f"page-{part.page:05d}.txt" if part.page else "text.txt"
         return root / self.sha256[:24] / name
 
@@ -143,7 +149,7 @@ def missing_dependency(exc: ImportError) -> str:
 
 
 def store_extracted(loaded: LoadedFile, root: Path) -> None:
-    """Keep the extracted text of PDF/HTML parts: their citations point into it."""
+    """Keep the extracted text of PDF/HTML/Word/ODT parts: their citations point into it."""
     for part in loaded.parts:
         if part.extracted:
             target = loaded.text_ref(part, root)
@@ -167,6 +173,7 @@ def discover(
 ) -> tuple[list[Path], list[tuple[str, str]]]:
     """Supported files under ``paths`` (sorted, deduplicated) and the paths that failed.
 
+    Editors' temporary files inside folders are skipped (``rag.formats.is_temporary``).
     Folders are walked without following directory symlinks (a link to a parent cannot
     loop); file symlinks are followed and deduplicated by their resolved path. Files over
     ``max_file_mb`` are reported as failed without being read.
@@ -178,7 +185,11 @@ def discover(
             failed.append((str(path), "no such file or directory"))
         elif path.is_dir():
             for sub in sorted(path.rglob("*")):
-                if sub.is_file() and sub.suffix.lower() in SUPPORTED_SUFFIXES:
+                if (
+                    sub.is_file()
+                    and sub.suffix.lower() in SUPPORTED_SUFFIXES
+                    and not is_temporary(sub.name)
+                ):
                     found[sub.resolve()] = None
         else:
             found[path.resolve()] = None
@@ -248,12 +259,13 @@ def make_splitter(chunk_size: int, chunk_overlap: int) -> SentenceSplitter:
 def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> list[TextNode]:
     """Split each part into nodes whose ``[start, end)`` is verified against the part text."""
     nodes: list[TextNode] = []
-    markdown = Path(loaded.source).suffix.lower() == ".md"
     for part in loaded.parts:
-        sections = Sections(part.text, markdown)
-        where = {"page": part.page} if part.page else {}
+        sections = Sections(part.headings)
+        where: dict[str, int | str | bool] = {"page": part.page} if part.page else {}
         if part.extracted:
             where["text_ref"] = str(loaded.text_ref(part, root))
+        if part.ocr:
+            where["ocr"] = True
         for start, end in _chunk_spans(part.text, splitter):
             section = sections.at(start)
             nodes.append(
@@ -272,7 +284,13 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
                         **where,
                         **({"section": section} if section else {}),
                     },
-                    excluded_embed_metadata_keys=[*_INTERNAL_KEYS, "line", "page", "section"],
+                    excluded_embed_metadata_keys=[
+                        *_INTERNAL_KEYS,
+                        "line",
+                        "page",
+                        "section",
+                        "ocr",
+                    ],
                     excluded_llm_metadata_keys=list(_INTERNAL_KEYS),
                 )
             )
@@ -348,6 +366,9 @@ def ingest(
     pending: list[tuple[LoadedFile, list[TextNode]]] = []
     stale: list[str] = []
     for path in files:
+        if _unchanged(path, known.get(str(path))):  # not re-read: OCR takes seconds a page
+            report.unchanged += 1
+            continue
         try:
             loaded = load_file(path)
         except IngestError as exc:
@@ -384,18 +405,32 @@ def ingest(
     return report
 
 
-def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
-    """(id, text, metadata) for each sentence of a chunk, with absolute offsets."""
+def _unchanged(path: Path, previous: FileRecord | None) -> bool:
+    """Whether ``path`` still has the content it was indexed with (False if unreadable)."""
+    if previous is None:
+        return False
+    try:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest() == previous.sha256
+    except OSError:
+        return False  # load_file reports it
+
+
+def sentence_records(node: TextNode, headings: Headings = ()) -> list[tuple[str, str, dict]]:
+    """(id, text, metadata) for each sentence of a chunk, with absolute offsets.
+
+    ``headings`` are those of the chunk's part: a heading inside the chunk starts a new
+    section for the sentences after it.
+    """
     meta = node.metadata
-    # A heading inside the chunk starts a new section for the sentences after it.
-    inner = Sections(node.text, Path(meta["source"]).suffix.lower() == ".md")
+    inner = Sections(headings)
     out = []
     for j, (start, end) in enumerate(sentence_spans(node.text, meta["start"])):
         local = start - meta["start"]
         text = node.text[local : end - meta["start"]]
         line = meta["line"] + node.text.count("\n", 0, local)
-        carried = {key: meta[key] for key in ("page", "text_ref") if key in meta}
-        section = inner.at(local) or meta.get("section")
+        carried = {key: meta[key] for key in ("page", "text_ref", "ocr") if key in meta}
+        section = inner.at(start) or meta.get("section")
         if section:
             carried["section"] = section
         out.append(
@@ -417,17 +452,21 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
 
 
 def embed_batch(
-    batch: list[TextNode], embedder: Embedder, late: bool
+    batch: list[TextNode],
+    embedder: Embedder,
+    late: bool,
+    headings: Callable[[TextNode], Headings] | None = None,
 ) -> tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray]:
     """Vectors for a batch of chunks, and their sentences with theirs.
 
+    ``headings`` gives each chunk's part headings, for the sections of its sentences.
     With ``late`` and an embedder that has token states, a sentence's vector is the mean
     of its tokens' states in its chunk's pass ("late chunking"): every token is embedded
     once, where embedding each sentence again used to more than double the work. Otherwise
     the sentences are embedded on their own, in the same call as the chunks.
     """
     texts = [embed_text(node) for node in batch]
-    per_node = [sentence_records(node) for node in batch]
+    per_node = [sentence_records(node, headings(node) if headings else ()) for node in batch]
     sentences = [rec for recs in per_node for rec in recs]
     states = embedder.passage_states(texts) if late else None
     if states is None:
@@ -459,10 +498,15 @@ def _embed_and_store(
 ) -> None:
     """Embed chunks and their sentences batch by batch; record each file once it is whole."""
     total = sum(len(nodes) for _, nodes in pending)
+    owner = {node.id_: loaded for loaded, nodes in pending for node in nodes}
+
+    def headings(node: TextNode) -> Headings:
+        return owner[node.id_].headings(node.metadata.get("page"))
+
     bar = tqdm(total=total, unit="chunk", desc="Embedding", disable=not show_progress or not total)
     for batch, finished in chunk_batches(pending, batch_size):
         if batch:
-            vectors, sentences, sentence_vectors = embed_batch(batch, embedder, late)
+            vectors, sentences, sentence_vectors = embed_batch(batch, embedder, late, headings)
             for node, vec in zip(batch, vectors, strict=True):
                 node.embedding = vec.tolist()
             store.add_chunks(batch)

@@ -17,6 +17,8 @@ from typing import Any
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
 
 HIGHLIGHT_CLASS = "cite-hl"
+# Shown beside a citation whose page was scanned: its quote is what OCR read, not the print.
+OCR_NOTE = "machine-read text (OCR)"
 _MARK_STYLE = f"mark.{HIGHLIGHT_CLASS}{{background:#ffe066;padding:1px 0}}"
 PAGE_STYLE = f"<style>.cite-card{{line-height:1.5}}{_MARK_STYLE}</style>"
 DOC_STYLE = (
@@ -68,6 +70,8 @@ def document_html(text: str, start: int, end: int) -> str:
 def citation_place(cite: dict[str, Any]) -> str:
     """Where a citation is: page and section when known, then the line."""
     place = [f"page {cite['page']}"] if cite.get("page") else []
+    if cite.get("ocr"):
+        place.append(OCR_NOTE)
     if cite.get("section"):
         place.append(f"§ {cite['section']}")
     place.append(f"line {cite['line']}")

@@ -36,7 +36,7 @@ SENTENCE_OVERFETCH = 2
 # and match too many questions to say which chunk is meant; they do not rank chunks.
 MIN_RANKING_SENTENCE_CHARS = 30
 # Chunk metadata worth keeping on a retrieved node (the rest is LlamaIndex bookkeeping).
-_KEEP = ("source", "title", "line", "start", "end", "page", "section", "text_ref")
+_KEEP = ("source", "title", "line", "start", "end", "page", "section", "text_ref", "ocr")
 
 
 @dataclass
@@ -71,6 +71,7 @@ class SentenceScore:
             m.get("page"),
             m.get("section"),
             m.get("text_ref"),
+            bool(m.get("ocr")),
         )
 
 

@@ -39,7 +39,7 @@ from rag.ingest import (
 from rag.lexical import LexicalIndex
 from rag.llm import History
 from rag.retrieve import HybridRetriever, Retrieval
-from rag.store import Store, StoreError, open_store, write_lock, writer_active
+from rag.store import FileRecord, Store, StoreError, open_store, write_lock, writer_active
 
 __all__ = [
     "Answer",
@@ -164,6 +164,11 @@ class RagService:
         if report.added or report.updated or report.pruned or rebuild:
             self._lexical = None  # rebuilt: reload it on the next question
         return report
+
+    def indexed_files(self) -> dict[str, FileRecord]:
+        """The manifest: every fully indexed file by source path (the watcher diffs it)."""
+        with self._reading() as store:
+            return store.file_records()
 
     def lexical(self) -> LexicalIndex:
         """The BM25 index, reloaded when another process has published a newer one.

@@ -97,6 +97,32 @@ def test_streamlit_still_has_the_flag_app_py_sets() -> None:
     assert isinstance(delta_generator._use_warning_has_been_displayed, bool)
 
 
+def test_word_odt_and_scanned_uploads_are_indexed_and_ocr_is_marked(app: AppTest) -> None:
+    from rag.formats import tesseract_available
+    from tests.test_documents import FONT, SCAN_PAGES, odt_file, scanned_pdf, word_file
+
+    uploader = app.sidebar.file_uploader[0]
+    assert all(suffix in uploader.label for suffix in (".docx", ".odt", ".pdf"))
+    files = [("ponts.docx", word_file(), "application/octet-stream")]
+    files.append(("sel.odt", odt_file(), "application/vnd.oasis.opendocument.text"))
+    scans = tesseract_available() and FONT.exists()
+    if scans:
+        files.append(("phares.pdf", scanned_pdf(SCAN_PAGES), "application/pdf"))
+    uploader.set_value(files).run()
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    assert any(f"{len(files)} added" in i.value for i in app.info)
+    _ask(app, "Quelle est la longueur du pont de Normandie ?")
+    assert "2143 mètres" in _assistant_html(app)
+    assert any("ponts\\.docx · § Le pont de Normandie" in md.value for md in app.markdown)
+    if scans:
+        _ask(app, "Quelle est la hauteur du phare d'Eckmühl ?")
+        assert any(
+            "phares\\.pdf · page 2 · machine\\-read text \\(OCR\\)" in md.value
+            for md in app.markdown
+        ), [md.value for md in app.markdown]
+
+
 def test_an_index_from_another_embedder_shows_the_fix_not_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
