@@ -47,9 +47,10 @@ class Settings(BaseSettings):
         "(default `$XDG_CACHE_HOME/rag` or `~/.cache/rag`).",
     )
     sentence_vectors: Literal["late", "separate"] = Field(
-        "late",
-        description="`late`: sentence vectors pooled from their chunk's token states (one "
-        "pass, `onnx` only); `separate`: each sentence embedded on its own.",
+        "separate",
+        description="`separate`: each sentence embedded on its own; `late`: sentence vectors "
+        "pooled from their chunk's token states (one pass, faster, `onnx` only; lower "
+        "recall on PIAF, see the README).",
     )
     embed_model: str = Field(
         "text-embedding-3-small",

@@ -347,7 +347,7 @@ def ingest(
     chunk_size: int = 256,
     chunk_overlap: int = 0,
     batch_size: int = 32,
-    late: bool = True,
+    late: bool = False,
     rebuild: bool = False,
     prune: bool = False,
     progress: ProgressFn | None = None,

