@@ -6,6 +6,7 @@ A thin shell over ``rag.service``; all escaping of document and user text happen
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from rag.config import get_settings
+from rag.conversations import LOCAL_USER, ConversationError, Conversations
 from rag.formats import SUPPORTED_SUFFIXES
 from rag.render import (
     PAGE_STYLE,
@@ -133,9 +135,99 @@ def sidebar(service: RagService) -> None:
             mime="text/markdown",
             disabled=not st.session_state.messages,
         )
-        if st.button("New conversation"):
-            st.session_state.messages = []
-            st.rerun()
+        st.button("New conversation", on_click=new_conversation)
+        conversation_list()
+
+
+def conversations() -> Conversations:
+    """The signed-in user's saved conversations (everyone's, as one user, without sign-in)."""
+    return Conversations(get_settings(), st.session_state.get("user_name", LOCAL_USER))
+
+
+def new_conversation() -> None:
+    st.session_state.messages = []
+    st.session_state.conversation_id = None
+    st.query_params.pop("c", None)
+
+
+def open_conversation(conv_id: str) -> None:
+    """Show a saved conversation; its id goes in the URL, so a reload reopens it."""
+    try:
+        st.session_state.messages = conversations().messages(conv_id)
+    except ConversationError as exc:
+        new_conversation()
+        st.session_state.conversation_error = str(exc)
+        return
+    st.session_state.conversation_id = conv_id
+    st.query_params["c"] = conv_id
+
+
+def save_exchange(exchange: list[dict]) -> None:
+    """Save a question and its answer; the first one creates the conversation."""
+    store = conversations()
+    conv_id = st.session_state.get("conversation_id")
+    try:
+        if conv_id is not None:
+            store.append(conv_id, exchange)
+            return
+    except ConversationError:  # deleted from another tab meanwhile: save as a new one
+        exchange = st.session_state.messages
+    conv_id = store.create(exchange[0]["content"]).id
+    store.append(conv_id, exchange)
+    st.session_state.conversation_id = conv_id
+    st.query_params["c"] = conv_id
+
+
+def rename_conversation(conv_id: str) -> None:
+    try:
+        conversations().rename(conv_id, st.session_state[f"title-{conv_id}"])
+    except ConversationError as exc:
+        st.session_state.conversation_error = str(exc)
+
+
+def delete_conversation(conv_id: str) -> None:
+    try:
+        conversations().delete(conv_id)
+    except ConversationError as exc:
+        st.session_state.conversation_error = str(exc)
+    new_conversation()
+
+
+def conversation_list() -> None:
+    """Saved conversations, latest first: open one; rename or delete the open one."""
+    st.header("Conversations")
+    current = st.session_state.get("conversation_id")
+    saved = conversations().list()
+    if not saved:
+        st.caption("Your conversations are saved here after each answer.")
+    for conv in saved:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(conv.updated))
+        st.button(
+            f"{escape_md(conv.title)} · {when}",
+            key=f"open-{conv.id}",
+            on_click=open_conversation,
+            args=(conv.id,),
+            type="primary" if conv.id == current else "secondary",
+            width="stretch",
+        )
+        if conv.id == current:
+            st.text_input(
+                "Rename this conversation",
+                value=conv.title,
+                key=f"title-{conv.id}",
+                on_change=rename_conversation,
+                args=(conv.id,),
+            )
+            st.button("Delete this conversation", on_click=delete_conversation, args=(conv.id,))
+
+
+def restore_conversation() -> None:
+    """After a reload or a restart, reopen the conversation named in the URL."""
+    wanted = st.query_params.get("c")
+    if wanted and wanted != st.session_state.get("conversation_id"):
+        open_conversation(wanted)
+    if st.session_state.get("conversation_error"):
+        st.warning(st.session_state.pop("conversation_error"))
 
 
 def index_uploads(service: RagService, uploads: list) -> None:
@@ -209,6 +301,7 @@ def handle_question(question: str, service: RagService) -> None:
         }
         messages.append(msg)
         render_answer_details(len(messages) - 1, msg, service)
+    save_exchange(messages[-2:])
 
 
 def main() -> None:
@@ -219,6 +312,7 @@ def main() -> None:
     question = st.chat_input("Ask a question, in English or French")
     service = get_service()
     ensure_index(service)
+    restore_conversation()
     for error in st.session_state.pop("upload_errors", []):
         st.error(error)
     if st.session_state.get("upload_report"):
