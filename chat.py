@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 import streamlit.components.v1 as components
 
+from rag.accounts import AccountError, Accounts, Role, User
 from rag.config import get_settings
 from rag.conversations import LOCAL_USER, ConversationError, Conversations
 from rag.formats import SUPPORTED_SUFFIXES
@@ -46,6 +47,81 @@ def get_service() -> RagService:
     from rag.service import shared_service
 
     return shared_service(get_settings())
+
+
+def oidc_configured() -> bool:
+    """Single sign-on is on when ``.streamlit/secrets.toml`` has an ``[auth]`` section."""
+    return st.secrets.load_if_toml_exists() and "auth" in st.secrets
+
+
+def current_user() -> User | None:
+    """Who is signed in, re-read on every run; None when sign-in is off.
+
+    Read from the database each time, so a removed account or a changed role applies at
+    once. A single sign-on user gets the role of the local account with the same email, or
+    ``RAG_OIDC_ROLE``.
+    """
+    settings = get_settings()
+    accounts = Accounts(settings)
+    oidc = oidc_configured()
+    if not oidc and not accounts.enabled():
+        return None
+    name = st.session_state.get("user_name")
+    if oidc and st.user.is_logged_in:
+        name = str(st.user.get("email") or st.user.get("sub"))
+    user = accounts.get(name) if name else None
+    if user is None and oidc and st.user.is_logged_in and settings.oidc_role != "none":
+        user = User(name, settings.oidc_role, 0.0)
+    if user is None:
+        sign_in_page(accounts, oidc)
+    st.session_state.user_name = user.name  # whose conversations these are
+    return user
+
+
+def sign_in_page(accounts: Accounts, oidc: bool) -> None:
+    """The sign-in form and nothing else: no corpus name, count or text before sign-in."""
+    st.title("Sign in")
+    if oidc:
+        if st.user.is_logged_in:
+            st.error("Your account has no access to these documents; ask an administrator.")
+            st.button("Sign out", on_click=st.logout)
+        else:
+            st.button("Sign in with your organisation", on_click=st.login, type="primary")
+    if accounts.enabled():
+        with st.form("sign-in"):
+            name = st.text_input("User name")
+            password = st.text_input("Password", type="password")
+            submitted = st.form_submit_button("Sign in")
+        if submitted:
+            try:
+                user = accounts.sign_in(name, password, client_address())
+            except AccountError as exc:
+                st.error(str(exc))
+            else:
+                st.session_state.user_name = user.name
+                st.rerun()
+    st.stop()
+
+
+def client_address() -> str:
+    """The browser's address, which failed sign-ins are counted by (with the user name)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else "unknown"  # None behind some proxies
+
+
+def require(role: Role) -> None:
+    """Refuse an action to a user below ``role``, checked again here, whatever the widgets."""
+    user = current_user()
+    if user is not None and not user.can(role):
+        st.error(f"The {user.role} role may not do this.")
+        st.stop()
+
+
+def sign_out() -> None:
+    st.session_state.pop("user_name", None)
+    new_conversation()
+    if oidc_configured() and st.user.is_logged_in:
+        st.logout()
 
 
 def ensure_index(service: RagService) -> None:
@@ -103,30 +179,22 @@ def render_answer_details(msg_index: int, msg: dict, service: RagService) -> Non
         render_citation(msg_index, cite, service)
 
 
-def sidebar(service: RagService) -> None:
-    """Corpus status, uploads, re-index, top-k (read by ``handle_question``) and export."""
+def sidebar(service: RagService, user: User | None) -> None:
+    """Corpus status, uploads and re-index (editors), top-k (read by ``handle_question``),
+    export, saved conversations."""
     settings = service.settings
     with st.sidebar:
+        if user is not None:
+            st.caption(f"Signed in as {escape_md(user.name)} ({user.role})")
+            st.button("Sign out", on_click=sign_out)
         st.header("Corpus")
         status = service.status()
         cols = st.columns(2)
         cols[0].metric("Documents", status.documents)
         cols[1].metric("Chunks", status.chunks)
         st.caption(f"Embedding model: {status.embed_model}  \nAnswer mode: {status.answer_mode}")
-        uploads = st.file_uploader(
-            "Add documents (.txt, .md, .pdf, .html)",
-            type=[suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES],
-            accept_multiple_files=True,
-            key=f"uploader-{st.session_state.get('uploader_round', 0)}",
-        )
-        if uploads:
-            index_uploads(service, uploads)
-        if st.button("Re-index documents"):
-            with st.spinner("Re-indexing…"):
-                report = service.ingest(
-                    [SEEDS, service.upload_dir], prune=True, show_progress=False
-                )
-            st.success(report.summary())
+        if user is None or user.can("editor"):
+            edit_corpus(service)
         st.slider("Passages to retrieve (top-k)", 1, 20, settings.top_k, key="top_k")
         st.download_button(
             "Export conversation (Markdown)",
@@ -230,8 +298,26 @@ def restore_conversation() -> None:
         st.warning(st.session_state.pop("conversation_error"))
 
 
+def edit_corpus(service: RagService) -> None:
+    """Uploads and re-index, for editors (or everyone when sign-in is off)."""
+    uploads = st.file_uploader(
+        "Add documents (.txt, .md, .pdf, .html)",
+        type=[suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES],
+        accept_multiple_files=True,
+        key=f"uploader-{st.session_state.get('uploader_round', 0)}",
+    )
+    if uploads:
+        index_uploads(service, uploads)
+    if st.button("Re-index documents"):
+        require("editor")
+        with st.spinner("Re-indexing…"):
+            report = service.ingest([SEEDS, service.upload_dir], prune=True, show_progress=False)
+        st.success(report.summary())
+
+
 def index_uploads(service: RagService, uploads: list) -> None:
     """Index newly uploaded files with a progress bar; report each file that failed."""
+    require("editor")
     bar = st.progress(0.0, text="Indexing uploads…")
 
     def progress(done: int, total: int) -> None:
@@ -271,6 +357,7 @@ def handle_question(question: str, service: RagService) -> None:
     """
     from rag.service import QuestionError, StoreError, check_question  # loaded by get_service
 
+    require("reader")
     try:
         check_question(question)
     except QuestionError as exc:
@@ -306,6 +393,7 @@ def handle_question(question: str, service: RagService) -> None:
 
 def main() -> None:
     st.session_state.setdefault("messages", [])
+    user = current_user()  # stops at the sign-in form until someone signs in
     st.title("Ask the documents")
     st.caption("Every answer quotes its sources; open a citation to check it in the original.")
     # The chat box comes first: it shows, and takes a question, while the index loads.
@@ -322,7 +410,7 @@ def main() -> None:
     if question is not None:
         handle_question(question, service)
     # Last, so that its status and export already include the answer just given.
-    sidebar(service)
+    sidebar(service, user)
 
 
 main()

@@ -30,12 +30,14 @@ def db_path(settings: Settings) -> Path:
 def connect(settings: Settings, schema: str) -> Iterator[sqlite3.Connection]:
     """A connection with ``schema`` applied, committed on success, rolled back on error.
 
-    A new data dir is first marked as ours (``check_data_dir``), as the index would do:
-    a data dir holding only this database would otherwise look foreign to the index.
+    A data dir without the index's marker is first checked (``check_data_dir``): a new one
+    is marked as ours, as the index would do (holding only this database, it would look
+    foreign to the index), and a foreign one is refused before anything is written to it.
     """
-    from rag.store import check_data_dir
+    if not (settings.data_dir / "rag-data.json").exists():
+        from rag.store import check_data_dir  # chromadb: 2 s to import, so only if needed
 
-    check_data_dir(settings.data_dir)
+        check_data_dir(settings.data_dir)
     conn = sqlite3.connect(db_path(settings), timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         conn.row_factory = sqlite3.Row
