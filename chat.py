@@ -54,6 +54,11 @@ def oidc_configured() -> bool:
     return st.secrets.load_if_toml_exists() and "auth" in st.secrets
 
 
+def oidc_signed_in() -> bool:
+    """Whether ``st.login`` signed this browser in (the key is absent until it has)."""
+    return bool(st.user.get("is_logged_in", False))
+
+
 def current_user() -> User | None:
     """Who is signed in, re-read on every run; None when sign-in is off.
 
@@ -67,10 +72,10 @@ def current_user() -> User | None:
     if not oidc and not accounts.enabled():
         return None
     name = st.session_state.get("user_name")
-    if oidc and st.user.is_logged_in:
+    if oidc and oidc_signed_in():
         name = str(st.user.get("email") or st.user.get("sub"))
     user = accounts.get(name) if name else None
-    if user is None and oidc and st.user.is_logged_in and settings.oidc_role != "none":
+    if user is None and oidc and oidc_signed_in() and settings.oidc_role != "none":
         user = User(name, settings.oidc_role, 0.0)
     if user is None:
         sign_in_page(accounts, oidc)
@@ -82,7 +87,7 @@ def sign_in_page(accounts: Accounts, oidc: bool) -> None:
     """The sign-in form and nothing else: no corpus name, count or text before sign-in."""
     st.title("Sign in")
     if oidc:
-        if st.user.is_logged_in:
+        if oidc_signed_in():
             st.error("Your account has no access to these documents; ask an administrator.")
             st.button("Sign out", on_click=st.logout)
         else:
@@ -120,7 +125,7 @@ def require(role: Role) -> None:
 def sign_out() -> None:
     st.session_state.pop("user_name", None)
     new_conversation()
-    if oidc_configured() and st.user.is_logged_in:
+    if oidc_configured() and oidc_signed_in():
         st.logout()
 
 

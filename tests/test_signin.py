@@ -105,3 +105,22 @@ def test_without_accounts_the_page_is_open(tmp_path: Path, monkeypatch) -> None:
     assert at.chat_input and at.sidebar.file_uploader
     assert not any("Signed in" in c.value for c in at.caption)
     get_settings.cache_clear()
+
+
+def test_single_sign_on_is_offered_when_configured(tmp_path: Path, monkeypatch) -> None:
+    """With an ``[auth]`` section in the secrets, sign-in is on even with no account."""
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    at = AppTest.from_file(str(ROOT / "chat.py"), default_timeout=TIMEOUT)
+    at.secrets["auth"] = {
+        "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+        "cookie_secret": "not-a-real-secret",
+        "client_id": "rag",
+        "client_secret": "not-a-real-secret",
+        "server_metadata_url": "https://login.example.org/.well-known/openid-configuration",
+    }
+    at.run()
+    assert not at.exception, at.exception
+    assert [b.label for b in at.button] == ["Sign in with your organisation"]
+    assert not at.chat_input and not at.text_input and not at.get("metric")
+    get_settings.cache_clear()
