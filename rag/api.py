@@ -51,7 +51,7 @@ from starlette.routing import Route
 from rag.accounts import AccountError, Accounts, Role, User
 from rag.answer import Answer, QuestionError
 from rag.config import Settings
-from rag.service import RagService
+from rag.service import AnswerStream, RagService
 from rag.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ async def chat_completions(request: Request) -> Response:
     )
 
 
-async def _sse(stream, reply_id: str, created: int, model: str) -> AsyncIterator[str]:
+async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) -> AsyncIterator[str]:
     """The answer as chat.completion.chunk events, the citations in the last one.
 
     The streamed text is the final text (``rag.chat``), except when the LLM failed midway:
