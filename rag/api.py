@@ -20,6 +20,7 @@ Invariants:
   key (``rag user token``): none or an unknown one gives 401, a role too low gives 403.
   With no account the API is open, and ``rag serve`` then refuses any address other than
   loopback; a server bound beyond loopback requires a key even if all accounts are removed.
+  Open, it also refuses requests sent by web pages (a foreign ``Origin`` or ``Host``).
 - Errors are OpenAI-style ``{"error": {"message", "type", "code"}}`` bodies whose message is
   safe to show; unexpected failures say only "internal error" (details go to the log). The
   LLM server's API key is never in a response: it lives only in ``Settings`` and LLM errors
@@ -38,6 +39,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
@@ -132,10 +134,26 @@ async def _internal_error(_request: Request, exc: Exception) -> Response:
     return _error(500, "Internal error; see the server log.")
 
 
+def check_local(request: Request) -> None:
+    """Without sign-in, answer only requests meant for this loopback server.
+
+    A web page in the user's browser could otherwise post to it (a multipart upload or a
+    text/plain body needs no CORS preflight), or read from it after pointing its own
+    domain at 127.0.0.1 (DNS rebinding): the first carries a foreign ``Origin``, the second
+    a foreign ``Host``.
+    """
+    origin = urlparse(request.headers.get("origin", "")).hostname
+    if not is_loopback(request.url.hostname or "") or (origin and not is_loopback(origin)):
+        raise HTTPException(
+            403, "Sign-in is off: this server answers local clients only (see `rag user add`)."
+        )
+
+
 async def authorize(request: Request, role: Role) -> User | None:
     """The caller's account, checked for ``role``; None while sign-in is off."""
     state = request.app.state
     if not state.require_auth and not await run_in_threadpool(state.accounts.enabled):
+        check_local(request)
         return None
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     user = None

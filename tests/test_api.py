@@ -195,8 +195,14 @@ def test_ask_returns_the_json_of_the_cli(secured, seed_index: Path) -> None:
     assert api.json() == json.loads(cli.stdout)
 
 
-def test_open_server_needs_no_key(open_url: str) -> None:
+def test_open_server_needs_no_key_but_refuses_web_pages(open_url: str) -> None:
     assert httpx.get(f"{open_url}/v1/models").json()["data"][0]["id"] == "documents"
+    files = {"files": ("x.txt", b"Planted by a web page.\n", "text/plain")}
+    for headers in ({"Origin": "https://evil.example"}, {"Host": "evil.example"}):
+        planted = httpx.post(f"{open_url}/v1/documents", files=files, headers=headers)
+        assert planted.status_code == 403, headers
+    local = httpx.get(f"{open_url}/v1/models", headers={"Origin": "http://localhost:3000"})
+    assert local.status_code == 200
 
 
 def test_no_key_is_401_and_health_is_open(secured) -> None:
