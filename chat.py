@@ -59,28 +59,41 @@ def oidc_signed_in() -> bool:
     return bool(st.user.get("is_logged_in", False))
 
 
-def current_user() -> User | None:
-    """Who is signed in, re-read on every run; None when sign-in is off.
+def signed_in() -> tuple[bool, User | None]:
+    """Whether sign-in is on, and who is signed in, read from the database every time.
 
-    Read from the database each time, so a removed account or a changed role applies at
-    once. A single sign-on user gets the role of the local account with the same email, or
-    ``RAG_OIDC_ROLE``.
+    So a removed account or a changed role applies at once. A single sign-on user gets the
+    role of the local account with the same email, or ``RAG_OIDC_ROLE``.
     """
     settings = get_settings()
     accounts = Accounts(settings)
     oidc = oidc_configured()
     if not oidc and not accounts.enabled():
-        return None
+        return False, None
     name = st.session_state.get("user_name")
     if oidc and oidc_signed_in():
         name = str(st.user.get("email") or st.user.get("sub"))
     user = accounts.get(name) if name else None
     if user is None and oidc and oidc_signed_in() and settings.oidc_role != "none":
         user = User(name, settings.oidc_role, 0.0)
+    return True, user
+
+
+def current_user() -> User | None:
+    """The signed-in user (None when sign-in is off); else the sign-in page, and stop."""
+    on, user = signed_in()
+    if not on:
+        return None
     if user is None:
-        sign_in_page(accounts, oidc)
+        sign_in_page(Accounts(get_settings()), oidc_configured())
     st.session_state.user_name = user.name  # whose conversations these are
     return user
+
+
+def allowed(role: Role) -> bool:
+    """Whether this session may act as ``role`` now (anyone may when sign-in is off)."""
+    on, user = signed_in()
+    return not on or (user is not None and user.can(role))
 
 
 def sign_in_page(accounts: Accounts, oidc: bool) -> None:
@@ -116,9 +129,8 @@ def client_address() -> str:
 
 def require(role: Role) -> None:
     """Refuse an action to a user below ``role``, checked again here, whatever the widgets."""
-    user = current_user()
-    if user is not None and not user.can(role):
-        st.error(f"The {user.role} role may not do this.")
+    if not allowed(role):
+        st.error(f"Your role may not do this (it needs {role}).")
         st.stop()
 
 
@@ -210,6 +222,8 @@ def sidebar(service: RagService, user: User | None) -> None:
         )
         st.button("New conversation", on_click=new_conversation)
         conversation_list()
+        if user is not None and user.can("admin"):
+            manage_users(user)
 
 
 def conversations() -> Conversations:
@@ -229,7 +243,7 @@ def open_conversation(conv_id: str) -> None:
         st.session_state.messages = conversations().messages(conv_id)
     except ConversationError as exc:
         new_conversation()
-        st.session_state.conversation_error = str(exc)
+        st.session_state.notice = str(exc)
         return
     st.session_state.conversation_id = conv_id
     st.query_params["c"] = conv_id
@@ -255,14 +269,14 @@ def rename_conversation(conv_id: str) -> None:
     try:
         conversations().rename(conv_id, st.session_state[f"title-{conv_id}"])
     except ConversationError as exc:
-        st.session_state.conversation_error = str(exc)
+        st.session_state.notice = str(exc)
 
 
 def delete_conversation(conv_id: str) -> None:
     try:
         conversations().delete(conv_id)
     except ConversationError as exc:
-        st.session_state.conversation_error = str(exc)
+        st.session_state.notice = str(exc)
     new_conversation()
 
 
@@ -295,12 +309,13 @@ def conversation_list() -> None:
 
 
 def restore_conversation() -> None:
-    """After a reload or a restart, reopen the conversation named in the URL."""
+    """After a reload or a restart, reopen the conversation named in the URL; show the
+    notice a callback left (callbacks run before the page)."""
     wanted = st.query_params.get("c")
     if wanted and wanted != st.session_state.get("conversation_id"):
         open_conversation(wanted)
-    if st.session_state.get("conversation_error"):
-        st.warning(st.session_state.pop("conversation_error"))
+    if st.session_state.get("notice"):
+        st.warning(st.session_state.pop("notice"))
 
 
 def edit_corpus(service: RagService) -> None:
@@ -318,6 +333,41 @@ def edit_corpus(service: RagService) -> None:
         with st.spinner("Re-indexing…"):
             report = service.ingest([SEEDS, service.upload_dir], prune=True, show_progress=False)
         st.success(report.summary())
+
+
+def manage_users(admin: User) -> None:
+    """Admins list, add and remove accounts (as ``rag user`` does); API keys stay on the CLI."""
+    accounts = Accounts(get_settings())
+    with st.expander("Users"):
+        for other in accounts.list():
+            cols = st.columns([3, 2])
+            cols[0].markdown(f"{escape_md(other.name)} · {other.role}")
+            if other.name != admin.name:  # an admin cannot lock themself out
+                cols[1].button(
+                    "Remove", key=f"remove-{other.name}", on_click=remove_user, args=(other.name,)
+                )
+        with st.form("add-user", clear_on_submit=True):
+            name = st.text_input("New user name")
+            role = st.selectbox("Role", ["reader", "editor", "admin"])
+            password = st.text_input("Their password", type="password")
+            if st.form_submit_button("Add user"):
+                require("admin")
+                try:
+                    accounts.add(name, password, role)
+                except AccountError as exc:
+                    st.error(str(exc))
+                else:
+                    st.success(f"Added {name} ({role}).")
+
+
+def remove_user(name: str) -> None:
+    if not allowed("admin"):
+        st.session_state.notice = "Only an admin may remove users."
+        return
+    try:
+        Accounts(get_settings()).remove(name)
+    except AccountError as exc:
+        st.session_state.notice = str(exc)
 
 
 def index_uploads(service: RagService, uploads: list) -> None:

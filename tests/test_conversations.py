@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from rag.config import get_settings
@@ -50,8 +51,10 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RAG_LLM_MODEL"):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
+    st.cache_resource.clear()  # the app's service is cached per process, with old settings
     yield tmp_path / "data"
     get_settings.cache_clear()
+    st.cache_resource.clear()
 
 
 def page(query: dict[str, str] | None = None) -> AppTest:
@@ -118,9 +121,7 @@ def test_changed_source_is_marked_in_a_reopened_conversation(data_dir: Path) -> 
     ask(at, "Combien de navires de pêche le port de Brest a-t-il accueillis en 2023 ?")
     assert "4321 navires" in html(at)
     conv_id = at.query_params["c"]
-    # The page's service may be an earlier test's (st.cache_resource): ask the citation.
-    cited = Conversations(get_settings()).messages(conv_id)[1]["citations"][0]["source"]
-    Path(cited).write_text(BREST.replace("4321", "9999"), encoding="utf-8")
+    (data_dir / "uploads" / "brest.txt").write_text(BREST.replace("4321", "9999"), encoding="utf-8")
     again = page({"c": conv_id})
     assert any("changed since this answer" in w.value for w in again.warning)
     assert "4321 navires" not in html(again)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from rag.accounts import FREE_FAILURES, Accounts
@@ -25,8 +26,10 @@ def accounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Accounts:
     accounts = Accounts(get_settings())
     accounts.add("rita", PASSWORD, "reader")
     accounts.add("ed", PASSWORD, "editor")
+    st.cache_resource.clear()  # the app's service is cached per process, with old settings
     yield accounts
     get_settings.cache_clear()
+    st.cache_resource.clear()
 
 
 def signed_out() -> AppTest:
@@ -102,6 +105,7 @@ def test_removed_account_is_signed_out_at_once(accounts: Accounts) -> None:
 def test_without_accounts_the_page_is_open(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
+    st.cache_resource.clear()
     at = signed_out()
     assert at.chat_input and at.sidebar.file_uploader
     assert not any("Signed in" in c.value for c in at.caption)
@@ -112,6 +116,7 @@ def test_single_sign_on_is_offered_when_configured(tmp_path: Path, monkeypatch) 
     """With an ``[auth]`` section in the secrets, sign-in is on even with no account."""
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
+    st.cache_resource.clear()
     at = AppTest.from_file(str(ROOT / "chat.py"), default_timeout=TIMEOUT)
     at.secrets["auth"] = {
         "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
@@ -125,3 +130,19 @@ def test_single_sign_on_is_offered_when_configured(tmp_path: Path, monkeypatch) 
     assert [b.label for b in at.button] == ["Sign in with your organisation"]
     assert not at.chat_input and not at.text_input and not at.get("metric")
     get_settings.cache_clear()
+
+
+def test_admin_manages_users_on_the_page(accounts: Accounts) -> None:
+    accounts.add("ada", PASSWORD, "admin")
+    ed = sign_in(signed_out(), "ed")
+    assert "Users" not in [e.label for e in ed.sidebar.expander]
+    at = sign_in(signed_out(), "ada")
+    fields = {t.label: t for t in at.sidebar.text_input}
+    fields["New user name"].input("nina")
+    fields["Their password"].input(PASSWORD)
+    next(b for b in at.sidebar.button if b.label == "Add user").click().run()
+    assert not at.exception, at.exception
+    assert accounts.get("nina").role == "reader"
+    assert "remove-ada" not in [b.key for b in at.sidebar.button]
+    next(b for b in at.sidebar.button if b.key == "remove-rita").click().run()
+    assert accounts.get("rita") is None
