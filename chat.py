@@ -2,6 +2,12 @@
 
 A thin shell over ``rag.service``; all escaping of document and user text happens in
 ``rag.render``, so nothing typed or indexed is ever rendered as live HTML or Markdown.
+
+When sign-in is on (an account exists, or ``[auth]`` is configured for ``st.login``), the
+page shows only the sign-in form until someone signs in; the user and role are read from the
+database on every run and each action checks the role again (``require``). Each answer is
+saved at once in the user's conversations (``rag.conversations``); the open one's id is in
+the URL, so a reload or a server restart reopens it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 import streamlit.components.v1 as components
 
-from rag.accounts import AccountError, Accounts, Role, User
+from rag.accounts import ROLES, AccountError, Accounts, Role, User
 from rag.config import get_settings
 from rag.conversations import LOCAL_USER, ConversationError, Conversations
 from rag.formats import SUPPORTED_SUFFIXES
@@ -348,7 +354,7 @@ def manage_users(admin: User) -> None:
                 )
         with st.form("add-user", clear_on_submit=True):
             name = st.text_input("New user name")
-            role = st.selectbox("Role", ["reader", "editor", "admin"])
+            role = st.selectbox("Role", ROLES)
             password = st.text_input("Their password", type="password")
             if st.form_submit_button("Add user"):
                 require("admin")
