@@ -183,6 +183,24 @@ def test_llm_server_key_never_leaves_the_server(open_url: str, standin: StandIn)
     assert standin.keys and standin.keys[-1] == SECRET
     assert SECRET not in done.text
     assert KURSK_QUOTE in done.text  # the extractive fallback
+    standin.script(error(401))
+    with httpx.stream(
+        "POST",
+        f"{open_url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": KURSK}], "stream": True},
+        timeout=60,
+    ) as streamed:
+        body = "".join(streamed.iter_text())
+    assert SECRET not in body and body.endswith("data: [DONE]\n\n")
+
+
+def test_fallback_replacing_a_failed_stream_is_streamed_with_its_citations(
+    open_url: str, standin: StandIn
+) -> None:
+    standin.script(error(500))
+    text, citations = stream_answer(client(open_url))
+    assert KURSK_QUOTE in text
+    assert_line_4(citations)
 
 
 def test_ask_returns_the_json_of_the_cli(secured, seed_index: Path) -> None:
