@@ -1,4 +1,4 @@
-"""``rag`` command line: ingest, ask, eval. A stable contract other tools script against.
+"""``rag`` command line: ingest, ask, eval, user, serve. A stable contract for scripts.
 
 User mistakes (missing paths, empty index, wrong embedder, bad questions) print one line
 starting with ``error:`` and exit non-zero; tracebacks are for bugs only.
@@ -7,15 +7,18 @@ starting with ``error:`` and exit non-zero; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rag.accounts import AccountError
 from rag.answer import QuestionError
 from rag.config import get_settings
 from rag.embeddings import EmbeddingError
@@ -57,6 +60,22 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", default="1,3,5,10", help="comma-separated cut-offs")
     ev.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    user = sub.add_parser("user", help="manage accounts (sign-in is on once one exists)")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="add an account (asks for its password)")
+    add.add_argument("name")
+    add.add_argument("--role", choices=["reader", "editor", "admin"], required=True)
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    user_sub.add_parser("remove", help="delete an account and its API keys").add_argument("name")
+    user_sub.add_parser("list", help="list accounts and their roles")
+    user_sub.add_parser("token", help="print a new API key for NAME").add_argument("name")
+
+    serve = sub.add_parser("serve", help="serve the HTTP API (OpenAI-compatible)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    serve.add_argument("--port", type=int, default=8000)
     return parser
 
 
@@ -153,9 +172,52 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> str:
+    """From standard input (its first line), or typed twice at a prompt that does not echo."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass(f"Password for {args.name}: ")
+    if getpass.getpass("Repeat it: ") != password:
+        raise AccountError("The two passwords differ.")
+    return password
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from rag.accounts import Accounts
+
+    accounts = Accounts(get_settings())
+    if args.user_command == "add":
+        user = accounts.add(args.name, _read_password(args), args.role)
+        print(f"added {user.name} ({user.role}); sign-in is now required", file=sys.stderr)
+    elif args.user_command == "remove":
+        accounts.remove(args.name)
+        left = "" if accounts.enabled() else "; no account left: sign-in is off"
+        print(f"removed {args.name}{left}", file=sys.stderr)
+    elif args.user_command == "list":
+        for user in accounts.list():
+            created = time.strftime("%Y-%m-%d", time.localtime(user.created))
+            print(f"{user.name}\t{user.role}\t{created}")
+    else:
+        print(accounts.new_key(args.name))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rag.api import serve
+
+    serve(get_settings(), args.host, args.port)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"ingest": cmd_ingest, "ask": cmd_ask, "eval": cmd_eval}[args.command]
+    handler = {
+        "ingest": cmd_ingest,
+        "ask": cmd_ask,
+        "eval": cmd_eval,
+        "user": cmd_user,
+        "serve": cmd_serve,
+    }[args.command]
     try:
         return handler(args)
     except (
@@ -163,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         IngestError,
         QuestionError,
         EmbeddingError,
+        AccountError,
         FileNotFoundError,
         ValueError,
     ) as exc:

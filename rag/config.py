@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         description="Base URL of an OpenAI-compatible server (`OPENAI_BASE_URL`).",
     )
 
+    oidc_role: Literal["none", "reader", "editor"] = Field(
+        "reader",
+        description="Role of a single sign-on (OIDC) user without a local account of that "
+        "email; `none` admits only users who have one.",
+    )
+
     @property
     def llm_enabled(self) -> bool:
         """LLM answers need a model name and somewhere to send it."""

@@ -289,6 +289,22 @@ class RagService:
         ``source`` for plain text and Markdown (None if it is gone)."""
         return SourceCache().text(ref)
 
+    def document_refs(self) -> list[str]:
+        """Every text a citation of this index can point into, and nothing else.
+
+        A plain text or Markdown file is its own text; a PDF or HTML file's texts are its
+        extracted parts, stored under a folder named after the file's hash. The HTTP API
+        serves only these, so a document id can never be made to read another file.
+        """
+        with self._reading() as store:
+            records = store.file_records().values()
+        extracted = self.settings.data_dir / "extracted"
+        refs = []
+        for rec in records:
+            parts = sorted((extracted / rec.sha256[:24]).glob("*.txt"))
+            refs += [str(p) for p in parts] or [rec.source]
+        return refs
+
     def warm_up(self) -> None:
         """Load what the first question needs (model, Chroma segments, BM25 index).
 

@@ -92,7 +92,7 @@ def open_client(settings: Settings) -> Any:
 def _open_embedded(settings: Settings, chroma_settings: ChromaSettings) -> tuple[Any, View]:
     """A ``PersistentClient`` whose System has seen every write made before it was opened."""
     path = settings.data_dir / "chroma"
-    _check_data_dir(settings.data_dir)
+    check_data_dir(settings.data_dir)
     path.mkdir(parents=True, exist_ok=True)
     key = str(path)
     with _views_lock:
@@ -121,7 +121,7 @@ def _open_embedded(settings: Settings, chroma_settings: ChromaSettings) -> tuple
         return client, view
 
 
-def _check_data_dir(data_dir: Path) -> None:
+def check_data_dir(data_dir: Path) -> None:
     """Refuse data dirs written by another program or another version of this one."""
     marker = data_dir / "rag-data.json"
     draft = marker.with_suffix(".tmp")

@@ -42,7 +42,12 @@ def service(tmp_path) -> RagService:
 
 
 def run_cli(
-    *args: str, data_dir: Path, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None
+    *args: str,
+    data_dir: Path,
+    cwd: Path = ROOT,
+    timeout: float = 600,
+    env: dict | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``rag`` as a user would, with an isolated data dir."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
@@ -55,6 +60,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input,
     )
 
 

@@ -1,0 +1,368 @@
+"""The HTTP API (``rag serve``): OpenAI-compatible chat completions that keep their citations.
+
+Endpoints:
+- ``POST /v1/chat/completions``: the OpenAI wire format, streamed (SSE) or not. The last
+  user message is the question, earlier user/assistant turns its history; ``model`` is
+  echoed back and otherwise ignored (one server serves one collection). The reply's text has
+  the ``[n]`` markers; the verified citations travel as ``citations`` on the message, or,
+  streamed, on the delta of the last chunk before ``[DONE]``. Each citation carries a
+  ``document_id`` for ``GET /v1/documents/{id}``.
+- ``POST /v1/ask``: exactly the JSON of ``rag ask --json``.
+- ``GET /v1/documents/{id}``: the text a citation's offsets point into. The id is the first
+  32 hex digits of the SHA-256 of that text's path (a citation's ``extracted`` or else its
+  ``source``), looked up among the index's own texts only (``RagService.document_refs``):
+  no id reads any other file.
+- ``POST /v1/documents`` (multipart, editors): upload and index files at once.
+- ``GET /v1/models`` (for clients such as Open WebUI that list models first), ``GET /health``.
+
+Invariants:
+- Sign-in: as soon as one account exists, every endpoint but ``/health`` needs a bearer API
+  key (``rag user token``): none or an unknown one gives 401, a role too low gives 403.
+  With no account the API is open, and ``rag serve`` then refuses any address other than
+  loopback; a server bound beyond loopback requires a key even if all accounts are removed.
+  Open, it also refuses requests sent by web pages (a foreign ``Origin`` or ``Host``).
+- Errors are OpenAI-style ``{"error": {"message", "type", "code"}}`` bodies whose message is
+  safe to show; unexpected failures say only "internal error" (details go to the log). The
+  LLM server's API key is never in a response: it lives only in ``Settings`` and LLM errors
+  reach answers already scrubbed (``rag.llm``).
+- Retrieval, LLM calls and hashing block: they run in the threadpool, never on the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from rag.accounts import AccountError, Accounts, Role, User
+from rag.answer import Answer, QuestionError
+from rag.config import Settings
+from rag.service import AnswerStream, RagService
+from rag.store import StoreError
+
+log = logging.getLogger(__name__)
+
+DOCUMENT_ID_CHARS = 32
+MAX_UPLOAD_FILES = 20
+MAX_TOP_K = 50
+# A question is at most a few thousand characters (``check_question``); a long chat history
+# in a JSON body stays far below this.
+MAX_JSON_BYTES = 1 << 20
+
+
+class ChatMessage(BaseModel):
+    role: str
+    # A string, or OpenAI content parts ([{"type": "text", "text": ...}, ...]).
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
+
+
+class AskRequest(BaseModel):
+    question: str
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
+    history: list[tuple[str, str]] = []
+
+
+def document_id(ref: str) -> str:
+    """The public id of the text at ``ref`` (a path: hashed, so the id reveals nothing)."""
+    return hashlib.sha256(ref.encode()).hexdigest()[:DOCUMENT_ID_CHARS]
+
+
+def citations_json(answer: Answer) -> list[dict[str, Any]]:
+    """The answer's citations, each with the id of the text its offsets point into."""
+    return [
+        {**c.to_json(), "document_id": document_id(c.extracted or c.source)}
+        for c in answer.citations
+    ]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+    body = {
+        "error": {
+            "message": message,
+            "type": kind.get(status, "invalid_request_error" if status < 500 else "server_error"),
+            "code": status,
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, exc.detail, exc.headers)
+
+
+async def _internal_error(_request: Request, exc: Exception) -> Response:
+    log.exception("internal error", exc_info=exc)
+    return _error(500, "Internal error; see the server log.")
+
+
+def check_local(request: Request) -> None:
+    """Without sign-in, answer only requests meant for this loopback server.
+
+    A web page in the user's browser could otherwise post to it (a multipart upload or a
+    text/plain body needs no CORS preflight), or read from it after pointing its own
+    domain at 127.0.0.1 (DNS rebinding): the first carries a foreign ``Origin``, the second
+    a foreign ``Host``.
+    """
+    origin = urlparse(request.headers.get("origin", "")).hostname
+    if not is_loopback(request.url.hostname or "") or (origin and not is_loopback(origin)):
+        raise HTTPException(
+            403, "Sign-in is off: this server answers local clients only (see `rag user add`)."
+        )
+
+
+async def authorize(request: Request, role: Role) -> User | None:
+    """The caller's account, checked for ``role``; None while sign-in is off."""
+    state = request.app.state
+    if not state.require_auth and not await run_in_threadpool(state.accounts.enabled):
+        check_local(request)
+        return None
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    user = None
+    if scheme.lower() == "bearer" and key.strip():
+        user = await run_in_threadpool(state.accounts.user_for_key, key.strip())
+    if user is None:
+        raise HTTPException(
+            401,
+            "Missing or unknown API key: send `Authorization: Bearer KEY` "
+            "(create one with `rag user token NAME`).",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not user.can(role):
+        raise HTTPException(403, f"The {user.role} role may not do this (needs {role}).")
+    return user
+
+
+async def _body(request: Request, model: type[BaseModel]) -> Any:
+    """The JSON body as ``model``; one readable line for anything malformed."""
+    data = bytearray()
+    async for part in request.stream():
+        data += part
+        if len(data) > MAX_JSON_BYTES:
+            raise HTTPException(413, f"Request body over {MAX_JSON_BYTES >> 20} MiB.")
+    try:
+        return model.model_validate(json.loads(data))
+    except ValueError as exc:
+        if isinstance(exc, ValidationError) and exc.errors():
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise HTTPException(400, f"Invalid request: {where}: {first['msg']}") from None
+        raise HTTPException(400, "Invalid request: the body is not JSON.") from None
+
+
+async def _start(request: Request, question: str, top_k: int | None, history: list):
+    """``ask_stream`` in the threadpool, its user errors as HTTP errors."""
+    service: RagService = request.app.state.service
+    try:
+        return await run_in_threadpool(service.ask_stream, question, top_k, history)
+    except QuestionError as exc:
+        raise HTTPException(400, str(exc)) from None
+    except StoreError as exc:
+        raise HTTPException(503, str(exc)) from None
+
+
+def _split(messages: list[ChatMessage]) -> tuple[str, list[tuple[str, str]]]:
+    """The last user message, and the user/assistant turns before it."""
+    last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    if last is None:
+        raise HTTPException(400, "Invalid request: no user message to answer.")
+    history = [(m.role, m.text()) for m in messages[:last] if m.role in ("user", "assistant")]
+    return messages[last].text(), history
+
+
+async def chat_completions(request: Request) -> Response:
+    await authorize(request, "reader")
+    body: ChatRequest = await _body(request, ChatRequest)
+    question, history = _split(body.messages)
+    stream = await _start(request, question, body.top_k, history)
+    reply_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    model = body.model or request.app.state.service.collection
+    if body.stream:
+        events = _sse(stream, reply_id, created, model)
+        return StreamingResponse(events, media_type="text/event-stream")
+    answer = await run_in_threadpool(stream.finalize)
+    message = {"role": "assistant", "content": answer.answer, "citations": citations_json(answer)}
+    return JSONResponse(
+        {
+            "id": reply_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
+    )
+
+
+async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) -> AsyncIterator[str]:
+    """The answer as chat.completion.chunk events, the citations in the last one.
+
+    The streamed text is the final text (``rag.chat``), except when the LLM failed midway:
+    the fallback answer is then appended, as ``rag ask`` prints it.
+    """
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> str:
+        chunk = {
+            "id": reply_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    shown = []
+    try:
+        async for token in iterate_in_threadpool(iter(stream)):
+            shown.append(token)
+            yield event({"content": token})
+        answer = await run_in_threadpool(stream.finalize)
+    except Exception:
+        log.exception("streamed answer failed")
+        failure = {"error": {"message": "Internal error; see the server log.", "code": 500}}
+        yield f"data: {json.dumps(failure)}\n\n"
+        return
+    if answer.answer.strip() != "".join(shown).strip():
+        yield event({"content": ("\n\n" if shown else "") + answer.answer})
+    yield event({"citations": citations_json(answer)}, finish="stop")
+    yield "data: [DONE]\n\n"
+
+
+async def ask(request: Request) -> Response:
+    await authorize(request, "reader")
+    body: AskRequest = await _body(request, AskRequest)
+    stream = await _start(request, body.question, body.top_k, body.history)
+    answer = await run_in_threadpool(stream.finalize)
+    return JSONResponse(answer.to_json())
+
+
+async def get_document(request: Request) -> Response:
+    await authorize(request, "reader")
+    service: RagService = request.app.state.service
+    wanted = request.path_params["doc_id"]
+    refs = await run_in_threadpool(service.document_refs)
+    ref = next((r for r in refs if document_id(r) == wanted), None)
+    text = await run_in_threadpool(service.document_text, ref) if ref else None
+    if text is None:
+        raise HTTPException(404, "No such document in the index.")
+    return JSONResponse({"id": wanted, "text": text})
+
+
+async def upload_documents(request: Request) -> Response:
+    await authorize(request, "editor")
+    service: RagService = request.app.state.service
+    limit_mb = service.settings.max_file_mb
+    length = request.headers.get("content-length", "")
+    if limit_mb and length.isdigit() and int(length) > limit_mb * MAX_UPLOAD_FILES * 2**20:
+        raise HTTPException(413, f"Upload over {MAX_UPLOAD_FILES} files of {limit_mb:g} MB.")
+    try:
+        form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=MAX_UPLOAD_FILES)
+    except HTTPException as exc:
+        raise HTTPException(400, f"Invalid upload: {exc.detail}") from None
+    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not files:
+        raise HTTPException(400, "Invalid upload: send files as multipart/form-data.")
+    uploads = [(f.filename or "upload", await f.read()) for f in files]
+    await form.close()
+    report = await run_in_threadpool(service.add_uploads, uploads)
+    return JSONResponse(
+        {
+            "summary": report.summary(),
+            "added": report.added,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "failed": [{"name": name, "reason": reason} for name, reason in report.failed],
+        }
+    )
+
+
+async def models(request: Request) -> Response:
+    await authorize(request, "reader")
+    name = request.app.state.service.collection
+    card = {"id": name, "object": "model", "created": 0, "owned_by": "rag"}
+    return JSONResponse({"object": "list", "data": [card]})
+
+
+async def health(_request: Request) -> Response:
+    """Up or not, nothing about the corpus (this endpoint needs no key)."""
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings, *, require_auth: bool = False) -> Starlette:
+    """The API over ``settings``' corpus; ``require_auth`` even when no account exists."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The first question would otherwise wait for the model and the index to load.
+        await run_in_threadpool(app.state.service.warm_up)
+        yield
+
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/ask", ask, methods=["POST"]),
+            Route("/v1/documents", upload_documents, methods=["POST"]),
+            Route("/v1/documents/{doc_id}", get_document),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=lifespan,
+    )
+    app.state.service = RagService(settings)
+    app.state.accounts = Accounts(settings)
+    app.state.require_auth = require_auth
+    return app
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the API under uvicorn; beyond loopback only with sign-in on."""
+    import uvicorn
+
+    if not is_loopback(host) and not Accounts(settings).enabled():
+        raise AccountError(
+            f"Refusing to serve on {host} with no account: anyone could read the documents. "
+            "Add one with `rag user add NAME --role admin` first, or serve on 127.0.0.1."
+        )
+    app = create_app(settings, require_auth=not is_loopback(host))
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)

@@ -1,0 +1,143 @@
+"""Saved conversations, per user, in the app database (``rag.appdb``).
+
+Invariants:
+- Every query is filtered by the owner's name: a user can neither list, open, rename nor
+  delete another user's conversation, whatever id is passed. Without accounts the owner is
+  ``LOCAL_USER``.
+- A message is stored as the page holds it: ``role`` and ``content``, and for an answer the
+  rest of its JSON (mode, note, verified, abstained, citations with offsets and quotes), so
+  a reopened answer shows the same citation cards, each re-checked against its source then.
+- The title is the first question (cut to ``TITLE_CHARS``) until renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from rag.appdb import connect
+from rag.config import Settings
+
+LOCAL_USER = ""
+# Long enough to tell questions apart in a sidebar, short enough for one line of it.
+TITLE_CHARS = 80
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    title TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user, updated);
+CREATE TABLE IF NOT EXISTS messages (
+    conversation TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (conversation, position)
+);
+"""
+
+
+class ConversationError(Exception):
+    """A conversation that is not there (or not this user's); the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    title: str
+    created: float
+    updated: float
+
+
+def make_title(question: str) -> str:
+    title = " ".join(question.split())
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"
+
+
+class Conversations:
+    """One user's conversations; every method opens its own connection."""
+
+    def __init__(self, settings: Settings, user: str = LOCAL_USER) -> None:
+        self.settings = settings
+        self.user = user
+
+    def _db(self):
+        return connect(self.settings, SCHEMA)
+
+    def create(self, first_question: str) -> Conversation:
+        now = time.time()
+        conv = Conversation(uuid.uuid4().hex, make_title(first_question), now, now)
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO conversations VALUES (?, ?, ?, ?, ?)",
+                (conv.id, self.user, conv.title, conv.created, conv.updated),
+            )
+        return conv
+
+    def list(self) -> list[Conversation]:
+        """This user's conversations, most recently updated first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT id, title, created, updated FROM conversations WHERE user = ? "
+                "ORDER BY updated DESC",
+                (self.user,),
+            ).fetchall()
+        return [Conversation(r["id"], r["title"], r["created"], r["updated"]) for r in rows]
+
+    def get(self, conv_id: str) -> Conversation:
+        with self._db() as db:
+            row = self._owned(db, conv_id)
+        return Conversation(row["id"], row["title"], row["created"], row["updated"])
+
+    def messages(self, conv_id: str) -> list[dict[str, Any]]:
+        with self._db() as db:
+            self._owned(db, conv_id)
+            rows = db.execute(
+                "SELECT message FROM messages WHERE conversation = ? ORDER BY position",
+                (conv_id,),
+            ).fetchall()
+        return [json.loads(r["message"]) for r in rows]
+
+    def append(self, conv_id: str, messages: list[dict[str, Any]]) -> None:
+        """Add messages after the last one (one transaction: a question and its answer)."""
+        with self._db() as db:
+            self._owned(db, conv_id)
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE conversation = ?", (conv_id,)
+            ).fetchone()
+            db.executemany(
+                "INSERT INTO messages VALUES (?, ?, ?)",
+                [
+                    (conv_id, count + i, json.dumps(m, ensure_ascii=False))
+                    for i, m in enumerate(messages)
+                ],
+            )
+            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), conv_id))
+
+    def rename(self, conv_id: str, title: str) -> None:
+        title = make_title(title)
+        if not title:
+            raise ConversationError("A conversation needs a title.")
+        with self._db() as db:
+            self._owned(db, conv_id)
+            db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conv_id))
+
+    def delete(self, conv_id: str) -> None:
+        with self._db() as db:
+            self._owned(db, conv_id)
+            db.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
+
+    def _owned(self, db, conv_id: str):
+        row = db.execute(
+            "SELECT id, title, created, updated FROM conversations WHERE id = ? AND user = ?",
+            (conv_id, self.user),
+        ).fetchone()
+        if row is None:
+            raise ConversationError("This conversation does not exist (or was deleted).")
+        return row

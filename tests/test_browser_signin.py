@@ -1,0 +1,111 @@
+"""Sign-in on, in headless Chromium: the form first, roles, and saved conversations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from rag.accounts import Accounts
+from tests.browser import ask, browser_available, chromium_page, streamlit_app
+from tests.conftest import make_settings
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(browser_available() is not None, reason=str(browser_available())),
+]
+
+PASSWORD = "correct horse battery"
+KURSK = "How many workers are in Kursk?"
+KURSK_QUOTE = "plus de mille spécialistes"
+BREST = (
+    "Rapport sur le port de Brest\n"
+    "Le port de Brest a accueilli exactement 4321 navires de pêche en 2023.\n"
+)
+WAIT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """A data dir with a reader and an editor (the app indexes the seed article itself)."""
+    data_dir = tmp_path_factory.mktemp("signin-browser") / "data"
+    accounts = Accounts(make_settings(data_dir))
+    accounts.add("rita", PASSWORD, "reader")
+    accounts.add("ed", PASSWORD, "editor")
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def app_url(data_dir: Path) -> str:
+    with streamlit_app(data_dir) as url:
+        yield url
+
+
+def sign_in(page, name: str) -> None:
+    page.get_by_role("textbox", name="User name").wait_for(timeout=WAIT_MS)
+    page.get_by_role("textbox", name="User name").fill(name)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_test_id("stChatInputTextArea").wait_for(timeout=WAIT_MS)
+
+
+def test_signed_out_visitor_sees_only_the_form(app_url: str) -> None:
+    with chromium_page() as page:
+        page.goto(app_url)
+        page.get_by_role("textbox", name="Password").wait_for(timeout=WAIT_MS)
+        page.wait_for_timeout(2000)  # anything else the page would show has arrived by now
+        body = page.locator("body").inner_text()
+        for secret in ("Documents", "Chunks", "Kursk", "Corée", "Conversations"):
+            assert secret not in body
+        assert page.get_by_test_id("stChatInputTextArea").count() == 0
+        assert page.get_by_test_id("stFileUploader").count() == 0
+
+
+def test_reader_asks_and_opens_citations_but_cannot_upload(app_url: str) -> None:
+    with chromium_page() as page:
+        page.goto(app_url)
+        sign_in(page, "rita")
+        ask(page, KURSK)
+        assert KURSK_QUOTE in page.locator("mark.cite-hl").first.inner_text()
+        page.get_by_text("Show in document").first.click()
+        page.frame_locator("iframe").first.locator("mark.cite-hl").wait_for(timeout=30_000)
+        assert page.get_by_test_id("stFileUploader").count() == 0
+        assert page.get_by_role("button", name="Re-index documents").count() == 0
+
+
+def test_editor_uploads_a_file_and_asks_about_it(app_url: str) -> None:
+    with chromium_page() as page:
+        page.goto(app_url)
+        sign_in(page, "ed")
+        page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(
+            files=[{"name": "brest.txt", "mimeType": "text/plain", "buffer": BREST.encode()}]
+        )
+        page.get_by_text("Uploads indexed").wait_for(timeout=WAIT_MS)
+        ask(page, "Combien de navires de pêche le port de Brest a-t-il accueillis en 2023 ?")
+        assert "4321 navires" in page.locator("mark.cite-hl").first.inner_text()
+
+
+def _conversation_id(page) -> str:
+    page.wait_for_function("() => location.search.includes('c=')", timeout=WAIT_MS)
+    return parse_qs(urlparse(page.url).query)["c"][0]
+
+
+def test_conversation_survives_reload_and_restart(data_dir: Path) -> None:
+    """On its own server, stopped and started again on the same data dir."""
+    with streamlit_app(data_dir) as url, chromium_page() as page:
+        page.goto(url)
+        sign_in(page, "rita")
+        ask(page, KURSK)
+        conv_id = _conversation_id(page)
+        page.reload()  # a new session: sign in again, the URL reopens the conversation
+        sign_in(page, "rita")
+        page.locator("mark.cite-hl").first.wait_for(timeout=WAIT_MS)
+        assert KURSK_QUOTE in page.locator("mark.cite-hl").first.inner_text()
+    with streamlit_app(data_dir) as restarted, chromium_page() as page:
+        page.goto(restarted)
+        sign_in(page, "rita")
+        page.get_by_role("button", name=KURSK).first.click()  # listed in the sidebar
+        page.locator("mark.cite-hl").first.wait_for(timeout=WAIT_MS)
+        assert KURSK_QUOTE in page.locator("mark.cite-hl").first.inner_text()
+        assert _conversation_id(page) == conv_id
