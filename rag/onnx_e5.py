@@ -204,6 +204,8 @@ def ensure_converted(model: ModelFile, cache_root: Path) -> Path:
     cache_root.mkdir(parents=True, exist_ok=True)
     with _locked(cache_root / f"{target.name}.lock"):
         if not (target / MODEL_FILE).exists():
+            for stale in cache_root.glob(f".{target.name}-*"):  # a killed conversion's
+                shutil.rmtree(stale, ignore_errors=True)
             _convert(model, target)
     return target
 
