@@ -109,6 +109,8 @@ class OnnxE5:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
+        # errors only: the quantiser's Unsqueeze shapes draw harmless shape-merge warnings
+        options.log_severity_level = 3
         spin = "1" if allow_spinning else "0"
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         self._session = ort.InferenceSession(
