@@ -171,6 +171,8 @@ class E5Tokenizer:
         self._unk_score = float(np.float32(model.scores.min()) - np.float32(10.0))
         self._max_len = max(len(p) for p in model.pieces)
         self._norm = model.norm_map
+        self._table = str.maketrans(model.norm_map)
+        self._resizing = {c for c, rep in model.norm_map.items() if len(rep) != 1}
         self.bos, self.eos = model.bos, model.eos
         self._segment = lru_cache(maxsize=WORD_CACHE_SIZE)(self._viterbi)
 
@@ -220,6 +222,17 @@ class E5Tokenizer:
 
         A prepended metaspace points at index 0; it always sits in a prefix token.
         """
+        if self._resizing.isdisjoint(full):  # one character in, one out: src is the identity
+            mapped = full.translate(self._table)
+            if "  " not in mapped:
+                chars = mapped.replace(" ", META)
+                if mapped.startswith(" "):
+                    return chars, list(range(len(chars)))
+                return META + chars, [0, *range(len(chars))]
+        return self._normalise_slow(full)
+
+    def _normalise_slow(self, full: str) -> tuple[str, list[int]]:
+        """Character by character, for maps that delete or expand and for space runs."""
         norm = self._norm
         chars: list[str] = []
         src: list[int] = []
