@@ -51,6 +51,7 @@ MODEL_ID = "onnx-e5-small-int8"
 CACHE_VERSION = "v1"  # bump when the graph or its quantisation changes
 MODEL_FILE = "model.int8.onnx"
 OPSET = 17
+IR_VERSION = 8  # the IR of opset 17; newer onnx releases default to IRs older ORTs refuse
 MS_DOMAIN = "com.microsoft"
 # Padded tokens per run. 64 PIAF passages (~190 tokens each) cost 3.5-3.7 CPU-s in runs of
 # 512 or 1024 tokens, 4.2-4.5 at 2048-4096, 4.8-5.9 at 8192-16384 (activations that stay
@@ -337,4 +338,5 @@ def build_graph(model: ModelFile) -> object:
     return helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+        ir_version=IR_VERSION,
     )
