@@ -38,6 +38,8 @@ class Answer:
     note: str | None = None
     # False when an LLM answer cited passages that were not sent or misquoted its sources.
     verified: bool = True
+    # How likely the retrieved sentences answer the question (None: not computed).
+    confidence: float | None = None
 
     def to_json(self) -> dict:
         return {
@@ -46,6 +48,7 @@ class Answer:
             "verified": self.verified,
             "mode": self.mode,
             "note": self.note,
+            "confidence": self.confidence,
             "citations": [c.to_json() for c in self.citations],
         }
 
@@ -107,9 +110,9 @@ def extractive_answer(
 ) -> Answer:
     """Quote the best sentences with verified citations, or abstain."""
     ranked = rank_sentences(question, retrieval, idf)
-    if not ranked or ranked[0].score < threshold:
-        return Answer(NO_ANSWER, True)
-    best = ranked[0].score
+    best = ranked[0].score if ranked else 0.0
+    if best < threshold:
+        return Answer(NO_ANSWER, True, confidence=best)
     chosen = [s for s in ranked[:MAX_SENTENCES] if s.score >= best - FOLLOWER_MARGIN]
     titles = {n.node.node_id: n.node.metadata.get("title", "") for n in retrieval.nodes}
     cache = SourceCache()
@@ -120,5 +123,8 @@ def extractive_answer(
         if cite is not None:
             citations.append(cite)
     if not citations:
-        return Answer(NO_ANSWER, True, note="The matching sources changed since indexing.")
-    return Answer(" ".join(f"“{c.quote}” [{c.n}]" for c in citations), False, citations)
+        return Answer(
+            NO_ANSWER, True, note="The matching sources changed since indexing.", confidence=best
+        )
+    text = " ".join(f"“{c.quote}” [{c.n}]" for c in citations)
+    return Answer(text, False, citations, confidence=best)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -211,18 +211,21 @@ class RagService:
         question = check_question(question)
         self.ensure_ready()
         if not self.settings.llm_enabled:
-            return AnswerStream.of(self._retrieve(question, top_k)[1])
-        return llm_answer(self.settings, question, history, lambda q: self._retrieve(q, top_k))
+            return AnswerStream.of(self.retrieve(question, top_k)[1])
+        return llm_answer(self.settings, question, history, lambda q: self.retrieve(q, top_k))
 
-    def _retrieve(self, question: str, top_k: int | None) -> tuple[Retrieval, Answer]:
+    def retrieve(
+        self, question: str, top_k: int | None = None, exclude: Collection[str] = ()
+    ) -> tuple[Retrieval, Answer]:
         """What ``question`` retrieves and the extractive answer over it.
 
         The extractive answer doubles as the LLM's abstention gate (same evidence score,
-        same threshold) and as its fallback when the LLM fails.
+        same threshold) and as its fallback when the LLM fails. ``exclude``: chunk ids left
+        out of retrieval (evaluation's near-miss questions).
         """
         with self._reading():
             retriever = self.retriever(top_k)
-            retrieval = retriever.search(question)
+            retrieval = retriever.search(question, exclude=exclude)
         threshold = self.settings.abstain_threshold or DEFAULT_ABSTAIN_THRESHOLD
         return retrieval, extractive_answer(question, retrieval, retriever.lexical.idf, threshold)
 
@@ -283,7 +286,7 @@ class RagService:
         """
         with contextlib.suppress(StoreError):
             self.ensure_ready()
-            self._retrieve("warm-up", None)
+            self.retrieve("warm-up", None)
 
     def status(self) -> CorpusStatus:
         with self._reading() as store:
