@@ -26,7 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import OFF_CORPUS, OUT, PASSAGES, QUESTIONS, ROOT, bench_settings
-from rag.answer import Answer, extractive_answer
+from rag.answer import (
+    DEFAULT_ABSTAIN_THRESHOLD,
+    FOLLOWER_MARGIN,
+    MAX_SENTENCES,
+    NO_ANSWER,
+    Answer,
+    cite,
+    extractive_answer,
+    rank_sentences,
+)
 from rag.evaluate import GoldChunks, auc, bears, eval_service, read_jsonl
 from rag.retrieve import Retrieval
 from rag.service import RagService
@@ -126,13 +135,75 @@ def right(case: Case, answer: Answer) -> bool:
 def answer_all(cases: list[Case], services: dict[str, RagService], threshold: float | None):
     """(case, answer) for every case, answered by the product's answer step."""
     idf = {name: s.lexical().idf for name, s in services.items()}
+    token_states = services["piaf"].token_encoder.token_states
+    kwargs = {} if threshold is None else {"threshold": threshold}
+    return [
+        (c, extractive_answer(c.question, c.retrieval, idf[c.corpus], token_states, **kwargs))
+        for c in cases
+    ]
+
+
+# The decision before the calibrated confidence: the best sentence's evidence score
+# (cosine + 0.1 x lexical share) against one threshold.
+OLD_THRESHOLD = 0.85
+
+
+def answer_before(cases: list[Case], services: dict[str, RagService]):
+    """(case, answer) as the product answered before: same retrieval, same quotes rule."""
+    idf = {name: s.lexical().idf for name, s in services.items()}
     out = []
     for case in cases:
-        kwargs = {} if threshold is None else {"threshold": threshold}
-        out.append(
-            (case, extractive_answer(case.question, case.retrieval, idf[case.corpus], **kwargs))
-        )
+        ranked = rank_sentences(case.question, case.retrieval, idf[case.corpus])
+        evidence = ranked[0].score if ranked else 0.0
+        chosen = [s for s in ranked[:MAX_SENTENCES] if s.score >= evidence - FOLLOWER_MARGIN]
+        citations = cite(chosen, case.retrieval) if evidence >= OLD_THRESHOLD else []
+        text = "answered" if citations else NO_ANSWER
+        out.append((case, Answer(text, not citations, citations, confidence=evidence)))
     return out
+
+
+def curve(results, lang: str) -> tuple[np.ndarray, np.ndarray]:
+    """(near-miss answered, answered) over every threshold of the answers' confidence."""
+    direct = np.asarray(
+        [a.confidence for c, a in results if (c.corpus, c.lang, c.kind) == ("piaf", lang, "direct")]
+    )
+    near = np.asarray(
+        [
+            a.confidence
+            for c, a in results
+            if (c.corpus, c.lang, c.kind) == ("piaf", lang, "near_miss")
+        ]
+    )
+    cuts = np.unique(np.r_[direct, near, np.inf])
+    return (near[None, :] >= cuts[:, None]).mean(1), (direct[None, :] >= cuts[:, None]).mean(1)
+
+
+def plot(before, after, threshold: float) -> None:
+    """The trade-off curves, before and after, each language, default points marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for lang, colour in (("fr", "tab:blue"), ("en", "tab:orange")):
+        for label, results, style, at in (
+            ("evidence score (before)", before, ":", OLD_THRESHOLD),
+            ("confidence (after)", after, "-", threshold),
+        ):
+            x, y = curve(results, lang)
+            ax.plot(x, y, style, color=colour, label=f"{lang.upper()}: {label}")
+            pick = [(c, a) for c, a in results if (c.corpus, c.lang) == ("piaf", lang)]
+            px = np.mean([a.confidence >= at for c, a in pick if c.kind == "near_miss"])
+            py = np.mean([a.confidence >= at for c, a in pick if c.kind == "direct"])
+            ax.plot([px], [py], "o", color=colour, fillstyle="none" if style == ":" else "full")
+    ax.set_xlabel("near-miss questions answered (wrongly)")
+    ax.set_ylabel("PIAF dev questions answered")
+    ax.set_title("Answer decision trade-off, PIAF dev (dots: default thresholds)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(PLOT)
 
 
 def table(results) -> None:
@@ -165,9 +236,17 @@ def table(results) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--plot", action="store_true", help=f"write {PLOT.relative_to(ROOT)}")
     args = parser.parse_args()
     cases, services = load_cases()
-    table(answer_all(cases, services, args.threshold))
+    before = answer_before(cases, services)
+    after = answer_all(cases, services, args.threshold)
+    print(f"Before: evidence score >= {OLD_THRESHOLD}")
+    table(before)
+    print(f"\nAfter: confidence >= {args.threshold or DEFAULT_ABSTAIN_THRESHOLD}")
+    table(after)
+    if args.plot:
+        plot(before, after, args.threshold or DEFAULT_ABSTAIN_THRESHOLD)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag.answer import (
     DEFAULT_ABSTAIN_THRESHOLD,
@@ -40,6 +41,9 @@ from rag.lexical import LexicalIndex
 from rag.llm import History
 from rag.retrieve import HybridRetriever, Retrieval
 from rag.store import Store, StoreError, open_store, write_lock, writer_active
+
+if TYPE_CHECKING:
+    from rag.onnx_e5 import OnnxE5
 
 __all__ = [
     "Answer",
@@ -78,6 +82,13 @@ class RagService:
     @cached_property
     def embedder(self) -> Embedder:
         return make_embedder(self.settings)
+
+    @cached_property
+    def token_encoder(self) -> OnnxE5:
+        """Token states for the answer confidence (``rag.confidence``), loaded on first use."""
+        from rag.onnx_e5 import OnnxE5
+
+        return OnnxE5()
 
     @property
     def store(self) -> Store:
@@ -227,7 +238,10 @@ class RagService:
             retriever = self.retriever(top_k)
             retrieval = retriever.search(question, exclude=exclude)
         threshold = self.settings.abstain_threshold or DEFAULT_ABSTAIN_THRESHOLD
-        return retrieval, extractive_answer(question, retrieval, retriever.lexical.idf, threshold)
+        answer = extractive_answer(
+            question, retrieval, retriever.lexical.idf, self.token_encoder.token_states, threshold
+        )
+        return retrieval, answer
 
     @property
     def upload_dir(self) -> Path:
