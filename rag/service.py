@@ -230,9 +230,9 @@ class RagService:
     ) -> tuple[Retrieval, Answer]:
         """What ``question`` retrieves and the extractive answer over it.
 
-        The extractive answer doubles as the LLM's abstention gate (same evidence score,
-        same threshold) and as its fallback when the LLM fails. ``exclude``: chunk ids left
-        out of retrieval (evaluation's near-miss questions).
+        The extractive answer's confidence doubles as the LLM's gate (below the floor the
+        LLM is not asked) and the answer as its fallback when the LLM fails. ``exclude``:
+        chunk ids left out of retrieval (evaluation's near-miss questions).
         """
         with self._reading():
             retriever = self.retriever(top_k)
