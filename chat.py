@@ -202,15 +202,8 @@ def render_message(msg_index: int, msg: dict, service: RagService) -> None:
 def render_answer_details(msg_index: int, msg: dict, service: RagService) -> None:
     """Who answered, any warning, then one card per citation."""
     flag = "" if msg.get("verified", True) else " · ⚠ unverified"
-    confidence = msg.get("confidence")
-    shown = "" if confidence is None else f" · confidence {confidence:.0%}"
-    st.caption(f"Answered by: {msg.get('mode', 'extractive')}{shown}{flag}")
-    from rag.answer import CLOSEST_NOTE  # loaded with the service, which answered
-
-    if msg.get("abstained") and msg.get("citations"):
-        # Below the confidence threshold: the passages shown are the closest, not an answer.
-        st.info(CLOSEST_NOTE)
-    if msg.get("note") and msg["note"] != CLOSEST_NOTE:
+    st.caption(f"Answered by: {msg.get('mode', 'extractive')}{flag}")
+    if msg.get("note"):
         st.warning(escape_md(msg["note"]))
     for cite in msg.get("citations", []):
         render_citation(msg_index, cite, service)
@@ -466,7 +459,6 @@ def handle_question(question: str, service: RagService) -> None:
             "note": answer.note,
             "verified": answer.verified,
             "abstained": answer.abstained,
-            "confidence": answer.confidence,
             "citations": [c.to_json() for c in answer.citations],
         }
         messages.append(msg)

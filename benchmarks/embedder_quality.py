@@ -44,7 +44,6 @@ def measure(config: str, question_sets: dict[str, list[dict]]) -> dict[str, floa
     service = eval_service(settings, PASSAGES)
     built_s = time.perf_counter() - started
     retriever = service.retriever()
-    states = service.token_encoder.token_states
     row: dict[str, float] = {"chunks": service.store.count(), "build_s": round(built_s, 1)}
     for lang, rows in question_sets.items():
         ranked = [passage_rankings(retriever, r["question"])["hybrid"] for r in rows]
@@ -52,9 +51,7 @@ def measure(config: str, question_sets: dict[str, list[dict]]) -> dict[str, floa
         hits = 0
         for r in rows:
             retrieval = retriever.search(r["question"])
-            answer = extractive_answer(
-                r["question"], retrieval, retriever.lexical.idf, states, threshold=-1.0
-            )
+            answer = extractive_answer(r["question"], retrieval, retriever.lexical.idf, -1.0)
             hits += bearing([c.quote for c in answer.citations], r["answers"])
         row[f"{lang}_bearing"] = hits / len(rows)
         row[f"{lang}_n"] = len(rows)

@@ -10,13 +10,6 @@ or, without a usable quote, the passage sentence sharing most words with the cla
 it. The span is then re-read from the file like every other citation. A citation whose quote
 is not in its passage is kept but marked unverified, and the answer's note says so.
 
-The LLM is asked unless retrieval found nothing relevant at all (the extractive answer's
-confidence is below ``rag.answer.CLOSEST_FLOOR``): deciding whether the passages answer the
-question is then the model's job. A reply whose first line is exactly ``NOT_IN_DOCUMENTS``
-(``prompts/system.txt``) is the model saying they do not; it becomes the standard refusal,
-never the extractive answer. The marker is held back while it may still be arriving, so it
-is never shown.
-
 Any LLM failure, an empty reply included, yields the extractive answer, labelled as a
 fallback, with the reason in its note.
 """
@@ -33,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from llama_index.core.llms import ChatMessage
 
-from rag.answer import NO_ANSWER, Answer, nothing_relevant
+from rag.answer import Answer
 from rag.citations import Citation, SourceCache
 from rag.config import Settings
 from rag.lexical import tokenize
@@ -60,8 +53,6 @@ _HEADING = re.compile(r"^[ \t>*_#]*(?:quotes|citations)[ \t*_]*:", re.IGNORECASE
 _HEADING_WORDS = ("quotes:", "citations:")
 _QUOTE_LINE = re.compile(r"\[(\d+)\][\s:.\-–—]*(.+)")
 _QUOTE_MARKS = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "«": '"', "»": '"'})
-# The model's machine-checkable "the passages do not answer this" (prompts/system.txt).
-NOT_IN_DOCUMENTS = "NOT_IN_DOCUMENTS"
 # Shorter quotes ("Kursk") would match too many sentences to tell which one was meant.
 MIN_QUOTE_CHARS = 12
 # A quote this similar to a sentence (difflib ratio) was copied from it with small slips.
@@ -106,7 +97,7 @@ def llm_answer(
     except LLMError as error:
         return AnswerStream.of(fallback(retrieve(question)[1], error))
     retrieval, extractive = retrieve(standalone)
-    if nothing_relevant(extractive):
+    if extractive.abstained:
         return AnswerStream.of(extractive)
     generation = _Generation(llm, settings, retrieval, extractive)
     messages = answer_messages(prompts, standalone, retrieval.nodes)
@@ -142,15 +133,11 @@ class _Generation:
             yield piece
 
     def answer(self) -> Answer:
-        mode = f"llm:{self.settings.llm_model}"
-        if self.error is None and self.reply.refused:
-            return Answer(NO_ANSWER, True, mode=mode, confidence=self.extractive.confidence)
         if self.error is None and not self.reply.text:
             self.error = LLMError("empty reply", "The LLM returned an empty answer.")
         if self.error is not None:
             return fallback(self.extractive, self.error)
-        built = build_answer(self.reply, self.retrieval, mode)
-        return replace(built, confidence=self.extractive.confidence)
+        return build_answer(self.reply, self.retrieval, f"llm:{self.settings.llm_model}")
 
 
 def fallback(extractive: Answer, error: LLMError) -> Answer:
@@ -195,30 +182,14 @@ class ReplyStream:
         self._sent = 0
         self._body_end: int | None = None
 
-    @property
-    def refused(self) -> bool:
-        """The reply's first line is the model's ``NOT_IN_DOCUMENTS``."""
-        return _marker(self.raw.lstrip().partition("\n")[0]) == NOT_IN_DOCUMENTS
-
-    def _maybe_refusing(self) -> bool:
-        """The reply so far may still turn out to be ``NOT_IN_DOCUMENTS``: show nothing yet."""
-        first, newline, _ = self.raw.lstrip().partition("\n")
-        return (not newline and NOT_IN_DOCUMENTS.startswith(_marker(first))) or self.refused
-
     def feed(self, delta: str) -> str:
         self.raw += delta
-        if self._maybe_refusing():
-            return ""
         if self._body_end is None and (heading := _HEADING.search(self.raw)):
             self._body_end = len(self.raw[: heading.start()].rstrip())
         return self._emit(self._safe_end() if self._body_end is None else self._body_end)
 
     def close(self) -> str:
         """The rest of the answer text, once the reply is complete."""
-        if self.refused:
-            return ""
-        if self._body_end is None and (heading := _HEADING.search(self.raw)):
-            self._body_end = len(self.raw[: heading.start()].rstrip())
         return self._emit(len(self.raw.rstrip()) if self._body_end is None else self._body_end)
 
     @property
@@ -250,11 +221,6 @@ class ReplyStream:
         self._sent = end
         self._shown.append(piece)
         return piece
-
-
-def _marker(line: str) -> str:
-    """A reply line as the refusal marker is compared: no blanks, backticks or full stop."""
-    return line.strip().strip("`*_.").strip()
 
 
 def build_answer(reply: ReplyStream, retrieval: Retrieval, mode: str) -> Answer:

@@ -54,12 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("-k", type=int, default=None, help="passages to retrieve")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
 
-    ev = sub.add_parser("eval", help="retrieval and answer figures on PIAF-format files")
+    ev = sub.add_parser("eval", help="retrieval recall@k / MRR on PIAF-format files")
     ev.add_argument("--passages", type=Path, required=True)
     ev.add_argument("--questions", type=Path, required=True)
-    ev.add_argument(
-        "--off-corpus", type=Path, default=None, help="JSONL of questions that must be refused"
-    )
     ev.add_argument("--k", default="1,3,5,10", help="comma-separated cut-offs")
     ev.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
@@ -162,9 +159,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rag.evaluate import evaluate_files
 
     cutoffs = [int(k) for k in args.k.split(",") if k.strip()]
-    result = evaluate_files(
-        get_settings(), args.passages, args.questions, cutoffs, args.mode, args.off_corpus
-    )
+    result = evaluate_files(get_settings(), args.passages, args.questions, cutoffs, args.mode)
     if args.json:
         print(json.dumps(result))
     else:

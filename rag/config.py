@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     top_k: int = Field(5, description="Passages retrieved per question.")
     abstain_threshold: float = Field(
         0.0,
-        description="Answer confidence (0..1) below which the answer is refused "
+        description="Evidence score below which the extractive answer abstains "
         "(0 = use the calibrated default).",
     )
     llm_model: str | None = Field(

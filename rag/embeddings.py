@@ -83,8 +83,7 @@ class OnnxEmbedder:
 
 @lru_cache(maxsize=2)
 def onnx_model(cache_root: Path | None) -> OnnxE5:
-    """One ONNX session per process: the app's sessions and threads, the embedder and the
-    answer confidence's token states share it."""
+    """One ONNX session per process: the app's sessions and threads share it."""
     from rag.onnx_e5 import OnnxE5
 
     return OnnxE5(cache_root=cache_root)

@@ -11,7 +11,6 @@ rankings; no language detector is needed.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,14 +82,6 @@ class Retrieval:
     nodes: list[NodeWithScore]
     sentences: list[SentenceScore]
     coverage: float
-
-
-def _without(ranking: Ranking, exclude: Collection[str]) -> Ranking:
-    """``ranking`` less the chunk ids in ``exclude``."""
-    kept = [
-        (cid, sc) for cid, sc in zip(ranking.ids, ranking.scores, strict=True) if cid not in exclude
-    ]
-    return Ranking([cid for cid, _ in kept], [sc for _, sc in kept])
 
 
 def lexical_weight(coverage: float) -> float:
@@ -182,28 +173,14 @@ class HybridRetriever(BaseRetriever):
     def lexical_search(self, query: str) -> LexicalHits:
         return self.lexical.search(query, CHUNK_CANDIDATES)
 
-    def rankings(
-        self, query: str, exclude: Collection[str] = ()
-    ) -> tuple[np.ndarray, Ranking, LexicalHits]:
-        """Question vector, the dense ranking, and BM25's hits with their coverage.
-
-        Chunk ids in ``exclude`` are dropped from both rankings, as if they were not indexed
-        (evaluation's near-miss questions: the passages holding the answer taken out).
-        """
+    def rankings(self, query: str) -> tuple[np.ndarray, Ranking, LexicalHits]:
+        """Question vector, the dense ranking, and BM25's hits with their coverage."""
         qvec = self.embed(query)
-        dense, lex = self.dense_ranking(qvec), self.lexical_search(query)
-        if exclude:
-            dense = _without(dense, exclude)
-            kept = _without(Ranking(lex.ids, lex.scores), exclude)
-            lex = LexicalHits(kept.ids, kept.scores, lex.coverage)
-        return qvec, dense, lex
+        return qvec, self.dense_ranking(qvec), self.lexical_search(query)
 
-    def search(self, query: str, k: int | None = None, exclude: Collection[str] = ()) -> Retrieval:
-        """Top ``k`` chunks, each with its sentences scored against the question.
-
-        ``exclude``: chunk ids to leave out, from every ranking and so from the sentences.
-        """
-        qvec, dense, lex = self.rankings(query, exclude)
+    def search(self, query: str, k: int | None = None) -> Retrieval:
+        """Top ``k`` chunks, each with its sentences scored against the question."""
+        qvec, dense, lex = self.rankings(query)
         fused = hybrid(dense, lex, k or self.top_k)
         records = self._chunks([cid for cid, _ in fused])
         nodes = [

@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rag.answer import (
     DEFAULT_ABSTAIN_THRESHOLD,
@@ -26,7 +25,7 @@ from rag.answer import (
 from rag.chat import AnswerStream, llm_answer
 from rag.citations import SourceCache
 from rag.config import Settings, get_settings
-from rag.embeddings import Embedder, EmbeddingError, make_embedder, onnx_model
+from rag.embeddings import Embedder, EmbeddingError, make_embedder
 from rag.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.ingest import (
     IngestError,
@@ -41,9 +40,6 @@ from rag.lexical import LexicalIndex
 from rag.llm import History
 from rag.retrieve import HybridRetriever, Retrieval
 from rag.store import FileRecord, Store, StoreError, open_store, write_lock, writer_active
-
-if TYPE_CHECKING:
-    from rag.onnx_e5 import OnnxE5
 
 __all__ = [
     "Answer",
@@ -90,12 +86,6 @@ class RagService:
     @cached_property
     def embedder(self) -> Embedder:
         return make_embedder(self.settings)
-
-    @cached_property
-    def token_encoder(self) -> OnnxE5:
-        """Token states for the answer confidence (``rag.confidence``): the ONNX model the
-        default embedder already loaded, or loaded on first use beside another backend."""
-        return onnx_model(self.settings.model_cache_dir)
 
     @property
     def store(self) -> Store:
@@ -235,26 +225,20 @@ class RagService:
         question = check_question(question)
         self.ensure_ready()
         if not self.settings.llm_enabled:
-            return AnswerStream.of(self.retrieve(question, top_k)[1])
-        return llm_answer(self.settings, question, history, lambda q: self.retrieve(q, top_k))
+            return AnswerStream.of(self._retrieve(question, top_k)[1])
+        return llm_answer(self.settings, question, history, lambda q: self._retrieve(q, top_k))
 
-    def retrieve(
-        self, question: str, top_k: int | None = None, exclude: Collection[str] = ()
-    ) -> tuple[Retrieval, Answer]:
+    def _retrieve(self, question: str, top_k: int | None) -> tuple[Retrieval, Answer]:
         """What ``question`` retrieves and the extractive answer over it.
 
-        The extractive answer's confidence doubles as the LLM's gate (below the floor the
-        LLM is not asked) and the answer as its fallback when the LLM fails. ``exclude``:
-        chunk ids left out of retrieval (evaluation's near-miss questions).
+        The extractive answer doubles as the LLM's abstention gate (same evidence score,
+        same threshold) and as its fallback when the LLM fails.
         """
         with self._reading():
             retriever = self.retriever(top_k)
-            retrieval = retriever.search(question, exclude=exclude)
+            retrieval = retriever.search(question)
         threshold = self.settings.abstain_threshold or DEFAULT_ABSTAIN_THRESHOLD
-        answer = extractive_answer(
-            question, retrieval, retriever.lexical.idf, self.token_encoder.token_states, threshold
-        )
-        return retrieval, answer
+        return retrieval, extractive_answer(question, retrieval, retriever.lexical.idf, threshold)
 
     @property
     def upload_dir(self) -> Path:
@@ -329,7 +313,7 @@ class RagService:
         """
         with contextlib.suppress(StoreError):
             self.ensure_ready()
-            self.retrieve("warm-up", None)
+            self._retrieve("warm-up", None)
 
     def status(self) -> CorpusStatus:
         with self._reading() as store:

@@ -49,19 +49,6 @@ def test_kursk_question_cites_line_4_of_the_seed(app: AppTest) -> None:
     assert "plus de mille spécialistes" in mark
 
 
-def test_answer_shows_its_confidence(app: AppTest) -> None:
-    _ask(app, "How many workers are in Kursk?")
-    assert any("· confidence " in c.value for c in app.caption), [c.value for c in app.caption]
-
-
-def test_low_confidence_shows_closest_passages_not_an_answer(app: AppTest) -> None:
-    # Off the seed article's topic, yet above the floor: its closest sentences are shown.
-    _ask(app, "Quelle est la recette de la tarte tatin ?")
-    assert any("they may not answer your question" in i.value for i in app.info)
-    assert "<mark" in _assistant_html(app)  # the closest passage, highlighted in its card
-    assert app.chat_message[1].markdown[0].value.startswith("I could not find this")
-
-
 def test_uploaded_document_is_searchable_at_once(app: AppTest) -> None:
     doc = (
         "Rapport sur le port de Brest\n"

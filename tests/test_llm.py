@@ -200,43 +200,6 @@ def test_model_that_does_not_know_abstains(llm: RagService, server: StandIn):
     assert answer.mode == f"llm:{MODEL}"
 
 
-# Same topic as the article, a fact it does not state (tests/data/seed_questions.jsonl).
-NEAR_MISS = "How many North Korean specialists are working in the Rostov region?"
-
-
-def test_not_in_documents_reply_is_a_refusal_not_a_fallback(llm: RagService, server: StandIn):
-    server.script(reply("NOT_IN_DOCUMENTS"))
-    stream = llm.ask_stream(NEAR_MISS)
-    shown = "".join(stream)
-    answer = stream.finalize()
-    assert len(server.requests) == 1  # a near-miss still reaches the model: it decides
-    assert shown == ""  # the marker is never shown
-    assert answer.abstained and answer.citations == [] and answer.note is None
-    assert answer.answer == "I could not find this in the indexed documents."
-    assert answer.mode == f"llm:{MODEL}"
-    assert 0.0 <= answer.confidence <= 1.0
-
-
-def test_refusal_marker_is_recognised_with_trailing_text(ask_cli, server: StandIn):
-    server.script(reply("`NOT_IN_DOCUMENTS`\nThe passages are about Kursk, not Rostov."))
-    code, out, _ = ask_cli(server.url, NEAR_MISS, "--json")
-    payload = json.loads(out)
-    assert code == 0 and payload["abstained"] and payload["mode"] == f"llm:{MODEL}"
-    assert "NOT_IN" not in payload["answer"] and payload["citations"] == []
-
-
-def test_prompt_states_the_refusal_form() -> None:
-    assert "\nNOT_IN_DOCUMENTS\n" in (PROMPTS_DIR / "system.txt").read_text(encoding="utf-8")
-
-
-def test_answer_starting_like_the_marker_is_shown(llm: RagService, server: StandIn):
-    server.script(
-        reply(citing("plus de mille", "NOT only in Kursk: more than a thousand", KURSK_SENTENCE))
-    )
-    answer = llm.ask(KURSK)
-    assert not answer.abstained and answer.answer.startswith("NOT only in Kursk")
-
-
 def test_follow_up_is_condensed_before_retrieval(llm: RagService, server: StandIn):
     server.script(reply(citing("plus de mille", KURSK_CLAIM, KURSK_SENTENCE)))
     first = llm.ask(KURSK, top_k=1)
