@@ -83,3 +83,12 @@ def write_piaf_corpus(folder: Path, n: int) -> Path:
 def fake_embedder() -> FakeEmbedder:
     """Predictable vectors in milliseconds (see tests/fakes.py)."""
     return FakeEmbedder()
+
+
+def cited(service: RagService, question: str, needle: str):
+    """The first citation of an answer to ``question`` whose quote contains ``needle``."""
+    answer = service.ask(question)
+    assert not answer.abstained, answer
+    cites = [c for c in answer.citations if needle in c.quote]
+    assert cites, answer
+    return cites[0]

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from rag.formats import NEEDS_OCR, extract, tesseract_available
 from rag.service import RagService
-from tests.conftest import make_settings, run_cli
+from tests.conftest import cited, make_settings, run_cli
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf")
 needs_ocr = pytest.mark.skipif(
@@ -112,11 +112,7 @@ def service(corpus: Path, tmp_path_factory) -> RagService:
 
 
 def _cite(service: RagService, question: str, needle: str):
-    answer = service.ask(question)
-    assert not answer.abstained, answer
-    cites = [c for c in answer.citations if needle in c.quote]
-    assert cites, answer
-    cite = cites[0]
+    cite = cited(service, question, needle)
     stored = Path(cite.extracted).read_text(encoding="utf-8")
     assert stored[cite.start : cite.end] == cite.quote
     return cite, stored

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rag.service import RagService
-from tests.conftest import make_settings
+from tests.conftest import cited, make_settings
 
 
 def tiny_pdf(pages: list[str]) -> bytes:
@@ -89,16 +89,8 @@ def service(tmp_path_factory) -> RagService:
     return service
 
 
-def _only_citation(service: RagService, question: str, needle: str):
-    answer = service.ask(question)
-    assert not answer.abstained, answer
-    cites = [c for c in answer.citations if needle in c.quote]
-    assert cites, answer
-    return cites[0]
-
-
 def test_pdf_citation_names_the_page_and_matches_the_stored_text(service: RagService) -> None:
-    cite = _only_citation(service, "Quelle est la hauteur du phare du Creac'h ?", "55 metres")
+    cite = cited(service, "Quelle est la hauteur du phare du Creac'h ?", "55 metres")
     assert Path(cite.source).name == "report.pdf"
     assert cite.page == 2
     stored = Path(cite.extracted).read_text(encoding="utf-8")
@@ -107,7 +99,7 @@ def test_pdf_citation_names_the_page_and_matches_the_stored_text(service: RagSer
 
 
 def test_html_citation_quotes_the_extracted_main_text(service: RagService) -> None:
-    cite = _only_citation(
+    cite = cited(
         service, "How many fishing boats did the port of Brest receive in 2023?", "4321 navires"
     )
     assert Path(cite.source).name == "brest.html"
@@ -118,7 +110,7 @@ def test_html_citation_quotes_the_extracted_main_text(service: RagService) -> No
 
 
 def test_markdown_citation_names_its_section(service: RagService) -> None:
-    cite = _only_citation(
+    cite = cited(
         service, "Combien de saisonniers la coopérative emploie-t-elle ?", "37 saisonniers"
     )
     assert cite.section == "Personnel"
