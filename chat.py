@@ -22,6 +22,7 @@ import streamlit.components.v1 as components
 from rag.accounts import ROLES, AccountError, Accounts, Role, User
 from rag.config import get_settings
 from rag.conversations import LOCAL_USER, ConversationError, Conversations
+from rag.errors import RagError
 from rag.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.render import (
     PAGE_STYLE,
@@ -156,11 +157,9 @@ def ensure_index(service: RagService) -> None:
     def progress(done: int, total: int) -> None:
         bar.progress(done / total, text=f"Indexing the documents: {done}/{total} chunks")
 
-    from rag.service import StoreError  # loaded by get_service
-
     try:
         report = service.ingest([SEEDS], progress=progress, show_progress=False)
-    except StoreError as exc:  # e.g. an index built with another embedder: say how to fix it
+    except RagError as exc:  # e.g. an index built with another embedder: say how to fix it
         bar.empty()
         st.error(str(exc))
         st.stop()
@@ -425,12 +424,7 @@ def handle_question(question: str, service: RagService) -> None:
     The streamed text is replaced by the final answer: an LLM's unverifiable markers are
     removed and the others renumbered once the stream ends.
     """
-    from rag.service import (  # loaded by get_service
-        EmbeddingError,
-        QuestionError,
-        StoreError,
-        check_question,
-    )
+    from rag.service import QuestionError, check_question  # loaded by get_service
 
     require("reader")
     try:
@@ -448,7 +442,7 @@ def handle_question(question: str, service: RagService) -> None:
         with st.spinner("Searching the documents…"):
             try:
                 stream = service.ask_stream(question, top_k=top_k, history=history)
-            except (StoreError, EmbeddingError) as exc:
+            except RagError as exc:
                 st.error(str(exc))
                 return
         answer = show_stream(stream)

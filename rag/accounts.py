@@ -31,6 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from rag.appdb import connect
 from rag.config import Settings
+from rag.errors import RagError
 
 Role = Literal["reader", "editor", "admin"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -72,7 +73,7 @@ CREATE TABLE IF NOT EXISTS sign_in_failures (
 _hasher = PasswordHasher()
 
 
-class AccountError(Exception):
+class AccountError(RagError):
     """A refused account operation; the message is safe to show the user as is."""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rag.citations import Citation, SourceCache
+from rag.errors import RagError
 from rag.lexical import tokenize
 from rag.retrieve import Retrieval, SentenceScore
 
@@ -50,7 +51,7 @@ class Answer:
         }
 
 
-class QuestionError(ValueError):
+class QuestionError(RagError, ValueError):
     """A question we will not process; the message is safe to show the user as is."""
 
 

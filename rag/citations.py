@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rag.ingest import IngestError, read_text
+from rag.formats import FormatError, read_text
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ class SourceCache:
     def text(self, source: str) -> str | None:
         if source not in self._texts:
             try:
-                self._texts[source] = read_text(Path(source))[0]
-            except (OSError, IngestError):
+                self._texts[source] = read_text(Path(source)).text
+            except (OSError, FormatError):
                 self._texts[source] = None
         return self._texts[source]
 

@@ -19,12 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rag.accounts import AccountError
-from rag.answer import QuestionError
 from rag.config import get_settings
-from rag.embeddings import EmbeddingError
+from rag.errors import RagError
 from rag.formats import SUPPORTED_LABEL
-from rag.ingest import IngestError
-from rag.store import StoreError
 
 if TYPE_CHECKING:
     from rag.service import RagService
@@ -85,11 +82,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     paths = args.paths or [DEFAULT_CORPUS]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"no such file or directory: {', '.join(missing)}")
+        raise RagError(f"no such file or directory: {', '.join(missing)}")
     service = RagService()
     if args.watch:
         if args.rebuild:
-            raise ValueError("--watch cannot rebuild: run `rag ingest --rebuild` first")
+            raise RagError("--watch cannot rebuild: run `rag ingest --rebuild` first")
         return watch_until_interrupted(paths, service)
     report = service.ingest(
         paths, rebuild=args.rebuild, prune=args.prune, show_progress=sys.stderr.isatty()
@@ -220,15 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return handler(args)
-    except (
-        StoreError,
-        IngestError,
-        QuestionError,
-        EmbeddingError,
-        AccountError,
-        FileNotFoundError,
-        ValueError,
-    ) as exc:
+    except RagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from typing import Any
 
 from rag.appdb import connect
 from rag.config import Settings
+from rag.errors import RagError
 
 LOCAL_USER = ""
 # Long enough to tell questions apart in a sidebar, short enough for one line of it.
@@ -43,7 +44,7 @@ CREATE TABLE IF NOT EXISTS messages (
 """
 
 
-class ConversationError(Exception):
+class ConversationError(RagError):
     """A conversation that is not there (or not this user's); the message is safe to show."""
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from rag.config import Settings
+from rag.errors import RagError
 
 if TYPE_CHECKING:
     from rag.onnx_e5 import OnnxE5, TokenStates
@@ -40,7 +41,7 @@ REMOTE_BATCH = 32
 NO_KEY = "not-needed"
 
 
-class EmbeddingError(RuntimeError):
+class EmbeddingError(RagError, RuntimeError):
     """The embedding backend failed in a way the user can fix; the message says how."""
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rag.config import Settings
+from rag.errors import RagError
 from rag.retrieve import CHUNK_CANDIDATES, HybridRetriever, hybrid
 from rag.service import RagService
 
@@ -28,7 +29,7 @@ def read_jsonl(path: Path) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                    raise RagError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
     return rows
 
 
@@ -96,10 +97,10 @@ def evaluate_files(
     """Index the passages (reused while unchanged) and measure retrieval on the questions."""
     for path in (passages, questions):
         if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
+            raise RagError(f"no such file: {path}")
     rows = read_jsonl(questions)
     if not rows:
-        raise ValueError(f"{questions}: no questions")
+        raise RagError(f"{questions}: no questions")
     retriever = eval_service(settings, passages).retriever()
     rankings = [passage_rankings(retriever, row["question"])[mode] for row in rows]
     return {"n": len(rows), **score(rankings, [row["passage_id"] for row in rows], cutoffs)}

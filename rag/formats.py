@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from zipfile import BadZipFile
 
+from rag.errors import RagError
+
 TEXT_SUFFIXES = (".txt", ".md")
 EXTRACTED_SUFFIXES = (".pdf", ".html", ".htm", ".docx", ".odt")
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES + EXTRACTED_SUFFIXES
@@ -59,7 +61,7 @@ _SPACES = re.compile(r"\s+")
 Headings = tuple[tuple[int, str], ...]
 
 
-class FormatError(Exception):
+class FormatError(RagError):
     """The file's format is unusable (encrypted, corrupt, no text); the message says why."""
 
 
@@ -81,6 +83,27 @@ class Part:
 def is_temporary(name: str) -> bool:
     """Whether a file name is an editor's or a download's temporary file."""
     return _TEMPORARY.search(name) is not None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A text file's text and the encoding it was read with (``utf-8`` or ``latin-1``)."""
+
+    text: str
+    encoding: str
+
+
+def read_text(path: Path) -> Decoded:
+    """Decode a text file the way ingest did; citations re-read sources with it.
+
+    Raises ``OSError`` when the file cannot be read and ``FormatError`` (naming the file)
+    when it is binary.
+    """
+    try:
+        text, encoding = decode(path.read_bytes())
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    return Decoded(text, encoding)
 
 
 def decode(data: bytes) -> tuple[str, str]:

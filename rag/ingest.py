@@ -22,6 +22,7 @@ from llama_index.core.schema import TextNode
 from tqdm import tqdm
 
 from rag.embeddings import Embedder
+from rag.errors import RagError
 from rag.formats import (
     SUPPORTED_LABEL,
     SUPPORTED_SUFFIXES,
@@ -29,7 +30,6 @@ from rag.formats import (
     Headings,
     Part,
     Sections,
-    decode,
     extract,
     is_temporary,
 )
@@ -49,7 +49,7 @@ ProgressFn = Callable[[int, int], None]
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[»\"”’)\]]*\s+|\n+")
 
 
-class IngestError(Exception):
+class IngestError(RagError):
     """A file that cannot be indexed; the message names it and says why."""
 
 
@@ -95,14 +95,6 @@ class IngestReport:
             f"{len(self.failed)} failed, {self.pruned} pruned; "
             f"{self.chunks_embedded} chunks embedded"
         )
-
-
-def read_text(path: Path) -> tuple[str, str]:
-    """Decode a text file the way ingest did; citations re-read sources with it."""
-    try:
-        return decode(path.read_bytes())
-    except FormatError as exc:
-        raise IngestError(f"{path}: {exc}") from None
 
 
 def load_file(path: Path) -> LoadedFile:

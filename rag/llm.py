@@ -24,6 +24,7 @@ from llama_index.core.llms import ChatMessage
 from llama_index.core.schema import NodeWithScore
 
 from rag.config import Settings
+from rag.errors import RagError
 
 if TYPE_CHECKING:  # the OpenAI stack costs ~0.7 s to import; extractive mode never needs it
     from llama_index.llms.openai_like import OpenAILike
@@ -55,7 +56,7 @@ class Prompts:
         return cls(**{f.name: (folder / f"{f.name}.txt").read_text("utf-8") for f in fields(cls)})
 
 
-class LLMError(Exception):
+class LLMError(RagError):
     """A failed LLM call: ``reason`` labels the fallback mode, ``message`` is for the user."""
 
     def __init__(self, reason: str, message: str) -> None:

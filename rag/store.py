@@ -32,6 +32,7 @@ from chromadb.errors import ChromaError
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from rag.config import Settings
+from rag.errors import RagError
 
 SCHEMA_VERSION = 1
 _MANIFEST_SUFFIX = "__files"
@@ -54,7 +55,7 @@ except ImportError:  # pragma: no cover - Windows
 log = logging.getLogger(__name__)
 
 
-class StoreError(Exception):
+class StoreError(RagError):
     """A problem with the index the user can fix; the message says how."""
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.ingest import MB, discover, read_text
+from rag.formats import read_text
+from rag.ingest import MB, discover
 from rag.service import RagService
 from rag.store import StoreError
 from tests.conftest import SEED, make_settings, run_cli
@@ -27,7 +28,7 @@ def _seed_copy(folder: Path) -> Path:
 def _assert_exact(answer) -> None:
     """Every citation is the source text at its offsets, decoded the way ingest read it."""
     for cite in answer.citations:
-        assert read_text(Path(cite.source))[0][cite.start : cite.end] == cite.quote
+        assert read_text(Path(cite.source)).text[cite.start : cite.end] == cite.quote
 
 
 def test_file_over_the_size_limit_is_skipped_with_the_reason(
