@@ -414,7 +414,7 @@ def show_stream(stream: AnswerStream) -> Answer:
         shown += token
         text.markdown(escape_md(shown) + " ▌")
     answer = stream.finalize()
-    text.markdown(escape_md(answer.answer))
+    text.markdown(escape_md(answer.text))
     return answer
 
 
@@ -448,7 +448,7 @@ def handle_question(question: str, service: RagService) -> None:
         answer = show_stream(stream)
         msg = {
             "role": "assistant",
-            "content": answer.answer,
+            "content": answer.text,
             "mode": answer.mode,
             "note": answer.note,
             "verified": answer.verified,

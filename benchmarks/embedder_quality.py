@@ -19,9 +19,9 @@ import time
 
 from benchmarks.common import OUT, PASSAGES, QUESTIONS, ROOT
 from rag.answer import extractive_answer
-from rag.chat import normalise
 from rag.config import Settings
 from rag.evaluate import eval_service, passage_rankings, read_jsonl, score
+from rag.generate import normalise
 
 EN_MORE = ROOT / "benchmarks" / "data" / "piaf_dev_en_more.jsonl"
 

@@ -10,6 +10,7 @@ a threshold calibrated on PIAF dev questions against off-corpus questions
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rag.citations import Citation, SourceCache
@@ -32,7 +33,7 @@ FOLLOWER_MARGIN = 0.02
 class Answer:
     """What ``rag ask`` prints and the UI renders."""
 
-    answer: str
+    text: str
     abstained: bool
     citations: list[Citation] = field(default_factory=list)
     mode: str = "extractive"
@@ -42,13 +43,35 @@ class Answer:
 
     def to_json(self) -> dict:
         return {
-            "answer": self.answer,
+            "answer": self.text,
             "abstained": self.abstained,
             "verified": self.verified,
             "mode": self.mode,
             "note": self.note,
             "citations": [c.to_json() for c in self.citations],
         }
+
+
+class AnswerStream:
+    """An answer being written: iterate for its text as it arrives, then ``finalize()``."""
+
+    def __init__(self, tokens: Iterator[str], finish: Callable[[], Answer]) -> None:
+        self._tokens = tokens
+        self._finish = finish
+
+    @classmethod
+    def of(cls, answer: Answer) -> AnswerStream:
+        """An answer that is complete already (extractive, abstained or a fallback)."""
+        return cls(iter([answer.text]), lambda: answer)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._tokens
+
+    def finalize(self) -> Answer:
+        """The final answer, citations resolved (reads the rest of the stream first)."""
+        for _ in self._tokens:
+            pass
+        return self._finish()
 
 
 class QuestionError(RagError, ValueError):

@@ -220,7 +220,7 @@ async def chat_completions(request: Request) -> Response:
         events = _sse(stream, reply_id, created, model)
         return StreamingResponse(events, media_type="text/event-stream")
     answer = await run_in_threadpool(stream.finalize)
-    message = {"role": "assistant", "content": answer.answer, "citations": citations_json(answer)}
+    message = {"role": "assistant", "content": answer.text, "citations": citations_json(answer)}
     return JSONResponse(
         {
             "id": reply_id,
@@ -236,7 +236,7 @@ async def chat_completions(request: Request) -> Response:
 async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) -> AsyncIterator[str]:
     """The answer as chat.completion.chunk events, the citations in the last one.
 
-    The streamed text is the final text (``rag.chat``), except when the LLM failed midway:
+    The streamed text is the final text (``rag.generate``), except when the LLM failed midway:
     the fallback answer is then appended, as ``rag ask`` prints it.
     """
 
@@ -262,8 +262,8 @@ async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) ->
         failure = {"error": {"message": "Internal error; see the server log.", "code": 500}}
         yield f"data: {json.dumps(failure)}\n\n"
         return
-    if answer.answer.strip() != "".join(shown).strip():
-        yield event({"content": ("\n\n" if shown else "") + answer.answer})
+    if answer.text.strip() != "".join(shown).strip():
+        yield event({"content": ("\n\n" if shown else "") + answer.text})
     yield event({"citations": citations_json(answer)}, finish="stop")
     yield "data: [DONE]\n\n"
 

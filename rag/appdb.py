@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rag.config import Settings
+from rag.datadir import check_data_dir
 
 DB_NAME = "app.sqlite3"
 # A writer holds the lock for milliseconds; 10 s covers a busy disk without hanging forever.
@@ -35,8 +36,6 @@ def connect(settings: Settings, schema: str) -> Iterator[sqlite3.Connection]:
     foreign to the index), and a foreign one is refused before anything is written to it.
     """
     if not (settings.data_dir / "rag-data.json").exists():
-        from rag.store import check_data_dir  # chromadb: 2 s to import, so only if needed
-
         check_data_dir(settings.data_dir)
     conn = sqlite3.connect(db_path(settings), timeout=BUSY_TIMEOUT_MS / 1000)
     try:

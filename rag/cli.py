@@ -138,8 +138,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(token, end="", flush=True)
         shown.append(token)
     answer = stream.finalize()
-    if answer.answer.strip() != "".join(shown).strip():  # a fallback replaced what streamed
-        print(("\n\n" if shown else "") + answer.answer, end="")
+    if answer.text.strip() != "".join(shown).strip():  # a fallback replaced what streamed
+        print(("\n\n" if shown else "") + answer.text, end="")
     print()
     for c in answer.citations:
         flag = "" if c.verified else " (unverified)"

@@ -73,8 +73,7 @@ def chunk_owner(retriever: HybridRetriever) -> Callable[[str], str]:
     """Map chunk id -> passage id (the source file's stem), cached on the retriever."""
     cache = getattr(retriever, "_owner_cache", None)
     if cache is None:
-        ids, _, metas = retriever.store.all_chunks()
-        cache = {cid: Path(m["source"]).stem for cid, m in zip(ids, metas)}
+        cache = {c.id: Path(c.meta["source"]).stem for c in retriever.store.all_chunks()}
         retriever._owner_cache = cache  # type: ignore[attr-defined]
     return cache.__getitem__
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from llama_index.core import Document
@@ -33,8 +34,8 @@ from rag.formats import (
     extract,
     is_temporary,
 )
-from rag.lexical import LexicalIndex
-from rag.store import FileRecord, Store, file_lock
+from rag.lexical import sync_lexical
+from rag.store import FileRecord, Store
 
 # Bookkeeping a retrieved chunk carries but neither the embedder nor the LLM should read.
 _INTERNAL_KEYS = ("source", "start", "end", "file_sha256", "text_ref")
@@ -77,6 +78,13 @@ class LoadedFile:
         return root / self.sha256[:24] / name
 
 
+class Failure(NamedTuple):
+    """A file (or upload name) that was not indexed, and why, for a ``failed:`` line."""
+
+    path: str
+    reason: str
+
+
 @dataclass
 class IngestReport:
     """Counts for the summary line, plus the per-file problems to show the user."""
@@ -85,7 +93,7 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     pruned: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     chunks_embedded: int = 0
 
@@ -162,7 +170,7 @@ def too_large(size: int, max_file_mb: float | None) -> str | None:
 
 def discover(
     paths: Iterable[Path], *, max_file_mb: float | None = None
-) -> tuple[list[Path], list[tuple[str, str]]]:
+) -> tuple[list[Path], list[Failure]]:
     """Supported files under ``paths`` (sorted, deduplicated) and the paths that failed.
 
     Editors' temporary files inside folders are skipped (``rag.formats.is_temporary``).
@@ -171,10 +179,10 @@ def discover(
     ``max_file_mb`` are reported as failed without being read.
     """
     found: dict[Path, None] = {}
-    failed: list[tuple[str, str]] = []
+    failed: list[Failure] = []
     for path in paths:
         if not path.exists():
-            failed.append((str(path), "no such file or directory"))
+            failed.append(Failure(str(path), "no such file or directory"))
         elif path.is_dir():
             for sub in sorted(path.rglob("*")):
                 if (
@@ -192,7 +200,7 @@ def discover(
         except OSError:
             reason = None  # load_file reports an unreadable file with its OS error
         if reason:
-            failed.append((str(path), reason))
+            failed.append(Failure(str(path), reason))
         else:
             files.append(path)
     return files, failed
@@ -233,6 +241,45 @@ def safe_upload_path(folder: Path, name: str) -> Path:
         keep = _UPLOAD_NAME_MAX - len(suffix.encode())
         base = stem.encode()[:keep].decode(errors="ignore").rstrip(" .") + suffix
     return folder / base
+
+
+def save_uploads(
+    folder: Path, uploads: list[tuple[str, bytes]], max_file_mb: float | None
+) -> tuple[list[Path], list[Failure]]:
+    """Save uploaded files (name, bytes) under ``folder``: the paths saved, and the failures.
+
+    Names are reduced to a safe base name (``safe_upload_path``); unsupported types and files
+    over the size limit are refused before anything is written.
+    """
+    saved: list[Path] = []
+    failed: list[Failure] = []
+    for name, data in uploads:
+        try:
+            saved.append(save_upload(folder, name, data, max_file_mb))
+        except IngestError as exc:
+            failed.append(Failure(name, str(exc).removeprefix(f"{name}: ")))
+        except OSError as exc:
+            failed.append(Failure(name, f"cannot save ({exc.strerror or exc})"))
+    return saved, failed
+
+
+def save_upload(folder: Path, name: str, data: bytes, max_file_mb: float | None) -> Path:
+    """Write one upload where ``safe_upload_path`` says, or raise ``IngestError`` saying why.
+
+    Written beside, then renamed: a symlink planted at the target is replaced, never written
+    through, and a half-written upload is never indexed.
+    """
+    path = safe_upload_path(folder, name)
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise IngestError(f"{name}: unsupported file type (supported: {SUPPORTED_LABEL})")
+    reason = too_large(len(data), max_file_mb)
+    if reason:
+        raise IngestError(f"{name}: {reason}")
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return path
 
 
 def file_chunk_id(loaded: LoadedFile, index: int) -> str:
@@ -364,7 +411,7 @@ def ingest(
         try:
             loaded = load_file(path)
         except IngestError as exc:
-            report.failed.append((str(path), str(exc).removeprefix(f"{path}: ")))
+            report.failed.append(Failure(str(path), str(exc).removeprefix(f"{path}: ")))
             continue
         if loaded.encoding == "latin-1":  # PDFs report "pdf": no note for them
             report.notes.append(f"{path}: not valid UTF-8, read as {loaded.encoding}")
@@ -511,26 +558,3 @@ def _embed_and_store(
                 progress(report.chunks_embedded, total)
         store.record_files(finished)
     bar.close()
-
-
-def sync_lexical(
-    store: Store, root: Path, *, force: bool = False, stale_ok: bool = False
-) -> LexicalIndex:
-    """Load the BM25 index, rebuilding it from Chroma when it does not match the chunks.
-
-    Builds and loads of one index are serialised (threads and processes), so concurrent
-    callers never write the same directory. ``stale_ok`` (a reader while an ingest is
-    running) takes the published index as it is; that ingest publishes a matching one.
-    """
-    with file_lock(root.parent / f"{root.name}.lock"):
-        current = None if force else LexicalIndex.load(root)
-        if current is not None and stale_ok:
-            return current
-        fingerprint = store.ids_fingerprint()
-        if current is not None and current.fingerprint == fingerprint:
-            return current
-        ids, texts, metas = store.all_chunks()
-        texts = [f"{m.get('title', '')}\n{t}" for t, m in zip(texts, metas)]
-        index = LexicalIndex.build(ids, texts, fingerprint)
-        index.save(root)
-        return index

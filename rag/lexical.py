@@ -16,11 +16,18 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bm25s
 import numpy as np
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_FRENCH
+
+from rag.config import Settings
+from rag.datadir import file_lock, writer_active
+
+if TYPE_CHECKING:
+    from rag.store import Store
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -127,3 +134,64 @@ class LexicalIndex:
         except (OSError, ValueError, KeyError):
             return None
         return cls(bm25, meta["ids"], meta["fingerprint"])
+
+
+def sync_lexical(
+    store: Store, root: Path, *, force: bool = False, stale_ok: bool = False
+) -> LexicalIndex:
+    """Load the BM25 index, rebuilding it from Chroma when it does not match the chunks.
+
+    Builds and loads of one index are serialised (threads and processes), so concurrent
+    callers never write the same directory. ``stale_ok`` (a reader while an ingest is
+    running) takes the published index as it is; that ingest publishes a matching one.
+    """
+    with file_lock(root.parent / f"{root.name}.lock"):
+        current = None if force else LexicalIndex.load(root)
+        if current is not None and stale_ok:
+            return current
+        fingerprint = store.ids_fingerprint()
+        if current is not None and current.fingerprint == fingerprint:
+            return current
+        chunks = store.all_chunks()
+        texts = [f"{c.meta.get('title', '')}\n{c.text}" for c in chunks]
+        index = LexicalIndex.build([c.id for c in chunks], texts, fingerprint)
+        index.save(root)
+        return index
+
+
+class LexicalCache:
+    """The BM25 index one service reads, reloaded when a newer one may have been published.
+
+    Another process publishes by swapping ``CURRENT`` (its mtime changes). While an ingest
+    is running, the last published index is used as it is (the ingest publishes a matching
+    one when it ends). With a Chroma server, other instances write to the same collections
+    but publish their BM25 index in their own data dir, so the server's change stamp is
+    compared (``Store.change_stamp``).
+    """
+
+    def __init__(self, settings: Settings, collection: str) -> None:
+        self.settings = settings
+        self.root = settings.data_dir / "lexical" / collection
+        self._index: LexicalIndex | None = None
+        self._stamp: float | None = None
+        self._server_stamp: str | None = None
+
+    def invalidate(self) -> None:
+        """Reload on the next call (after this process changed the chunks)."""
+        self._index = None
+
+    def _pointer_stamp(self) -> float | None:
+        pointer = self.root / "CURRENT"
+        return pointer.stat().st_mtime if pointer.exists() else None
+
+    def current(self, store: Store) -> LexicalIndex:
+        """The index matching ``store``'s chunks (call under the store's read lock)."""
+        stamp = self._pointer_stamp()
+        # Read before the index is checked: a change made meanwhile shows on the next call.
+        server_stamp = store.change_stamp() if self.settings.chroma_url else None
+        if self._index is None or (stamp, server_stamp) != (self._stamp, self._server_stamp):
+            stale_ok = writer_active(self.settings)
+            self._index = sync_lexical(store, self.root, stale_ok=stale_ok)
+            self._stamp = self._pointer_stamp()
+            self._server_stamp = server_stamp
+        return self._index

@@ -21,7 +21,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from rag.citations import Span
 from rag.embeddings import Embedder
 from rag.lexical import LexicalHits, LexicalIndex
-from rag.store import Store
+from rag.store import Store, Stored
 
 # Calibrated on the PIAF dev sets (see benchmarks/retrieval.py and the README).
 RRF_K = 5
@@ -120,13 +120,8 @@ class HybridRetriever(BaseRetriever):
 
     def chunk_ranking(self, qvec: np.ndarray) -> Ranking:
         """Chunks nearest to the question (cosine similarity scores)."""
-        n = min(CHUNK_CANDIDATES, self.store.count())
-        if n == 0:
-            return Ranking([])
-        got = self.store.chunks.query(
-            query_embeddings=[qvec.tolist()], n_results=n, include=["distances"]
-        )
-        return Ranking(got["ids"][0], [1.0 - d for d in got["distances"][0]])
+        hits = self.store.nearest_chunks(qvec.tolist(), CHUNK_CANDIDATES)
+        return Ranking([hit.id for hit in hits], [hit.similarity for hit in hits])
 
     def sentence_ranking(self, qvec: np.ndarray) -> Ranking:
         """Chunks ordered by their best sentence's similarity to the question.
@@ -135,16 +130,11 @@ class HybridRetriever(BaseRetriever):
         ``where`` filter: a filtered vector query scans the metadata first and took 0.5 s
         on 116k sentences, the plain one 30 ms.
         """
-        n = min(SENTENCE_OVERFETCH * SENTENCE_CANDIDATES, self.store.sentences.count())
-        if n == 0:
-            return Ranking([])
-        got = self.store.sentences.query(
-            query_embeddings=[qvec.tolist()], n_results=n, include=["metadatas", "distances"]
-        )
+        hits = self.store.nearest_sentences(qvec.tolist(), SENTENCE_OVERFETCH * SENTENCE_CANDIDATES)
         kept = [
-            (meta["chunk_id"], 1.0 - dist)
-            for meta, dist in zip(got["metadatas"][0], got["distances"][0])
-            if meta.get("chars", 0) >= MIN_RANKING_SENTENCE_CHARS
+            (hit.meta["chunk_id"], hit.similarity)
+            for hit in hits
+            if hit.meta.get("chars", 0) >= MIN_RANKING_SENTENCE_CHARS
         ][:SENTENCE_CANDIDATES]
         best: dict[str, float] = {}
         for chunk_id, similarity in kept:
@@ -182,41 +172,31 @@ class HybridRetriever(BaseRetriever):
         """Top ``k`` chunks, each with its sentences scored against the question."""
         qvec, dense, lex = self.rankings(query)
         fused = hybrid(dense, lex, k or self.top_k)
-        records = self._chunks([cid for cid, _ in fused])
+        records = {chunk.id: chunk for chunk in self.store.chunks_by_id([c for c, _ in fused])}
         nodes = [
-            NodeWithScore(
-                node=TextNode(id_=cid, text=records[cid][0], metadata=records[cid][1]), score=score
-            )
+            NodeWithScore(node=_node(records[cid]), score=score)
             for cid, score in fused
             if cid in records  # a concurrent ingest may have replaced it since the search
         ]
         sentences = self.score_sentences(qvec, [n.node.node_id for n in nodes])
         return Retrieval(nodes, sentences, lex.coverage)
 
-    def _chunks(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        if not ids:
-            return {}
-        got = self.store.chunks.get(ids=ids, include=["documents", "metadatas"])
-        return {
-            cid: (doc, {key: meta[key] for key in _KEEP if key in meta})
-            for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"])
-        }
-
     def score_sentences(self, qvec: np.ndarray, chunk_ids: list[str]) -> list[SentenceScore]:
         """Every stored sentence of the given chunks with its cosine to the question."""
-        if not chunk_ids:
+        stored = self.store.sentences_of(chunk_ids)
+        if not stored:
             return []
-        got = self.store.sentences.get(
-            where={"chunk_id": {"$in": chunk_ids}},
-            include=["documents", "metadatas", "embeddings"],
-        )
-        if not got["ids"]:
-            return []
-        sims = np.asarray(got["embeddings"], dtype=np.float32) @ qvec
+        sims = np.asarray([s.vector for s in stored], dtype=np.float32) @ qvec
         return [
-            SentenceScore(m["chunk_id"], doc, float(sim), m)
-            for doc, m, sim in zip(got["documents"], got["metadatas"], sims)
+            SentenceScore(s.meta["chunk_id"], s.text, float(sim), s.meta)
+            for s, sim in zip(stored, sims)
         ]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return self.search(query_bundle.query_str).nodes
+
+
+def _node(chunk: Stored) -> TextNode:
+    """A retrieved chunk as a LlamaIndex node, with only the metadata worth keeping."""
+    meta = {key: chunk.meta[key] for key in _KEEP if key in chunk.meta}
+    return TextNode(id_=chunk.id, text=chunk.text, metadata=meta)

@@ -8,7 +8,6 @@ an exception with a message fit to show as is.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,28 +17,21 @@ from pathlib import Path
 from rag.answer import (
     DEFAULT_ABSTAIN_THRESHOLD,
     Answer,
+    AnswerStream,
     QuestionError,
     check_question,
     extractive_answer,
 )
-from rag.chat import AnswerStream, llm_answer
 from rag.citations import SourceCache
 from rag.config import Settings, get_settings
+from rag.datadir import StoreError, write_lock
 from rag.embeddings import Embedder, EmbeddingError, make_embedder
-from rag.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
-from rag.ingest import (
-    IngestError,
-    IngestReport,
-    ProgressFn,
-    ingest,
-    safe_upload_path,
-    sync_lexical,
-    too_large,
-)
-from rag.lexical import LexicalIndex
-from rag.llm import History
+from rag.generate import Generator, fallback
+from rag.ingest import IngestReport, ProgressFn, ingest, save_uploads
+from rag.lexical import LexicalCache, LexicalIndex
+from rag.llm import History, LLMError
 from rag.retrieve import HybridRetriever, Retrieval
-from rag.store import FileRecord, Store, StoreError, open_store, write_lock, writer_active
+from rag.store import FileRecord, Store, open_store
 
 __all__ = [
     "Answer",
@@ -52,6 +44,18 @@ __all__ = [
     "check_question",
     "shared_service",
 ]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a question retrieves, and the extractive answer over it.
+
+    The extractive answer doubles as the LLM's abstention gate (same evidence score, same
+    threshold) and as its fallback when the LLM fails.
+    """
+
+    retrieval: Retrieval
+    extractive: Answer
 
 
 @dataclass
@@ -77,9 +81,7 @@ class RagService:
         self.collection = collection or self.settings.collection
         if embedder is not None:  # tests pass a fake one; otherwise loaded on first use
             self.embedder = embedder
-        self._lexical: LexicalIndex | None = None
-        self._lexical_stamp: float | None = None
-        self._server_stamp: str | None = None
+        self._lexical = LexicalCache(self.settings, self.collection)
         self._store: Store | None = None
         self._store_lock = threading.Lock()
 
@@ -107,18 +109,14 @@ class RagService:
         """Read under the embedded store's shared lock, from a System that saw every write.
 
         A process that opened Chroma before another process wrote is out of date (see
-        ``rag.store.LocalSync``): it reopens Chroma first, and reloads the BM25 index.
+        ``rag.datadir.LocalSync``): it reopens Chroma first, and reloads the BM25 index.
         """
         store = self.store
         with store.reading():
             if store.is_stale():
                 store = self._open_store(refresh=True)
-                self._lexical = None
+                self._lexical.invalidate()
             yield store
-
-    @property
-    def lexical_root(self) -> Path:
-        return self.settings.data_dir / "lexical" / self.collection
 
     def ensure_data_dir(self) -> None:
         """Open the store, which checks a data dir or marks a new one as ours.
@@ -149,7 +147,7 @@ class RagService:
                 paths,
                 self.store,
                 self.embedder,
-                self.lexical_root,
+                self._lexical.root,
                 self.settings.data_dir / "extracted",
                 chunk_size=self.settings.chunk_size,
                 chunk_overlap=self.settings.chunk_overlap,
@@ -162,7 +160,7 @@ class RagService:
                 max_file_mb=self.settings.max_file_mb,
             )
         if report.added or report.updated or report.pruned or rebuild:
-            self._lexical = None  # rebuilt: reload it on the next question
+            self._lexical.invalidate()  # rebuilt: reload it on the next question
         return report
 
     def indexed_files(self) -> dict[str, FileRecord]:
@@ -171,32 +169,9 @@ class RagService:
             return store.file_records()
 
     def lexical(self) -> LexicalIndex:
-        """The BM25 index, reloaded when another process has published a newer one.
-
-        While an ingest is running, the last published index is used as it is (the ingest
-        publishes a matching one when it ends). With a Chroma server, other instances write
-        to the same collections but publish their BM25 index in their own data dir, so the
-        server's change stamp is compared (``Store.change_stamp``).
-        """
-        with self._reading():
-            return self._current_lexical()
-
-    def _current_lexical(self) -> LexicalIndex:
-        pointer = self.lexical_root / "CURRENT"
-        stamp = pointer.stat().st_mtime if pointer.exists() else None
-        # Read before the index is checked: a change made meanwhile shows on the next call.
-        server_stamp = self.store.change_stamp() if self.settings.chroma_url else None
-        if (
-            self._lexical is None
-            or stamp != self._lexical_stamp
-            or server_stamp != self._server_stamp
-        ):
-            self._lexical = sync_lexical(
-                self.store, self.lexical_root, stale_ok=writer_active(self.settings)
-            )
-            self._lexical_stamp = pointer.stat().st_mtime if pointer.exists() else None
-            self._server_stamp = server_stamp
-        return self._lexical
+        """The BM25 index matching the chunks (see ``rag.lexical.LexicalCache``)."""
+        with self._reading() as store:
+            return self._lexical.current(store)
 
     def retriever(self, top_k: int | None = None) -> HybridRetriever:
         return HybridRetriever(
@@ -219,26 +194,33 @@ class RagService:
     ) -> AnswerStream:
         """The answer as it is written; ``finalize()`` then gives it with checked citations.
 
-        With an LLM configured, a follow-up is first rewritten into a standalone question
-        from ``history``; extractive answers are single-turn and ignore it.
+        The one path of a question: check it, (with an LLM) rewrite a follow-up into a
+        standalone question from ``history``, retrieve, decide whether the documents answer
+        it, then answer (extractive, or streamed by the LLM), the citations verified when
+        the answer is finalized. Extractive answers are single-turn and ignore ``history``.
         """
         question = check_question(question)
         self.ensure_ready()
         if not self.settings.llm_enabled:
-            return AnswerStream.of(self._retrieve(question, top_k)[1])
-        return llm_answer(self.settings, question, history, lambda q: self._retrieve(q, top_k))
+            return AnswerStream.of(self._evidence(question, top_k).extractive)
+        generator = Generator(self.settings)
+        try:
+            standalone = generator.standalone(question, history)
+        except LLMError as error:
+            return AnswerStream.of(fallback(self._evidence(question, top_k).extractive, error))
+        found = self._evidence(standalone, top_k)
+        if found.extractive.abstained:
+            return AnswerStream.of(found.extractive)
+        return generator.stream(standalone, found.retrieval, found.extractive)
 
-    def _retrieve(self, question: str, top_k: int | None) -> tuple[Retrieval, Answer]:
-        """What ``question`` retrieves and the extractive answer over it.
-
-        The extractive answer doubles as the LLM's abstention gate (same evidence score,
-        same threshold) and as its fallback when the LLM fails.
-        """
+    def _evidence(self, question: str, top_k: int | None) -> Evidence:
+        """What ``question`` retrieves and the extractive answer over it."""
         with self._reading():
             retriever = self.retriever(top_k)
             retrieval = retriever.search(question)
         threshold = self.settings.abstain_threshold or DEFAULT_ABSTAIN_THRESHOLD
-        return retrieval, extractive_answer(question, retrieval, retriever.lexical.idf, threshold)
+        answer = extractive_answer(question, retrieval, retriever.lexical.idf, threshold)
+        return Evidence(retrieval, answer)
 
     @property
     def upload_dir(self) -> Path:
@@ -251,35 +233,11 @@ class RagService:
 
         A file that cannot be saved or parsed is reported by name; the others are indexed.
         """
-        saved: list[Path] = []
-        failed: list[tuple[str, str]] = []
         self.ensure_data_dir()
-        for name, data in uploads:
-            try:
-                path = safe_upload_path(self.upload_dir, name)
-                if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                    raise IngestError(
-                        f"{name}: unsupported file type (supported: {SUPPORTED_LABEL})"
-                    )
-                reason = too_large(len(data), self.settings.max_file_mb)
-                if reason:
-                    raise IngestError(f"{name}: {reason}")
-                self.upload_dir.mkdir(parents=True, exist_ok=True)
-                # Write beside, then rename: a symlink planted at ``path`` is replaced,
-                # never written through, and a half-written upload is never indexed.
-                partial = path.with_name(f".{path.name}.part")
-                partial.write_bytes(data)
-                os.replace(partial, path)
-                saved.append(path)
-            except IngestError as exc:
-                failed.append((name, str(exc).removeprefix(f"{name}: ")))
-            except OSError as exc:
-                failed.append((name, f"cannot save ({exc.strerror or exc})"))
-        report = (
-            self.ingest(saved, progress=progress, show_progress=False)
-            if saved
-            else (IngestReport())
-        )
+        saved, failed = save_uploads(self.upload_dir, uploads, self.settings.max_file_mb)
+        report = IngestReport()
+        if saved:
+            report = self.ingest(saved, progress=progress, show_progress=False)
         report.failed = failed + report.failed
         return report
 
@@ -313,7 +271,7 @@ class RagService:
         """
         with contextlib.suppress(StoreError):
             self.ensure_ready()
-            self._retrieve("warm-up", None)
+            self._evidence("warm-up", None)
 
     def status(self) -> CorpusStatus:
         with self._reading() as store:

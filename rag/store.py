@@ -14,27 +14,22 @@ killed half-way leaves that file unrecorded and the next run redoes it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import chromadb
-from chromadb.api.shared_system_client import SharedSystemClient
-from chromadb.config import Settings as ChromaSettings
-from chromadb.errors import ChromaError
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
+from rag.chroma_client import open_client, open_embedded
 from rag.config import Settings
-from rag.errors import RagError
+from rag.datadir import (
+    SCHEMA_VERSION,
+    LocalSync,
+    StoreError,
+    View,
+)
 
-SCHEMA_VERSION = 1
 _MANIFEST_SUFFIX = "__files"
 _SENTENCES_SUFFIX = "__sentences"
 _STAMP_SUFFIX = "__stamp"
@@ -43,20 +38,26 @@ _STAMP_ID = "chunks"
 _NO_VECTOR = [0.0]
 # Sources per delete request when forgetting many files at once.
 _FORGET_BATCH = 500
-WRITE_LOCK = "write.lock"
-DATA_LOCK = "chroma.lock"
-GENERATION = "chroma.generation"
-
-try:  # POSIX advisory locks; elsewhere writers are not serialised (use a Chroma server)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 log = logging.getLogger(__name__)
 
 
-class StoreError(RagError):
-    """A problem with the index the user can fix; the message says how."""
+@dataclass(frozen=True)
+class Hit:
+    """A stored record near a question vector: its id, cosine similarity and metadata."""
+
+    id: str
+    similarity: float
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A stored chunk or sentence: its id, text, metadata and (when asked for) vector."""
+
+    id: str
+    text: str
+    meta: dict[str, Any]
+    vector: Any = None
 
 
 @dataclass(frozen=True)
@@ -67,210 +68,6 @@ class FileRecord:
     sha256: str
     chunks: int
     title: str
-
-
-def open_client(settings: Settings) -> Any:
-    """Embedded ``PersistentClient`` by default, ``HttpClient`` when a server URL is set."""
-    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-    if settings.chroma_url:
-        url = urlparse(settings.chroma_url)
-        try:
-            return chromadb.HttpClient(
-                host=url.hostname or "localhost",
-                port=url.port or 8000,
-                ssl=url.scheme == "https",
-                settings=chroma_settings,
-            )
-        except (ChromaError, ValueError) as exc:
-            raise StoreError(
-                f"cannot use the Chroma server at {settings.chroma_url} ({exc}); start it "
-                "(`chroma run --path DIR --port PORT`) or unset RAG_CHROMA_URL to use the "
-                "embedded store."
-            ) from None
-    return _open_embedded(settings, chroma_settings)[0]
-
-
-def _open_embedded(settings: Settings, chroma_settings: ChromaSettings) -> tuple[Any, View]:
-    """A ``PersistentClient`` whose System has seen every write made before it was opened."""
-    path = settings.data_dir / "chroma"
-    check_data_dir(settings.data_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    key = str(path)
-    with _views_lock:
-        generation = LocalSync(settings.data_dir).generation()
-        view = _views.get(key)
-        if view is None or view.stale(generation):
-            # Chroma keeps one System per path and process, with the vector index in memory;
-            # after another process wrote, it is out of date. Dropping it from Chroma's cache
-            # (not stopping it: calls in flight finish) makes this client read the disk anew.
-            SharedSystemClient._identifier_to_system.pop(key, None)
-            view = None
-        try:
-            client = chromadb.PersistentClient(path=key, settings=chroma_settings)
-        except ChromaError as exc:
-            # The half-started System stays cached by path; drop it so a retry reads the disk.
-            SharedSystemClient._identifier_to_system.pop(key, None)
-            _views.pop(key, None)
-            raise StoreError(
-                f"{path} cannot be opened as a Chroma database ({exc}): it is corrupt or was "
-                "written by an incompatible Chroma version. Restore it from a backup, or delete "
-                f"{settings.data_dir} (or point RAG_DATA_DIR elsewhere) and run `rag ingest` to "
-                "rebuild the index from your documents."
-            ) from None
-        if view is None:
-            view = _views[key] = View(uuid.uuid4().hex, generation)
-        return client, view
-
-
-def check_data_dir(data_dir: Path) -> None:
-    """Refuse data dirs written by another program or another version of this one."""
-    marker = data_dir / "rag-data.json"
-    draft = marker.with_suffix(".tmp")
-    if not data_dir.exists() or all(p == draft for p in data_dir.iterdir()):
-        # Written aside then renamed: a process killed here leaves no half-written marker.
-        data_dir.mkdir(parents=True, exist_ok=True)
-        draft.write_text(json.dumps({"schema_version": SCHEMA_VERSION}))
-        draft.replace(marker)
-        return
-    try:
-        version = json.loads(marker.read_text())["schema_version"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise StoreError(
-            f"{data_dir} is not a data directory of this program (missing or corrupt "
-            f"{marker.name}); point RAG_DATA_DIR elsewhere or delete that directory."
-        ) from None
-    if version != SCHEMA_VERSION:
-        raise StoreError(
-            f"{data_dir} was written by index format {version}, this version reads "
-            f"{SCHEMA_VERSION}; point RAG_DATA_DIR elsewhere, or delete that directory and "
-            "run `rag ingest` to rebuild the index from your documents."
-        )
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive ``flock`` on ``path`` (created if missing); yields whether it is held.
-
-    Every call opens its own file description, so threads of one process exclude each other
-    as well as other processes. Without ``blocking`` it yields False instead of waiting.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        if fcntl is None:
-            yield True
-            return
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def write_lock(settings: Settings) -> Iterator[None]:
-    """One writer at a time on an embedded store, across processes and threads.
-
-    Chroma's embedded store is not process-safe: two processes adding vectors at the same
-    time can lose some of them from the vector index (seen here: 70 of 1,500 missing from
-    query results while ``count()`` had them all). A Chroma server serialises writes itself.
-    Open the store first: the lock file must not be the first thing in a new data dir.
-    """
-    if settings.chroma_url:
-        yield
-        return
-    lock = settings.data_dir / WRITE_LOCK
-    with file_lock(lock, blocking=False) as held:
-        if held:
-            yield
-            return
-    log.warning("waiting for another ingest into %s to finish", settings.data_dir)
-    with file_lock(lock):
-        yield
-
-
-@dataclass(frozen=True)
-class View:
-    """This process's Chroma System for one embedded path, and the disk it has seen."""
-
-    token: str  # names the System in generation stamps it writes
-    generation: str  # the stamp on disk when the System was opened
-
-    def stale(self, generation: str) -> bool:
-        """Whether something other than this System wrote since it was opened."""
-        return generation != self.generation and not generation.startswith(self.token + ":")
-
-
-# The current View per embedded Chroma path in this process.
-_views: dict[str, View] = {}
-_views_lock = threading.Lock()
-# Locks each thread holds, by lock file: [depth, exclusive].
-_held = threading.local()
-
-
-class LocalSync:
-    """Readers and writers of one embedded store, across processes, through two files.
-
-    Chroma's embedded store is not process-safe: each process holds the vector index in
-    memory and neither sees nor survives another process's writes (queries fail with
-    "Error finding id" or miss vectors; concurrent writers lose vectors). So every write
-    holds ``chroma.lock`` exclusively and first changes the ``chroma.generation`` stamp;
-    every read holds it shared, and a reader whose System predates the stamp reopens Chroma
-    first (``RagService``). A Chroma server needs none of this.
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.lock_path = data_dir / DATA_LOCK
-        self.stamp_path = data_dir / GENERATION
-
-    def generation(self) -> str:
-        try:
-            return self.stamp_path.read_text()
-        except OSError:
-            return ""
-
-    @contextlib.contextmanager
-    def hold(self, *, exclusive: bool, token: str = "") -> Iterator[None]:
-        """Shared or exclusive hold, re-entrant in a thread; an exclusive one re-stamps."""
-        key = str(self.lock_path)
-        held = getattr(_held, "locks", None)
-        if held is None:
-            held = _held.locks = {}
-        if key in held:
-            if exclusive and not held[key][1]:
-                raise RuntimeError("cannot write to the store while reading it")
-            held[key][0] += 1
-            try:
-                yield
-            finally:
-                held[key][0] -= 1
-            return
-        with open(self.lock_path, "a") as fh:
-            if fcntl is not None:
-                fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            held[key] = [1, exclusive]
-            try:
-                if exclusive:  # before writing: a writer killed half-way still re-stamps
-                    tmp = self.stamp_path.with_name(f"{GENERATION}.{os.getpid()}")
-                    tmp.write_text(f"{token}:{uuid.uuid4().hex}")
-                    os.replace(tmp, self.stamp_path)
-                yield
-            finally:
-                del held[key]
-                if fcntl is not None:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def writer_active(settings: Settings) -> bool:
-    """Whether an ingest holds the embedded store's write lock right now."""
-    lock = settings.data_dir / WRITE_LOCK
-    if settings.chroma_url or not lock.exists():
-        return False
-    with file_lock(lock, blocking=False) as held:
-        return not held
 
 
 class Store:
@@ -411,10 +208,38 @@ class Store:
         with self.writing():
             self.sentences.upsert(ids=ids, documents=texts, embeddings=vectors, metadatas=metadatas)
 
-    def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-        """Every chunk id, text and metadata (to rebuild the lexical index)."""
-        got = self.chunks.get(include=["documents", "metadatas"])
-        return got["ids"], got["documents"], got["metadatas"]
+    def all_chunks(self) -> list[Stored]:
+        """Every chunk with its text and metadata (to rebuild the lexical index)."""
+        return _stored(self.chunks.get(include=["documents", "metadatas"]))
+
+    def all_sentences(self) -> list[Stored]:
+        """Every sentence with its text, metadata and vector (for checks and benchmarks)."""
+        got = self.sentences.get(include=["documents", "metadatas", "embeddings"])
+        return _stored(got, vectors=True)
+
+    def nearest_chunks(self, vector: list[float], n: int) -> list[Hit]:
+        """The ``n`` chunks nearest to ``vector`` (at most as many as there are)."""
+        return _nearest(self.chunks, vector, n, include_meta=False)
+
+    def nearest_sentences(self, vector: list[float], n: int) -> list[Hit]:
+        """The ``n`` sentences nearest to ``vector``, with their metadata."""
+        return _nearest(self.sentences, vector, n, include_meta=True)
+
+    def chunks_by_id(self, ids: list[str]) -> list[Stored]:
+        """The chunks with these ids that are still stored."""
+        if not ids:
+            return []
+        return _stored(self.chunks.get(ids=ids, include=["documents", "metadatas"]))
+
+    def sentences_of(self, chunk_ids: list[str]) -> list[Stored]:
+        """Every stored sentence of these chunks, with its vector."""
+        if not chunk_ids:
+            return []
+        got = self.sentences.get(
+            where={"chunk_id": {"$in": chunk_ids}},
+            include=["documents", "metadatas", "embeddings"],
+        )
+        return _stored(got, vectors=True)
 
     def change_stamp(self) -> str | None:
         """The token of the last chunk change (None before the first one): one small read."""
@@ -436,11 +261,33 @@ class Store:
         return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
+def _stored(got: dict[str, Any], *, vectors: bool = False) -> list[Stored]:
+    """Chroma's ``get`` result as records."""
+    found = vectors and got["ids"]
+    return [
+        Stored(cid, doc, meta, got["embeddings"][i] if found else None)
+        for i, (cid, doc, meta) in enumerate(zip(got["ids"], got["documents"], got["metadatas"]))
+    ]
+
+
+def _nearest(collection: Any, vector: list[float], n: int, *, include_meta: bool) -> list[Hit]:
+    """Chroma's ``query`` result for one vector as hits (cosine similarity = 1 - distance)."""
+    n = min(n, collection.count())
+    if n <= 0:
+        return []
+    include = ["metadatas", "distances"] if include_meta else ["distances"]
+    got = collection.query(query_embeddings=[vector], n_results=n, include=include)
+    metas = got["metadatas"][0] if include_meta else [{}] * len(got["ids"][0])
+    return [
+        Hit(cid, 1.0 - dist, meta)
+        for cid, dist, meta in zip(got["ids"][0], got["distances"][0], metas)
+    ]
+
+
 def open_store(settings: Settings, embed_model: str, dim: int, name: str | None = None) -> Store:
     """The store for ``name`` (default: the configured collection)."""
     name = name or settings.collection
     if settings.chroma_url:
         return Store(open_client(settings), name, embed_model, dim)
-    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-    client, view = _open_embedded(settings, chroma_settings)
+    client, view = open_embedded(settings)
     return Store(client, name, embed_model, dim, LocalSync(settings.data_dir), view)

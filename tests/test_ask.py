@@ -22,7 +22,7 @@ def test_kursk_is_answered_with_a_verified_line_4_citation(seed_service: RagServ
     text = Path(cite.source).read_text(encoding="utf-8")
     assert text[cite.start : cite.end] == cite.quote
     assert cite.line == 4
-    assert f"[{cite.n}]" in answer.answer
+    assert f"[{cite.n}]" in answer.text
 
 
 def test_french_question_is_answered(seed_service: RagService) -> None:
@@ -43,7 +43,7 @@ def test_off_corpus_questions_abstain(seed_service: RagService, question: str) -
     answer = seed_service.ask(question)
     assert answer.abstained
     assert answer.citations == []
-    assert answer.answer == "I could not find this in the indexed documents."
+    assert answer.text == "I could not find this in the indexed documents."
 
 
 @pytest.mark.parametrize("question", ["", "   ", "x" * 10_000])
@@ -64,7 +64,7 @@ def test_shared_service_warms_up_once_per_settings(tmp_path: Path) -> None:
 def test_odd_questions_never_crash(seed_service: RagService) -> None:
     for question in ["?", "<script>alert(1)</script>", "🙂🙂🙂", "a", "0", "the the the"]:
         answer = seed_service.ask(question)
-        assert isinstance(answer.answer, str)
+        assert isinstance(answer.text, str)
 
 
 def test_cli_contract(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Questions while an ingest runs: threads of one process, and separate processes.
 
-On an embedded store, ingests take turns (``rag.store.write_lock``), each Chroma write
+On an embedded store, ingests take turns (``rag.datadir.write_lock``), each Chroma write
 excludes readers for its duration only, and a process reopens Chroma when another process
-wrote (``rag.store.LocalSync``). See the README section "Concurrency".
+wrote (``rag.datadir.LocalSync``). See the README section "Concurrency".
 """
 
 from __future__ import annotations
@@ -81,14 +81,14 @@ def _assert_consistent(data_dir: Path, n_files: int) -> None:
     store = service.store
     records = store.file_records()
     assert len(records) == n_files
-    ids = store.all_chunks()[0]
+    ids = [chunk.id for chunk in store.all_chunks()]
     assert len(ids) == len(set(ids)) == sum(r.chunks for r in records.values()) == store.count()
     assert sorted(service.lexical().ids) == sorted(ids)
     # Every stored vector is findable (none lost from the HNSW index by a racing writer).
-    for collection in (store.chunks, store.sentences):
-        n = collection.count()
-        got = collection.query(query_embeddings=[[1.0] * store.dim], n_results=n, include=[])
-        assert len(got["ids"][0]) == n
+    probe = [1.0] * store.dim
+    assert len(store.nearest_chunks(probe, store.count())) == store.count()
+    n_sentences = store.sentences.count()
+    assert len(store.nearest_sentences(probe, n_sentences)) == n_sentences
 
 
 def test_twenty_threads_ask_while_another_thread_ingests(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ SEED = int(os.environ.get("RAG_CRASH_SEED", "20261125"))
 
 def _state(data_dir: Path) -> tuple[list[str], list[str], set[str]]:
     service = RagService(make_settings(data_dir))
-    ids = service.store.all_chunks()[0]
+    ids = [chunk.id for chunk in service.store.all_chunks()]
     return ids, service.lexical().ids, set(service.store.file_records())
 
 

@@ -26,8 +26,9 @@ def piaf_questions(n: int) -> list[dict]:
 
 
 def _stored_sentences(service: RagService) -> tuple[list[str], np.ndarray]:
-    got = service.store.sentences.get(include=["documents", "embeddings"])
-    return got["documents"], np.asarray(got["embeddings"], dtype=np.float32)
+    sentences = service.store.all_sentences()
+    texts = [s.text for s in sentences]
+    return texts, np.asarray([s.vector for s in sentences], dtype=np.float32)
 
 
 def test_late_sentence_vectors_come_from_the_chunk_pass(

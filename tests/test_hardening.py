@@ -80,9 +80,10 @@ def test_long_single_line_is_chunked_with_exact_offsets(
     (corpus / "line.txt").write_text(line, encoding="utf-8")
     report = service.ingest([corpus], show_progress=False)
     assert report.added == 1 and report.chunks_embedded > 5
-    _, texts, metas = service.store.all_chunks()
-    for text, meta in zip(texts, metas):
-        assert line[meta["start"] : meta["end"]] == text
+    chunks = service.store.all_chunks()
+    texts = [chunk.text for chunk in chunks]
+    for chunk in chunks:
+        assert line[chunk.meta["start"] : chunk.meta["end"]] == chunk.text
     assert sum(len(t) for t in texts) >= len(line) - len(texts)  # nothing lost but spaces
 
 

@@ -21,19 +21,20 @@ def _corpus(tmp_path: Path) -> Path:
 
 
 def test_chunks_carry_verified_offsets_and_lines(seed_service: RagService) -> None:
-    ids, texts, metas = seed_service.store.all_chunks()
-    assert ids, "the seed produced no chunks"
+    chunks = seed_service.store.all_chunks()
+    assert chunks, "the seed produced no chunks"
     original = SEED.read_text(encoding="utf-8")
-    for text, meta in zip(texts, metas):
-        assert original[meta["start"] : meta["end"]] == text
+    for chunk in chunks:
+        assert original[chunk.meta["start"] : chunk.meta["end"]] == chunk.text
+        assert chunk.meta["line"] == original.count("\n", 0, chunk.meta["start"]) + 1
+        assert chunk.meta["title"].startswith("La Corée du Nord renforce")
+    sentences = seed_service.store.all_sentences()
+    assert len(sentences) >= 11, "every line of the seed is at least one sentence"
+    for sentence in sentences:
+        meta = sentence.meta
+        assert original[meta["start"] : meta["end"]] == sentence.text
         assert meta["line"] == original.count("\n", 0, meta["start"]) + 1
-        assert meta["title"].startswith("La Corée du Nord renforce")
-    sentences = seed_service.store.sentences.get(include=["documents", "metadatas"])
-    assert len(sentences["ids"]) >= 11, "every line of the seed is at least one sentence"
-    for text, meta in zip(sentences["documents"], sentences["metadatas"]):
-        assert original[meta["start"] : meta["end"]] == text
-        assert meta["line"] == original.count("\n", 0, meta["start"]) + 1
-        assert meta["chunk_id"] in ids
+        assert meta["chunk_id"] in {chunk.id for chunk in chunks}
 
 
 def test_reingest_unchanged_embeds_nothing(tmp_path: Path, service: RagService) -> None:
@@ -59,16 +60,16 @@ def test_changed_file_replaces_its_chunks_and_prune_removes_deleted(
     )
     report = service.ingest([corpus], show_progress=False)
     assert (report.updated, report.unchanged) == (1, 1)
-    ids, texts, metas = service.store.all_chunks()
-    note_texts = [t for t, m in zip(texts, metas) if m["source"] == str(extra.resolve())]
+    chunks = service.store.all_chunks()
+    note_texts = [c.text for c in chunks if c.meta["source"] == str(extra.resolve())]
     assert any("agrandi en 2019" in t for t in note_texts)
-    assert len(ids) == len(set(ids))
+    assert len(chunks) == len({c.id for c in chunks})
     extra.unlink()
     pruned = service.ingest([corpus], prune=True, show_progress=False)
     assert pruned.pruned == 1
     assert service.store.count() < before + 1
     assert str(extra.resolve()) not in service.store.file_records()
-    assert set(service.lexical().ids) == set(service.store.all_chunks()[0])
+    assert set(service.lexical().ids) == {c.id for c in service.store.all_chunks()}
 
 
 def test_bad_files_are_reported_and_skipped(tmp_path: Path, service: RagService) -> None:

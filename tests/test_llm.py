@@ -165,7 +165,7 @@ def test_markers_are_renumbered_and_unknown_ones_removed(llm: RagService, server
 
     server.script(reply(text))
     answer = llm.ask(KURSK, top_k=EVERY_CHUNK)
-    assert answer.answer == (
+    assert answer.text == (
         "Up to six thousand experts are planned [1], more than a thousand are in "
         "Kursk [2] and [1] again."
     )
@@ -196,7 +196,7 @@ def test_model_that_does_not_know_abstains(llm: RagService, server: StandIn):
     server.script(reply("Je ne sais pas d'après ces documents."))
     answer = llm.ask("Combien de drones Yelabuga produit-elle par an ?")
     assert answer.abstained and answer.citations == [] and answer.note is None
-    assert answer.answer == "Je ne sais pas d'après ces documents."
+    assert answer.text == "Je ne sais pas d'après ces documents."
     assert answer.mode == f"llm:{MODEL}"
 
 
@@ -210,7 +210,7 @@ def test_follow_up_is_condensed_before_retrieval(llm: RagService, server: StandI
         reply(standalone),
         reply(citing("six mille", "Up to six thousand experts are planned", PLAN_QUOTE)),
     )
-    history = [("user", KURSK), ("assistant", first.answer)]
+    history = [("user", KURSK), ("assistant", first.text)]
     answer = llm.ask("And how many are planned in total?", top_k=1, history=history)
 
     condensing, answering = server.requests
@@ -318,7 +318,7 @@ def test_injected_instructions_stay_inside_their_passage(injected: RagService, s
     assert hits and all(any(a <= h < b for a, b in inside) for h in hits)
     assert text.index("<passages>") < min(hits) and max(hits) < text.index("</passages>")
 
-    assert answer.answer == f"PWNED. {KURSK_CLAIM} [1]."
+    assert answer.text == f"PWNED. {KURSK_CLAIM} [1]."
     assert "[42]" in answer.note
     assert [c.line for c in answer.citations] == [4]
     assert_verified([c.to_json() for c in answer.citations])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.chat import Renumber, ReplyStream, claims, match_quote, normalise
+from rag.generate import Renumber, ReplyStream, claims, match_quote, normalise
 from rag.ingest import IngestError, safe_upload_path, sentence_spans
 from rag.lexical import LexicalHits
 from rag.retrieve import RRF_K, Ranking, SentenceScore, fuse, hybrid, lexical_weight

@@ -94,9 +94,9 @@ def test_watch_follows_adds_changes_and_deletes(tmp_path: Path) -> None:
 
         files = reader.indexed_files()
         assert sorted(Path(source).name for source in files) == ["lac.txt", "ponts.docx"]
-        ids, _, metas = reader.store.all_chunks()
-        spans = [(m["source"], m.get("page"), m["start"]) for m in metas]
-        assert len(set(spans)) == len(spans) == sum(f.chunks for f in files.values()) == len(ids)
+        chunks = reader.store.all_chunks()
+        spans = [(c.meta["source"], c.meta.get("page"), c.meta["start"]) for c in chunks]
+        assert len(set(spans)) == len(spans) == sum(f.chunks for f in files.values())
         assert f"added: {pisa} (1 chunks)" in watcher.lines
         assert f"updated: {pisa} (1 chunks)" in watcher.lines
         assert f"removed: {pisa}" in watcher.lines

@@ -19,14 +19,14 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING
 
 from llama_index.core.llms import ChatMessage
 
-from rag.answer import Answer
+from rag.answer import Answer, AnswerStream
 from rag.citations import Citation, SourceCache
 from rag.config import Settings
 from rag.lexical import tokenize
@@ -58,50 +58,30 @@ MIN_QUOTE_CHARS = 12
 # A quote this similar to a sentence (difflib ratio) was copied from it with small slips.
 FUZZY_MATCH = 0.8
 
-Retrieve = Callable[[str], tuple[Retrieval, Answer]]
-"""What a question retrieves, and the extractive answer over it (which decides abstention)."""
-
 log = logging.getLogger(__name__)
 
 
-class AnswerStream:
-    """An answer being written: iterate for its text as it arrives, then ``finalize()``."""
+class Generator:
+    """One question's LLM calls: condensing a follow-up, then streaming the answer."""
 
-    def __init__(self, tokens: Iterator[str], finish: Callable[[], Answer]) -> None:
-        self._tokens = tokens
-        self._finish = finish
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.prompts = Prompts.load()
+        self.llm = make_llm(settings)
 
-    @classmethod
-    def of(cls, answer: Answer) -> AnswerStream:
-        """An answer that is complete already (extractive, abstained or a fallback)."""
-        return cls(iter([answer.answer]), lambda: answer)
+    def standalone(self, question: str, history: History) -> str:
+        """``question`` rewritten to stand on its own (as is without history); may raise
+        ``LLMError``."""
+        if not history:
+            return question
+        return condense(self.llm, self.prompts, history, question, self.settings)
 
-    def __iter__(self) -> Iterator[str]:
-        return self._tokens
-
-    def finalize(self) -> Answer:
-        """The final answer, citations resolved (reads the rest of the stream first)."""
-        for _ in self._tokens:
-            pass
-        return self._finish()
-
-
-def llm_answer(
-    settings: Settings, question: str, history: History, retrieve: Retrieve
-) -> AnswerStream:
-    """Condense a follow-up, retrieve, then abstain without an LLM call or stream the answer."""
-    prompts = Prompts.load()
-    llm = make_llm(settings)
-    try:
-        standalone = condense(llm, prompts, history, question, settings) if history else question
-    except LLMError as error:
-        return AnswerStream.of(fallback(retrieve(question)[1], error))
-    retrieval, extractive = retrieve(standalone)
-    if extractive.abstained:
-        return AnswerStream.of(extractive)
-    generation = _Generation(llm, settings, retrieval, extractive)
-    messages = answer_messages(prompts, standalone, retrieval.nodes)
-    return AnswerStream(generation.tokens(messages), generation.answer)
+    def stream(self, question: str, retrieval: Retrieval, extractive: Answer) -> AnswerStream:
+        """The LLM's answer over ``retrieval``, checked when finalized; ``extractive`` is the
+        fallback when the call fails."""
+        generation = _Generation(self.llm, self.settings, retrieval, extractive)
+        messages = answer_messages(self.prompts, question, retrieval.nodes)
+        return AnswerStream(generation.tokens(messages), generation.answer)
 
 
 class _Generation:
