@@ -405,24 +405,9 @@ def ingest(
     pending: list[tuple[LoadedFile, list[TextNode]]] = []
     stale: list[str] = []
     for path in files:
-        if _unchanged(path, known.get(str(path))):  # not re-read: OCR takes seconds a page
-            report.unchanged += 1
+        loaded = _load_changed(path, known, report)
+        if loaded is None:
             continue
-        try:
-            loaded = load_file(path)
-        except IngestError as exc:
-            report.failed.append(Failure(str(path), str(exc).removeprefix(f"{path}: ")))
-            continue
-        if loaded.encoding == "latin-1":  # PDFs report "pdf": no note for them
-            report.notes.append(f"{path}: not valid UTF-8, read as {loaded.encoding}")
-        previous = known.get(loaded.source)
-        if previous and previous.sha256 == loaded.sha256:
-            report.unchanged += 1
-            continue
-        if previous:
-            report.updated += 1
-        else:
-            report.added += 1
         stale.append(loaded.source)
         store_extracted(loaded, extracted_root)
         if splitter is None:
@@ -442,6 +427,32 @@ def ingest(
         store.renew_stamp()
     sync_lexical(store, lexical_root, force=bool(pending) or report.pruned > 0 or rebuild)
     return report
+
+
+def _load_changed(
+    path: Path, known: dict[str, FileRecord], report: IngestReport
+) -> LoadedFile | None:
+    """``path`` loaded if it is new or changed (counted as added or updated), else None
+    (counted as unchanged, or reported as failed)."""
+    if _unchanged(path, known.get(str(path))):  # not re-read: OCR takes seconds a page
+        report.unchanged += 1
+        return None
+    try:
+        loaded = load_file(path)
+    except IngestError as exc:
+        report.failed.append(Failure(str(path), str(exc).removeprefix(f"{path}: ")))
+        return None
+    if loaded.encoding == "latin-1":  # PDFs report "pdf": no note for them
+        report.notes.append(f"{path}: not valid UTF-8, read as {loaded.encoding}")
+    previous = known.get(loaded.source)
+    if previous and previous.sha256 == loaded.sha256:
+        report.unchanged += 1
+        return None
+    if previous:
+        report.updated += 1
+    else:
+        report.added += 1
+    return loaded
 
 
 def _unchanged(path: Path, previous: FileRecord | None) -> bool:
