@@ -263,26 +263,40 @@ def _convert(model: ModelFile, target: Path) -> None:
         raise
 
 
-def build_graph(model: ModelFile) -> object:
-    """The fp32 encoder as ONNX (ORT's fused BERT ops): ids, mask -> last hidden states."""
-    from onnx import TensorProto, helper, numpy_helper
+class _GraphBuilder:
+    """Initializers and nodes of the graph being written, named by their outputs."""
 
-    h, nl = model.hidden, model.layers
-    inits: list[object] = []
-    nodes: list[object] = []
+    def __init__(self, model: ModelFile) -> None:
+        self.model = model
+        self.inits: list[object] = []
+        self.nodes: list[object] = []
 
-    def init(name: str, array: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+    def init(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def node(op: str, inputs: list[str], output: str, domain: str = "", **attrs: object) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs))
+    def node(
+        self, op: str, inputs: list[str], output: str, domain: str = "", **attrs: object
+    ) -> str:
+        from onnx import helper
+
+        self.nodes.append(
+            helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs)
+        )
         return output
 
-    def linear_t(name: str, nout: int, nin: int) -> np.ndarray:
-        return model.tensor(name).reshape(nout, nin).T  # MatMul wants [in, out]
+    def linear_t(self, name: str, nout: int, nin: int) -> np.ndarray:
+        return self.model.tensor(name).reshape(nout, nin).T  # MatMul wants [in, out]
 
-    # embeddings: 4-bit word rows dequantised after the gather, + position + token type 0
+
+def _embedding_nodes(g: _GraphBuilder) -> str:
+    """4-bit word rows dequantised after the gather, + position + token type 0, normalised."""
+    from onnx import TensorProto
+
+    model, init, node = g.model, g.init, g.node
+    h = model.hidden
     codes, scales = model.q4_codes("emb.word")
     init("word_codes", codes.reshape(model.vocab, h))
     init("word_scales", scales.reshape(model.vocab, h // 32, 1))
@@ -304,33 +318,48 @@ def build_graph(model: ModelFile) -> object:
     node("Add", ["word", "pos_emb"], "emb_sum")
     init("emb_ln_w", model.tensor("emb.ln.w"))
     init("emb_ln_b", model.tensor("emb.ln.b"))
-    x = node("LayerNormalization", ["emb_sum", "emb_ln_w", "emb_ln_b"], "x0",
-             axis=-1, epsilon=model.eps)  # fmt: skip
+    return node("LayerNormalization", ["emb_sum", "emb_ln_w", "emb_ln_b"], "x0",
+                axis=-1, epsilon=model.eps)  # fmt: skip
 
-    for layer in range(nl):
-        p = f"l{layer}."
-        qkv_w = np.concatenate([linear_t(p + n, h, h) for n in ("q.w", "k.w", "v.w")], axis=1)
-        qkv_b = np.concatenate([model.tensor(p + n) for n in ("q.b", "k.b", "v.b")])
-        init(p + "qkv.w", qkv_w)
-        init(p + "qkv.b", qkv_b)
-        att = node("Attention", [x, p + "qkv.w", p + "qkv.b", "attention_mask"], p + "att",
-                   domain=MS_DOMAIN, num_heads=model.heads)  # fmt: skip
-        init(p + "ao.w", linear_t(p + "ao.w", h, h))
-        ao = node("MatMul", [att, p + "ao.w"], p + "ao")
-        for n in ("ao.b", "aln.w", "aln.b", "fi.b", "fo.b", "oln.w", "oln.b"):
-            init(p + n, model.tensor(p + n))
-        x = node("SkipLayerNormalization",
-                 [ao, x, p + "aln.w", p + "aln.b", p + "ao.b"], p + "x_att",
-                 domain=MS_DOMAIN, epsilon=model.eps)  # fmt: skip
-        init(p + "fi.w", linear_t(p + "fi.w", model.ff, h))
-        init(p + "fo.w", linear_t(p + "fo.w", h, model.ff))
-        mid = node("MatMul", [x, p + "fi.w"], p + "fi")
-        act = node("BiasGelu", [mid, p + "fi.b"], p + "gelu", domain=MS_DOMAIN)
-        fo = node("MatMul", [act, p + "fo.w"], p + "fo")
-        x = node("SkipLayerNormalization",
-                 [fo, x, p + "oln.w", p + "oln.b", p + "fo.b"],
-                 "last_hidden_state" if layer == nl - 1 else p + "x_ffn",
-                 domain=MS_DOMAIN, epsilon=model.eps)  # fmt: skip
+
+def _layer_nodes(g: _GraphBuilder, layer: int, x: str) -> str:
+    """One encoder layer (fused attention, skip layer norms, GELU feed-forward) after ``x``."""
+    model, init, node, linear_t = g.model, g.init, g.node, g.linear_t
+    h, p = model.hidden, f"l{layer}."
+    qkv_w = np.concatenate([linear_t(p + n, h, h) for n in ("q.w", "k.w", "v.w")], axis=1)
+    qkv_b = np.concatenate([model.tensor(p + n) for n in ("q.b", "k.b", "v.b")])
+    init(p + "qkv.w", qkv_w)
+    init(p + "qkv.b", qkv_b)
+    att = node("Attention", [x, p + "qkv.w", p + "qkv.b", "attention_mask"], p + "att",
+               domain=MS_DOMAIN, num_heads=model.heads)  # fmt: skip
+    init(p + "ao.w", linear_t(p + "ao.w", h, h))
+    ao = node("MatMul", [att, p + "ao.w"], p + "ao")
+    for n in ("ao.b", "aln.w", "aln.b", "fi.b", "fo.b", "oln.w", "oln.b"):
+        init(p + n, model.tensor(p + n))
+    x = node("SkipLayerNormalization",
+             [ao, x, p + "aln.w", p + "aln.b", p + "ao.b"], p + "x_att",
+             domain=MS_DOMAIN, epsilon=model.eps)  # fmt: skip
+    init(p + "fi.w", linear_t(p + "fi.w", model.ff, h))
+    init(p + "fo.w", linear_t(p + "fo.w", h, model.ff))
+    mid = node("MatMul", [x, p + "fi.w"], p + "fi")
+    act = node("BiasGelu", [mid, p + "fi.b"], p + "gelu", domain=MS_DOMAIN)
+    fo = node("MatMul", [act, p + "fo.w"], p + "fo")
+    return node("SkipLayerNormalization",
+                [fo, x, p + "oln.w", p + "oln.b", p + "fo.b"],
+                "last_hidden_state" if layer == model.layers - 1 else p + "x_ffn",
+                domain=MS_DOMAIN, epsilon=model.eps)  # fmt: skip
+
+
+def build_graph(model: ModelFile) -> object:
+    """The fp32 encoder as ONNX (ORT's fused BERT ops): ids, mask -> last hidden states."""
+    from onnx import TensorProto, helper
+
+    h = model.hidden
+    g = _GraphBuilder(model)
+    x = _embedding_nodes(g)
+    for layer in range(model.layers):
+        x = _layer_nodes(g, layer, x)
+    nodes, inits = g.nodes, g.inits
 
     graph = helper.make_graph(
         nodes, "e5_small",
