@@ -49,26 +49,6 @@ FREE_FAILURES = 5
 BASE_LOCK_S = 30.0
 MAX_LOCK_S = 3600.0
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_sha256 TEXT PRIMARY KEY,
-    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sign_in_failures (
-    user TEXT NOT NULL,
-    client TEXT NOT NULL,
-    failures INTEGER NOT NULL,
-    locked_until REAL NOT NULL,
-    PRIMARY KEY (user, client)
-);
-"""
 
 _hasher = PasswordHasher()
 
@@ -121,7 +101,7 @@ class Accounts:
         self.settings = settings
 
     def _db(self):
-        return connect(self.settings, SCHEMA)
+        return connect(self.settings)
 
     def enabled(self) -> bool:
         """Sign-in is required as soon as one account exists."""

@@ -26,23 +26,6 @@ LOCAL_USER = ""
 # Long enough to tell questions apart in a sidebar, short enough for one line of it.
 TITLE_CHARS = 80
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    user TEXT NOT NULL,
-    title TEXT NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user, updated);
-CREATE TABLE IF NOT EXISTS messages (
-    conversation TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    message TEXT NOT NULL,
-    PRIMARY KEY (conversation, position)
-);
-"""
-
 
 class ConversationError(RagError):
     """A conversation that is not there (or not this user's); the message is safe to show."""
@@ -69,7 +52,7 @@ class Conversations:
         self.user = user
 
     def _db(self):
-        return connect(self.settings, SCHEMA)
+        return connect(self.settings)
 
     def create(self, first_question: str) -> Conversation:
         now = time.time()
