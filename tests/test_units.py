@@ -7,11 +7,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from llama_index.core.schema import NodeWithScore, TextNode
 
-from rag.generate import Renumber, ReplyStream, claims, match_quote, normalise
-from rag.ingest import IngestError, safe_upload_path, sentence_spans
+from rag.accounts import AccountError
+from rag.answer import QuestionError
+from rag.conversations import ConversationError
+from rag.datadir import StoreError
+from rag.embeddings import EmbeddingError
+from rag.errors import RagError
+from rag.formats import Decoded, FormatError, read_text
+from rag.generate import Renumber, ReplyStream, build_answer, claims, match_quote, normalise
+from rag.ingest import (
+    MB,
+    IngestError,
+    safe_upload_path,
+    save_uploads,
+    sentence_spans,
+    too_large,
+)
 from rag.lexical import LexicalHits
-from rag.retrieve import RRF_K, Ranking, SentenceScore, fuse, hybrid, lexical_weight
+from rag.llm import LLMError
+from rag.retrieve import (
+    RRF_K,
+    Ranking,
+    Retrieval,
+    SentenceScore,
+    fuse,
+    hybrid,
+    lexical_weight,
+)
 
 
 def test_fuse_adds_weighted_reciprocal_ranks() -> None:
@@ -109,3 +133,65 @@ def test_upload_names_keep_a_safe_base_name(name: str, expected: str) -> None:
 def test_unusable_upload_names_are_refused(name: str) -> None:
     with pytest.raises(IngestError, match="not a usable file name"):
         safe_upload_path(Path("/up"), name)
+
+
+def test_too_large_names_the_limit_and_spares_files_within_it() -> None:
+    assert too_large(MB, 1) is None
+    assert too_large(10 * MB, 0) is None  # 0 = no limit
+    assert too_large(int(2.5 * MB), 1) == "too large (2.5 MB > 1 MB limit, RAG_MAX_FILE_MB)"
+
+
+def test_save_uploads_writes_good_files_and_names_the_refused_ones(tmp_path: Path) -> None:
+    uploads = [("../a.txt", b"bonjour"), ("b.exe", b"MZ"), ("big.md", b"x" * (MB + 1))]
+    saved, failed = save_uploads(tmp_path / "up", uploads, max_file_mb=1)
+    assert saved == [tmp_path / "up" / "a.txt"]
+    assert saved[0].read_bytes() == b"bonjour"
+    assert [f.path for f in failed] == ["b.exe", "big.md"]
+    assert failed[0].reason.startswith("unsupported file type")
+    assert failed[1].reason.startswith("too large")
+    assert not list((tmp_path / "up").glob(".*.part"))
+
+
+def test_read_text_falls_back_to_latin1_and_refuses_binary(tmp_path: Path) -> None:
+    latin = tmp_path / "l.txt"
+    latin.write_bytes("été".encode("latin-1"))
+    assert read_text(latin) == Decoded("été", "latin-1")
+    binary = tmp_path / "b.txt"
+    binary.write_bytes(b"a\x00b")
+    with pytest.raises(FormatError, match="binary"):
+        read_text(binary)
+
+
+def test_build_answer_resolves_quotes_to_verified_spans(tmp_path: Path) -> None:
+    source = tmp_path / "s.txt"
+    text = "Le phare date de 1863. Il mesure quarante mètres de haut."
+    source.write_text(text, encoding="utf-8")
+    meta = {"source": str(source), "start": 0, "end": len(text), "line": 1, "title": "Phare"}
+    node = NodeWithScore(node=TextNode(id_="c1", text=text, metadata=meta), score=1.0)
+    sentences = [
+        SentenceScore("c1", s, 0.9, {"source": str(source), "start": a, "end": a + len(s)})
+        for s, a in (("Le phare date de 1863.", 0), ("Il mesure quarante mètres de haut.", 23))
+    ]
+    reply = ReplyStream(passages=1)
+    reply.feed("Il fait quarante mètres [1] [4].\nQuotes:\n[1] il mesure quarante mètres")
+    reply.close()
+    answer = build_answer(reply, Retrieval([node], sentences, 1.0), "llm:test")
+    assert answer.text == "Il fait quarante mètres [1]."
+    assert [(c.n, c.start, c.quote, c.verified) for c in answer.citations] == [
+        (1, 23, "Il mesure quarante mètres de haut.", True)
+    ]
+    assert not answer.verified and "removed [4]" in (answer.note or "")
+
+
+def test_every_user_facing_error_is_a_rag_error() -> None:
+    for error in (
+        AccountError,
+        ConversationError,
+        EmbeddingError,
+        FormatError,
+        IngestError,
+        LLMError,
+        QuestionError,
+        StoreError,
+    ):
+        assert issubclass(error, RagError), error
