@@ -1,9 +1,11 @@
 """The lexical (BM25) arm: accent-folded, stemmed French/English tokens in a bm25s index.
 
-The index lives on disk beside Chroma and is stamped with a fingerprint of the chunk ids it
-covers. Each build goes to a fresh directory and a one-line ``CURRENT`` pointer is swapped
+The index lives on disk beside Chroma and records the chunk-state token it was built at
+(``Store.change_stamp``, renewed by every ingest that changes chunks, before and after its
+writes). Each build goes to a fresh directory and a one-line ``CURRENT`` pointer is swapped
 atomically, so a reader never sees a half-written index and a killed ingest leaves the
-previous one intact; a stale index is detected by its fingerprint and rebuilt from Chroma.
+previous one intact; an index whose token is not the store's current one is rebuilt from
+Chroma (after a killed ingest, the token renewed before its writes matches no index).
 """
 
 from __future__ import annotations
@@ -69,19 +71,19 @@ class LexicalHits:
 class LexicalIndex:
     """A bm25s index over chunk texts, addressed by chunk id."""
 
-    def __init__(self, bm25: bm25s.BM25 | None, ids: list[str], fingerprint: str) -> None:
+    def __init__(self, bm25: bm25s.BM25 | None, ids: list[str], token: str) -> None:
         self.bm25 = bm25
         self.ids = ids
-        self.fingerprint = fingerprint
+        self.token = token  # the chunk state it covers (``Store.change_stamp``)
         self.vocab: dict[str, int] = bm25.vocab_dict if bm25 is not None else {}
 
     @classmethod
-    def build(cls, ids: list[str], texts: list[str], fingerprint: str) -> LexicalIndex:
+    def build(cls, ids: list[str], texts: list[str], token: str) -> LexicalIndex:
         if not ids:
-            return cls(None, [], fingerprint)
+            return cls(None, [], token)
         bm25 = bm25s.BM25()
         bm25.index([tokenize(t) or ["∅"] for t in texts], show_progress=False)
-        return cls(bm25, list(ids), fingerprint)
+        return cls(bm25, list(ids), token)
 
     @cached_property
     def idf(self) -> dict[str, float]:
@@ -109,14 +111,12 @@ class LexicalIndex:
     def save(self, root: Path) -> None:
         """Write into a new directory, then atomically repoint ``CURRENT`` at it."""
         root.mkdir(parents=True, exist_ok=True)
-        target = root / f"idx-{self.fingerprint[:16]}-{os.getpid()}"
+        target = root / f"idx-{self.token[:16]}-{os.getpid()}"
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir()
         if self.bm25 is not None:
             self.bm25.save(str(target), show_progress=False)
-        (target / "ids.json").write_text(
-            json.dumps({"fingerprint": self.fingerprint, "ids": self.ids})
-        )
+        (target / "ids.json").write_text(json.dumps({"token": self.token, "ids": self.ids}))
         tmp = root / f"CURRENT.{os.getpid()}"
         tmp.write_text(target.name)
         os.replace(tmp, root / "CURRENT")
@@ -133,7 +133,7 @@ class LexicalIndex:
             bm25 = bm25s.BM25.load(str(target), show_progress=False) if meta["ids"] else None
         except (OSError, ValueError, KeyError):
             return None
-        return cls(bm25, meta["ids"], meta["fingerprint"])
+        return cls(bm25, meta["ids"], meta["token"])
 
 
 def sync_lexical(
@@ -149,49 +149,38 @@ def sync_lexical(
         current = None if force else LexicalIndex.load(root)
         if current is not None and stale_ok:
             return current
-        fingerprint = store.ids_fingerprint()
-        if current is not None and current.fingerprint == fingerprint:
+        # Read before the chunks: a change made meanwhile leaves the index labelled older.
+        token = store.change_stamp() or ""
+        if current is not None and current.token == token:
             return current
         chunks = store.all_chunks()
         texts = [f"{c.meta.get('title', '')}\n{c.text}" for c in chunks]
-        index = LexicalIndex.build([c.id for c in chunks], texts, fingerprint)
+        index = LexicalIndex.build([c.id for c in chunks], texts, token)
         index.save(root)
         return index
 
 
 class LexicalCache:
-    """The BM25 index one service reads, reloaded when a newer one may have been published.
+    """The BM25 index one service reads, reloaded when the chunks have changed.
 
-    Another process publishes by swapping ``CURRENT`` (its mtime changes). While an ingest
-    is running, the last published index is used as it is (the ingest publishes a matching
-    one when it ends). With a Chroma server, other instances write to the same collections
-    but publish their BM25 index in their own data dir, so the server's change stamp is
-    compared (``Store.change_stamp``).
+    Every reader, in this process or another, with an embedded store or a Chroma server,
+    compares one token: the store's change stamp against the one its index was built at.
+    While an ingest is running, the index in hand (else the last published one) is used as
+    it is; that ingest publishes a matching one when it ends.
     """
 
     def __init__(self, settings: Settings, collection: str) -> None:
         self.settings = settings
         self.root = settings.data_dir / "lexical" / collection
         self._index: LexicalIndex | None = None
-        self._stamp: float | None = None
-        self._server_stamp: str | None = None
 
-    def invalidate(self) -> None:
-        """Reload on the next call (after this process changed the chunks)."""
-        self._index = None
-
-    def _pointer_stamp(self) -> float | None:
-        pointer = self.root / "CURRENT"
-        return pointer.stat().st_mtime if pointer.exists() else None
 
     def current(self, store: Store) -> LexicalIndex:
         """The index matching ``store``'s chunks (call under the store's read lock)."""
-        stamp = self._pointer_stamp()
-        # Read before the index is checked: a change made meanwhile shows on the next call.
-        server_stamp = store.change_stamp() if self.settings.chroma_url else None
-        if self._index is None or (stamp, server_stamp) != (self._stamp, self._server_stamp):
-            stale_ok = writer_active(self.settings)
-            self._index = sync_lexical(store, self.root, stale_ok=stale_ok)
-            self._stamp = self._pointer_stamp()
-            self._server_stamp = server_stamp
+        token = store.change_stamp() or ""
+        if self._index is not None and self._index.token == token:
+            return self._index
+        ingesting = writer_active(self.settings)
+        if self._index is None or not ingesting:
+            self._index = sync_lexical(store, self.root, stale_ok=ingesting)
         return self._index

@@ -109,13 +109,13 @@ class RagService:
         """Read under the embedded store's shared lock, from a System that saw every write.
 
         A process that opened Chroma before another process wrote is out of date (see
-        ``rag.datadir.LocalSync``): it reopens Chroma first, and reloads the BM25 index.
+        ``rag.datadir.LocalSync``): it reopens Chroma first. The BM25 index follows the
+        chunks' freshness token (``rag.lexical.LexicalCache``).
         """
         store = self.store
         with store.reading():
             if store.is_stale():
                 store = self._open_store(refresh=True)
-                self._lexical.invalidate()
             yield store
 
     def ensure_data_dir(self) -> None:
@@ -159,8 +159,6 @@ class RagService:
                 show_progress=show_progress,
                 max_file_mb=self.settings.max_file_mb,
             )
-        if report.added or report.updated or report.pruned or rebuild:
-            self._lexical.invalidate()  # rebuilt: reload it on the next question
         return report
 
     def indexed_files(self) -> dict[str, FileRecord]:

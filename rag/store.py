@@ -5,8 +5,10 @@ the same: ``<name>`` holds the chunks (through LlamaIndex's ``ChromaVectorStore`
 ``<name>__sentences`` one vector per sentence of those chunks (retrieval at two
 granularities, and cross-lingual sentence choice for the extractive answer),
 ``<name>__files`` one record per fully ingested file (its content hash and chunk count), and
-``<name>__stamp`` one token, renewed by every ingest that changes chunks (app instances
-sharing a Chroma server check it, not the whole id list, before each question).
+``<name>__stamp`` one token, renewed by every ingest that changes chunks, before and after
+its writes: the one freshness token of the index's state. Every reader (this process, other
+processes, app instances sharing a Chroma server) compares it with the token its BM25 index
+was built at before each question (``rag.lexical.LexicalCache``).
 A file's manifest record is written only after all of its chunks are stored, so an ingest
 killed half-way leaves that file unrecorded and the next run redoes it.
 """
@@ -252,13 +254,6 @@ class Store:
             self.stamps.upsert(
                 ids=[_STAMP_ID], embeddings=[_NO_VECTOR], metadatas=[{"token": uuid.uuid4().hex}]
             )
-
-    def ids_fingerprint(self) -> str:
-        """Cheap identity of the stored chunk set, to tell if the lexical index is in sync."""
-        import hashlib
-
-        ids = sorted(self.chunks.get(include=[])["ids"])
-        return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def _stored(got: dict[str, Any], *, vectors: bool = False) -> list[Stored]:
