@@ -31,7 +31,7 @@ FOLLOWER_MARGIN = 0.02
 
 @dataclass
 class Answer:
-    """What ``rag ask`` prints and the UI renders."""
+    """What ``rag ask`` prints and the UI renders; ``text`` is ``"answer"`` in its JSON."""
 
     text: str
     abstained: bool
