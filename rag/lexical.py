@@ -174,7 +174,6 @@ class LexicalCache:
         self.root = settings.data_dir / "lexical" / collection
         self._index: LexicalIndex | None = None
 
-
     def current(self, store: Store) -> LexicalIndex:
         """The index matching ``store``'s chunks (call under the store's read lock)."""
         token = store.change_stamp() or ""
