@@ -130,10 +130,11 @@ class LexicalIndex:
         try:
             target = root / (root / "CURRENT").read_text().strip()
             meta = json.loads((target / "ids.json").read_text())
+            token = meta["token"]  # an index written before tokens existed is rebuilt
             bm25 = bm25s.BM25.load(str(target), show_progress=False) if meta["ids"] else None
         except (OSError, ValueError, KeyError):
             return None
-        return cls(bm25, meta["ids"], meta["token"])
+        return cls(bm25, meta["ids"], token)
 
 
 def sync_lexical(

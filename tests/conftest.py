@@ -92,3 +92,11 @@ def cited(service: RagService, question: str, needle: str):
     cites = [c for c in answer.citations if needle in c.quote]
     assert cites, answer
     return cites[0]
+
+
+@pytest.fixture(scope="module")
+def seed_corpus(tmp_path_factory) -> Path:
+    """A folder holding only the seed article, shared by a module's tests."""
+    corpus = tmp_path_factory.mktemp("seed-corpus")
+    shutil.copy(SEED, corpus / SEED.name)
+    return corpus

@@ -24,7 +24,7 @@ from rag.accounts import Accounts
 from rag.api import document_id
 from rag.service import RagService
 from tests.browser import wait_http
-from tests.conftest import ROOT, SEED, make_settings, run_cli
+from tests.conftest import ROOT, make_settings, run_cli
 from tests.openai_standin import StandIn, error, reply
 from tests.procs import free_port, stop
 from tests.test_llm import KURSK_CLAIM, KURSK_SENTENCE, SECRET, citing, llm_env
@@ -62,11 +62,9 @@ def rag_serve(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[str
 
 
 @pytest.fixture(scope="module")
-def seed_index(tmp_path_factory) -> Path:
-    corpus = tmp_path_factory.mktemp("api-corpus")
-    shutil.copy(SEED, corpus / SEED.name)
+def seed_index(tmp_path_factory, seed_corpus: Path) -> Path:
     data_dir = tmp_path_factory.mktemp("api-seed") / "data"
-    RagService(make_settings(data_dir)).ingest([corpus], show_progress=False)
+    RagService(make_settings(data_dir)).ingest([seed_corpus], show_progress=False)
     return data_dir
 
 

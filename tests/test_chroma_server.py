@@ -16,7 +16,7 @@ import pytest
 
 from rag.service import RagService
 from rag.store import StoreError
-from tests.conftest import SEED, make_settings, run_cli
+from tests.conftest import make_settings, run_cli
 from tests.procs import free_port, stop
 
 KURSK = "How many workers are in Kursk?"
@@ -70,13 +70,6 @@ def chroma_url(tmp_path_factory) -> Iterator[str]:
     finally:
         stop(server)
         log.close()
-
-
-@pytest.fixture(scope="module")
-def seed_corpus(tmp_path_factory) -> Path:
-    corpus = tmp_path_factory.mktemp("server-seed")
-    shutil.copy(SEED, corpus / SEED.name)
-    return corpus
 
 
 def _check_kursk(answer) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from rag.config import Settings
+from rag.lexical import LexicalIndex
 from rag.service import RagService
 from rag.store import StoreError
 from tests.conftest import SEED, make_settings
+from tests.fakes import FakeEmbedder
 
 
 def _corpus(tmp_path: Path) -> Path:
@@ -112,3 +115,22 @@ def test_foreign_data_dir_is_not_overwritten(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not a data directory"):
         RagService(Settings(data_dir=foreign)).store  # noqa: B018 - opening is the test
     assert (foreign / "precious.db").read_text() == "not ours"
+
+
+def test_bm25_index_from_the_previous_release_is_rebuilt(
+    tmp_path: Path, fake_embedder: FakeEmbedder
+) -> None:
+    """An index saved before freshness tokens (``ids.json`` without one) is rebuilt on the
+    next ingest or question, never read as current and never a crash."""
+    corpus = _corpus(tmp_path)
+    service = RagService(make_settings(tmp_path / "data"), embedder=fake_embedder)
+    service.ingest([corpus], show_progress=False)
+    root = service.settings.data_dir / "lexical" / service.collection
+    meta_file = root / (root / "CURRENT").read_text().strip() / "ids.json"
+    ids = json.loads(meta_file.read_text())["ids"]
+    meta_file.write_text(json.dumps({"ids": ids}))  # the previous release's format
+    assert LexicalIndex.load(root) is None
+    later = RagService(make_settings(tmp_path / "data"), embedder=fake_embedder)
+    later.ingest([corpus], show_progress=False)  # nothing changed: no re-embedding
+    assert LexicalIndex.load(root) is not None  # rebuilt in the current format
+    assert later.lexical().ids
