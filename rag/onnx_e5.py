@@ -339,19 +339,12 @@ class _GraphBuilder:
         return name
 
     def node(
-        self,
-        op: str,
-        inputs: list[str],
-        output: str,
-        domain: str = "",
-        more_outputs: tuple[str, ...] = (),
-        **attrs: object,
+        self, op: str, inputs: list[str], output: str, domain: str = "", **attrs: object
     ) -> str:
         from onnx import helper
 
-        outputs = [output, *more_outputs]
         self.nodes.append(
-            helper.make_node(op, inputs, outputs, name=output, domain=domain, **attrs)
+            helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs)
         )
         return output
 
