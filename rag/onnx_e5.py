@@ -54,7 +54,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -370,7 +370,7 @@ class _GraphBuilder:
         self.float_products.append(side)
         return self.node("Add", [main, side], name)
 
-    def to_onnx(self, extra_outputs: list[str] = ()) -> object:
+    def to_onnx(self, extra_outputs: Sequence[str] = ()) -> object:
         """The model proto: ids, mask -> last hidden states (and ``extra_outputs``)."""
         from onnx import TensorProto, helper
 
