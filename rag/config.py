@@ -94,8 +94,17 @@ class Settings(BaseSettings):
     top_k: int = Field(5, description="Passages retrieved per question.")
     abstain_threshold: float = Field(
         0.0,
-        description="Evidence score below which the extractive answer abstains "
-        "(0 = use the calibrated default).",
+        ge=0.0,
+        le=1.0,
+        description="Confidence (0..1) below which an answer is refused and the closest "
+        "passages are shown instead (0 = use the calibrated default).",
+    )
+    llm_gate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="With an LLM: confidence below which the model is not asked at all "
+        "(nothing relevant was found; 0 = use the calibrated default).",
     )
     llm_model: str | None = Field(
         None, description="Chat model name; set it (with a key or base URL) to enable LLM answers."

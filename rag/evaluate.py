@@ -1,16 +1,26 @@
-"""Retrieval evaluation on PIAF-format files (``rag eval``).
+"""Retrieval and answer evaluation on PIAF-format files (``rag eval``).
 
 The passages are materialised as one text file each (title on the first line, as in our
 news corpus) under the data dir and ingested into their own collection, so evaluation runs
 the real ingest and retrieval code and is incremental: a second run embeds nothing.
+
+Answer-level evaluation asks each question twice: as is, and as a *near-miss*, with every
+passage that contains one of its gold answers (and the gold passage) taken out of
+retrieval, so the topic is still in the corpus but the fact is not; off-corpus questions
+are asked as they are. The definitions of the figures are in the README ("Answer decision").
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
 
 from rag.config import Settings
 from rag.errors import RagError
@@ -103,3 +113,126 @@ def evaluate_files(
     retriever = eval_service(settings, passages).retriever()
     rankings = [passage_rankings(retriever, row["question"])[mode] for row in rows]
     return {"n": len(rows), **score(rankings, [row["passage_id"] for row in rows], cutoffs)}
+
+
+# --- Answer-level evaluation -------------------------------------------------------------
+
+
+def fold_text(text: str) -> str:
+    """Text as gold answers are looked for: NFKC, folded case, straight apostrophes,
+    single spaces."""
+    folded = unicodedata.normalize("NFKC", text).casefold().replace("’", "'")
+    return " ".join(folded.split())
+
+
+def bears_answer(quotes: list[str], answers: list[str]) -> bool:
+    """Whether the cited quotes (one of them, or all of them read in order) contain a gold
+    answer; an answer spanning two quoted sentences counts."""
+    wanted = [fold_text(a) for a in answers if a.strip()]
+    texts = [fold_text(q) for q in quotes]
+    texts.append(" ".join(texts))
+    return any(a in t for a in wanted for t in texts)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One question asked one way: was it answered, did a quote hold a gold answer, and the
+    judge's confidence and features (kept for fitting the confidence model)."""
+
+    id: str
+    lang: str
+    kind: str  # "direct" | "near_miss" | "off_corpus"
+    answered: bool
+    bearing: bool
+    confidence: float
+    features: dict[str, float]
+
+
+class AnswerEvaluation:
+    """Asks PIAF-format questions of their passages' index, as is and as near-misses."""
+
+    def __init__(self, service: RagService, passages: Path) -> None:
+        self.service = service
+        self.passage_text = {
+            row["passage_id"]: fold_text(f"{row.get('title', '')}\n{row['text']}")
+            for row in read_jsonl(passages)
+        }
+        self.chunks: dict[str, list[str]] = {}
+        for chunk in service.store.all_chunks():
+            self.chunks.setdefault(Path(chunk.meta["source"]).stem, []).append(chunk.id)
+
+    def answer_chunks(self, row: dict) -> set[str]:
+        """Chunks of the gold passage and of every passage containing a gold answer."""
+        wanted = [fold_text(a) for a in row.get("answers", []) if a.strip()]
+        holding = {pid for pid, text in self.passage_text.items() if any(a in text for a in wanted)}
+        holding.add(row["passage_id"])
+        return {cid for pid in holding for cid in self.chunks.get(pid, [])}
+
+    def outcome(self, row: dict, kind: str, exclude: set[str] | frozenset = frozenset()) -> Outcome:
+        found = self.service.evidence(row["question"], exclude=exclude)
+        answer = found.extractive
+        quotes = [c.quote for c in answer.citations]
+        return Outcome(
+            str(row.get("id", row["question"])),
+            str(row.get("lang", "")),
+            kind,
+            not answer.abstained,
+            not answer.abstained and bears_answer(quotes, row.get("answers", [])),
+            float(answer.confidence or 0.0),
+            found.judgement.features,
+        )
+
+    def run(self, questions: list[dict], off_corpus: list[dict]) -> list[Outcome]:
+        """Every question as is and as a near-miss, then every off-corpus question."""
+        outcomes = []
+        for row in tqdm(questions, desc="Asking", unit="question"):
+            outcomes.append(self.outcome(row, "direct"))
+            outcomes.append(self.outcome(row, "near_miss", self.answer_chunks(row)))
+        outcomes += [self.outcome(row, "off_corpus") for row in off_corpus]
+        return outcomes
+
+
+def auc(positive: list[float], negative: list[float]) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    if not positive or not negative:
+        return float("nan")
+    neg = np.sort(np.asarray(negative))
+    pos = np.asarray(positive)
+    below = np.searchsorted(neg, pos, side="left")
+    ties = np.searchsorted(neg, pos, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(pos) * len(neg)))
+
+
+def answer_metrics(outcomes: list[Outcome]) -> dict[str, float | int]:
+    """The README's answer-level figures (definitions there, "Answer decision")."""
+    direct = [o for o in outcomes if o.kind == "direct"]
+    near = [o for o in outcomes if o.kind == "near_miss"]
+    off = [o for o in outcomes if o.kind == "off_corpus"]
+    answered = [o for o in direct if o.answered]
+
+    def share(items: list[Outcome], hit: Callable[[Outcome], bool]) -> float:
+        return sum(map(hit, items)) / len(items) if items else float("nan")
+
+    return {
+        "n": len(direct),
+        "answered": share(direct, lambda o: o.answered),
+        "answer_bearing": share(answered, lambda o: o.bearing),
+        "near_miss_answered": share(near, lambda o: o.answered),
+        "off_corpus_answered": share(off, lambda o: o.answered),
+        "auc": auc([o.confidence for o in direct], [o.confidence for o in near]),
+    }
+
+
+def evaluate_answers(
+    settings: Settings, passages: Path, questions: Path, off_corpus: Path | None
+) -> dict[str, float | int]:
+    """Answer-level figures for ``rag eval --answers``."""
+    for path in (passages, questions, off_corpus):
+        if path is not None and not path.is_file():
+            raise RagError(f"no such file: {path}")
+    rows = read_jsonl(questions)
+    if not rows:
+        raise RagError(f"{questions}: no questions")
+    off = read_jsonl(off_corpus) if off_corpus else []
+    evaluation = AnswerEvaluation(eval_service(settings, passages), passages)
+    return answer_metrics(evaluation.run(rows, off))

@@ -10,8 +10,14 @@ or, without a usable quote, the passage sentence sharing most words with the cla
 it. The span is then re-read from the file like every other citation. A citation whose quote
 is not in its passage is kept but marked unverified, and the answer's note says so.
 
+When the passages do not answer, the model replies ``NOT_IN_DOCUMENTS`` alone (rule 4). That
+reply is recognised in a fixed form (the body before any ``Quotes:`` heading, stripped of
+whitespace, emphasis, backticks and trailing punctuation), held back while it streams so the
+token is never shown, and turned into the product's refusal: the standard text, no
+citations, the extractive answer's confidence and closest passages.
+
 Any LLM failure, an empty reply included, yields the extractive answer, labelled as a
-fallback, with the reason in its note.
+fallback, with the reason in its note. A refusal is never replaced by that fallback.
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ from typing import TYPE_CHECKING
 
 from llama_index.core.llms import ChatMessage
 
-from rag.answer import Answer, AnswerStream
+from rag.answer import NO_ANSWER, Answer, AnswerStream
 from rag.citations import Citation, SourceCache
 from rag.config import Settings
 from rag.lexical import tokenize
 from rag.llm import (
+    NOT_IN_DOCUMENTS,
     History,
     LLMError,
     Prompts,
@@ -51,6 +58,9 @@ _CITED = re.compile(r"\[(\d+)\]")
 _MARKER_TAIL = re.compile(r"\s*(?:\[[\d,\s]*)?$")
 _HEADING = re.compile(r"^[ \t>*_#]*(?:quotes|citations)[ \t*_]*:", re.IGNORECASE | re.MULTILINE)
 _HEADING_WORDS = ("quotes:", "citations:")
+# Around the sentinel: markdown decoration before and after it, punctuation after it.
+_SENTINEL_DECOR = " \t\r\n*_`\"'>#"
+_SENTINEL_TRAIL = _SENTINEL_DECOR + ".!;:…"
 _QUOTE_LINE = re.compile(r"\[(\d+)\][\s:.\-–—]*(.+)")
 _QUOTE_MARKS = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "«": '"', "»": '"'})
 # Shorter quotes ("Kursk") would match too many sentences to tell which one was meant.
@@ -101,23 +111,48 @@ class _Generation:
         self.reply = ReplyStream(len(retrieval.nodes))
         self.error: LLMError | None = None
 
+    @property
+    def mode(self) -> str:
+        return f"llm:{self.settings.llm_model}"
+
     def tokens(self, messages: list[ChatMessage]) -> Iterator[str]:
+        """The visible text; a refusal streams as the refusal text, never as the sentinel."""
         try:
             for delta in stream_reply(self.llm, messages, self.settings):
                 if piece := self.reply.feed(delta):
                     yield piece
         except LLMError as error:
             self.error = error
-            return
-        if piece := self.reply.close():
-            yield piece
+        else:
+            if piece := self.reply.close():
+                yield piece
+        if self.reply.refused:
+            yield NO_ANSWER
 
     def answer(self) -> Answer:
+        """The checked answer; the model's refusal stands even if the stream broke after it."""
+        if self.reply.refused:
+            return refusal(self.extractive, self.mode)
         if self.error is None and not self.reply.text:
             self.error = LLMError("empty reply", "The LLM returned an empty answer.")
         if self.error is not None:
             return fallback(self.extractive, self.error)
-        return build_answer(self.reply, self.retrieval, f"llm:{self.settings.llm_model}")
+        answer = build_answer(self.reply, self.retrieval, self.mode)
+        return replace(answer, confidence=self.extractive.confidence)
+
+
+def refusal(extractive: Answer, mode: str) -> Answer:
+    """The model's "not in the documents" as the product's refusal, with the extractive
+    answer's confidence; the passages it would have quoted are leads (closest), not an answer."""
+    return Answer(
+        NO_ANSWER,
+        True,
+        [],
+        mode,
+        None,
+        confidence=extractive.confidence,
+        closest=list(extractive.closest or extractive.citations),
+    )
 
 
 def fallback(extractive: Answer, error: LLMError) -> Answer:
@@ -166,11 +201,20 @@ class ReplyStream:
         self.raw += delta
         if self._body_end is None and (heading := _HEADING.search(self.raw)):
             self._body_end = len(self.raw[: heading.start()].rstrip())
+        if not self._sent and may_be_not_in_documents(self.raw):
+            return ""  # the sentinel is never shown
         return self._emit(self._safe_end() if self._body_end is None else self._body_end)
 
     def close(self) -> str:
-        """The rest of the answer text, once the reply is complete."""
+        """The rest of the answer text, once the reply is complete (none for a refusal)."""
+        if self.refused:
+            return ""
         return self._emit(len(self.raw.rstrip()) if self._body_end is None else self._body_end)
+
+    @property
+    def refused(self) -> bool:
+        """Whether the model replied that the passages do not answer (nothing shown yet)."""
+        return not self._sent and is_not_in_documents(self.raw)
 
     @property
     def text(self) -> str:
@@ -201,6 +245,42 @@ class ReplyStream:
         self._sent = end
         self._shown.append(piece)
         return piece
+
+
+def _after_sentinel(body: str) -> str | None:
+    """What follows the sentinel at the start of ``body`` (decoration and punctuation
+    skipped), or None when ``body`` does not start with it."""
+    core = body.lstrip(_SENTINEL_DECOR)
+    if core[: len(NOT_IN_DOCUMENTS)].upper() != NOT_IN_DOCUMENTS:
+        return None
+    return core[len(NOT_IN_DOCUMENTS) :].lstrip(_SENTINEL_TRAIL)
+
+
+def _body(reply: str) -> str:
+    """The reply without its quotes section."""
+    heading = _HEADING.search(reply)
+    return reply[: heading.start()] if heading else reply
+
+
+def is_not_in_documents(reply: str) -> bool:
+    """Whether a complete reply is the model's refusal: its body is the sentinel alone.
+
+    A body with no claim cites nothing, so a quotes section after it changes nothing.
+    """
+    return _after_sentinel(_body(reply)) == ""
+
+
+def may_be_not_in_documents(partial: str) -> bool:
+    """Whether a reply starting with ``partial`` may still turn out to be the refusal, so
+    that its text is held back while it streams."""
+    body = _body(partial)
+    if body != partial:  # the quotes heading is in: the body is complete
+        return is_not_in_documents(partial)
+    core = partial.lstrip(_SENTINEL_DECOR).upper()
+    if len(core) < len(NOT_IN_DOCUMENTS):
+        return NOT_IN_DOCUMENTS.startswith(core)
+    rest = _after_sentinel(partial)
+    return rest is not None and any(word.startswith(rest.lower()) for word in _HEADING_WORDS)
 
 
 def build_answer(reply: ReplyStream, retrieval: Retrieval, mode: str) -> Answer:

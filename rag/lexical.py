@@ -41,7 +41,7 @@ def fold(text: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _stopwords() -> frozenset[str]:
+def stopwords() -> frozenset[str]:
     extra = {"quel", "quelle", "quels", "quelles", "combien", "comment", "pourquoi", "quand"}
     return frozenset(fold(w) for w in (*STOPWORDS_FRENCH, *STOPWORDS_EN, *extra))
 
@@ -55,7 +55,7 @@ def _stemmer() -> Stemmer.Stemmer:
 def tokenize(text: str) -> list[str]:
     """Folded, stop-word-free, stemmed tokens (French elision ``l'``/``d'`` split off)."""
     words = [w for w in _WORD.findall(fold(text).replace("'", " ").replace("’", " "))]
-    stop = _stopwords()
+    stop = stopwords()
     return _stemmer().stemWords([w for w in words if len(w) > 1 and w not in stop])
 
 

@@ -36,6 +36,9 @@ NO_KEY = "not-needed"
 # Follow-up condensing sees this many recent messages, each cut to this many characters.
 HISTORY_MESSAGES = 6
 HISTORY_CHARS = 600
+# What the model replies, alone, when the passages do not answer (``prompts/system.txt`` rule
+# 4): one fixed token a program can recognise, whatever the question's language.
+NOT_IN_DOCUMENTS = "NOT_IN_DOCUMENTS"
 # A document must not be able to close its own block (or the list) and speak as the prompt.
 _DELIMITER = re.compile(r"<(/?)(passages?)\b", re.IGNORECASE)
 

@@ -19,6 +19,8 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
 HIGHLIGHT_CLASS = "cite-hl"
 # Shown beside a citation whose page was scanned: its quote is what OCR read, not the print.
 OCR_NOTE = "machine-read text (OCR)"
+# Above the nearest sentences of a low-confidence refusal: they are leads, not an answer.
+CLOSEST_HEADING = "Closest passages — they may not answer your question"
 _MARK_STYLE = f"mark.{HIGHLIGHT_CLASS}{{background:#ffe066;padding:1px 0}}"
 PAGE_STYLE = f"<style>.cite-card{{line-height:1.5}}{_MARK_STYLE}</style>"
 DOC_STYLE = (
@@ -78,16 +80,33 @@ def citation_place(cite: dict[str, Any]) -> str:
     return " · ".join(place)
 
 
+def confidence_label(confidence: float | None) -> str | None:
+    """How sure the answer is, as shown under it; None for answers that carry none
+    (an error, or one saved before answers had a confidence)."""
+    return None if confidence is None else f"Confidence {confidence:.2f}"
+
+
+def _citation_lines(cites: list[dict[str, Any]]) -> list[str]:
+    """One Markdown list item per citation: number, file, place, the quote."""
+    out = []
+    for c in cites:
+        quote = c["quote"].replace("\n", " ")
+        where = citation_place(c).replace(" · ", ", ")
+        out.append(f"- [{c['n']}] {Path(c['source']).name}, {where}: “{quote}”")
+    return [*out, ""] if out else out
+
+
 def conversation_markdown(messages: Iterable[dict[str, Any]]) -> str:
-    """The chat as Markdown, each answer followed by its citations (file, line, quote)."""
+    """The chat as Markdown: each answer, its confidence, then its citations, or, for a
+    refusal, the closest passages under their own heading (never as the answer)."""
     out = ["# Conversation", ""]
     for msg in messages:
         who = "Question" if msg["role"] == "user" else "Answer"
         out += [f"**{who}:** {msg['content']}", ""]
-        for c in msg.get("citations", []):
-            quote = c["quote"].replace("\n", " ")
-            where = citation_place(c).replace(" · ", ", ")
-            out.append(f"- [{c['n']}] {Path(c['source']).name}, {where}: “{quote}”")
-        if msg.get("citations"):
-            out.append("")
+        label = confidence_label(msg.get("confidence"))
+        if label:
+            out += [f"_{label}_", ""]
+        out += _citation_lines(msg.get("citations", []))
+        if msg.get("closest"):
+            out += [f"**{CLOSEST_HEADING}:**", "", *_citation_lines(msg["closest"])]
     return "\n".join(out)

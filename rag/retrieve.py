@@ -11,6 +11,7 @@ rankings; no language detector is needed.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,7 @@ class SentenceScore:
     text: str
     similarity: float
     meta: dict[str, Any]
+    vector: np.ndarray | None = None  # the stored sentence vector (the answer step reuses it)
 
     @property
     def line(self) -> int:
@@ -82,6 +84,8 @@ class Retrieval:
     nodes: list[NodeWithScore]
     sentences: list[SentenceScore]
     coverage: float
+    # The best chunk's dense score (its cosine + SENTENCE_WEIGHT x its best sentence's).
+    dense_top: float = 0.0
 
 
 def lexical_weight(coverage: float) -> float:
@@ -168,9 +172,17 @@ class HybridRetriever(BaseRetriever):
         qvec = self.embed(query)
         return qvec, self.dense_ranking(qvec), self.lexical_search(query)
 
-    def search(self, query: str, k: int | None = None) -> Retrieval:
-        """Top ``k`` chunks, each with its sentences scored against the question."""
+    def search(
+        self, query: str, k: int | None = None, exclude: Collection[str] = ()
+    ) -> Retrieval:
+        """Top ``k`` chunks, each with its sentences scored against the question.
+
+        ``exclude``: chunk ids that must not be found (evaluation's near-miss questions: the
+        passages holding the answer are taken out, the rest of the corpus stays).
+        """
         qvec, dense, lex = self.rankings(query)
+        if exclude:
+            dense, lex = _without(dense, exclude), _lexical_without(lex, exclude)
         fused = hybrid(dense, lex, k or self.top_k)
         records = {chunk.id: chunk for chunk in self.store.chunks_by_id([c for c, _ in fused])}
         nodes = [
@@ -179,21 +191,31 @@ class HybridRetriever(BaseRetriever):
             if cid in records  # a concurrent ingest may have replaced it since the search
         ]
         sentences = self.score_sentences(qvec, [n.node.node_id for n in nodes])
-        return Retrieval(nodes, sentences, lex.coverage)
+        return Retrieval(nodes, sentences, lex.coverage, dense.scores[0] if dense.scores else 0.0)
 
     def score_sentences(self, qvec: np.ndarray, chunk_ids: list[str]) -> list[SentenceScore]:
         """Every stored sentence of the given chunks with its cosine to the question."""
         stored = self.store.sentences_of(chunk_ids)
         if not stored:
             return []
-        sims = np.asarray([s.vector for s in stored], dtype=np.float32) @ qvec
+        vectors = np.asarray([s.vector for s in stored], dtype=np.float32)
         return [
-            SentenceScore(s.meta["chunk_id"], s.text, float(sim), s.meta)
-            for s, sim in zip(stored, sims)
+            SentenceScore(s.meta["chunk_id"], s.text, float(sim), s.meta, vector)
+            for s, sim, vector in zip(stored, vectors @ qvec, vectors)
         ]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return self.search(query_bundle.query_str).nodes
+
+
+def _without(ranking: Ranking, exclude: Collection[str]) -> Ranking:
+    kept = [(i, s) for i, s in zip(ranking.ids, ranking.scores) if i not in exclude]
+    return Ranking([i for i, _ in kept], [s for _, s in kept])
+
+
+def _lexical_without(hits: LexicalHits, exclude: Collection[str]) -> LexicalHits:
+    kept = [(i, s) for i, s in zip(hits.ids, hits.scores) if i not in exclude]
+    return LexicalHits([i for i, _ in kept], [s for _, s in kept], hits.coverage)
 
 
 def _node(chunk: Stored) -> TextNode:

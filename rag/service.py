@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from rag.answer import (
-    DEFAULT_ABSTAIN_THRESHOLD,
     Answer,
     AnswerStream,
     QuestionError,
@@ -23,6 +22,7 @@ from rag.answer import (
     extractive_answer,
 )
 from rag.citations import SourceCache
+from rag.confidence import Judge, Judgement, WordVectors, default_model
 from rag.config import Settings, get_settings
 from rag.datadir import StoreError, write_lock
 from rag.embeddings import Embedder, EmbeddingError, make_embedder
@@ -48,14 +48,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Evidence:
-    """What a question retrieves, and the extractive answer over it.
+    """What a question retrieves, how sure the judge is that it answers, and the extractive
+    answer over it.
 
-    The extractive answer doubles as the LLM's abstention gate (same evidence score, same
-    threshold) and as its fallback when the LLM fails.
+    The extractive answer's confidence is also the LLM's gate, and the answer itself the
+    LLM's fallback when the call fails.
     """
 
     retrieval: Retrieval
+    judgement: Judgement
     extractive: Answer
+    gate: float  # below this confidence nothing relevant was found: no LLM is asked
 
 
 @dataclass
@@ -196,29 +199,44 @@ class RagService:
         standalone question from ``history``, retrieve, decide whether the documents answer
         it, then answer (extractive, or streamed by the LLM), the citations verified when
         the answer is finalized. Extractive answers are single-turn and ignore ``history``.
+        With an LLM, only a question with nothing relevant (confidence below the gate) is
+        refused without asking; otherwise the model reads the passages and decides, since
+        it can answer what the extractive quotes could not (it may still refuse).
         """
         question = check_question(question)
         self.ensure_ready()
         if not self.settings.llm_enabled:
-            return AnswerStream.of(self._evidence(question, top_k).extractive)
+            return AnswerStream.of(self.evidence(question, top_k).extractive)
         generator = Generator(self.settings)
         try:
             standalone = generator.standalone(question, history)
         except LLMError as error:
-            return AnswerStream.of(fallback(self._evidence(question, top_k).extractive, error))
-        found = self._evidence(standalone, top_k)
-        if found.extractive.abstained:
+            return AnswerStream.of(fallback(self.evidence(question, top_k).extractive, error))
+        found = self.evidence(standalone, top_k)
+        confidence = found.extractive.confidence
+        if confidence is None or confidence < found.gate:
             return AnswerStream.of(found.extractive)
         return generator.stream(standalone, found.retrieval, found.extractive)
 
-    def _evidence(self, question: str, top_k: int | None) -> Evidence:
-        """What ``question`` retrieves and the extractive answer over it."""
+    @cached_property
+    def word_vectors(self) -> WordVectors:
+        """Single-word vectors for term alignment, cached for the life of the service."""
+        return WordVectors(self.embedder)
+
+    def evidence(
+        self, question: str, top_k: int | None = None, exclude: Collection[str] = ()
+    ) -> Evidence:
+        """What ``question`` retrieves (never the chunk ids in ``exclude``), the judgement
+        over it and the extractive answer."""
         with self._reading():
             retriever = self.retriever(top_k)
-            retrieval = retriever.search(question)
-        threshold = self.settings.abstain_threshold or DEFAULT_ABSTAIN_THRESHOLD
-        answer = extractive_answer(question, retrieval, retriever.lexical.idf, threshold)
-        return Evidence(retrieval, answer)
+            retrieval = retriever.search(question, exclude=exclude)
+        judgement = Judge(retriever.lexical, self.word_vectors).judge(question, retrieval)
+        judge_model = default_model()
+        threshold = self.settings.abstain_threshold or judge_model.threshold
+        gate = self.settings.llm_gate or judge_model.gate
+        answer = extractive_answer(retrieval, judgement, threshold, gate)
+        return Evidence(retrieval, judgement, answer, gate)
 
     @property
     def upload_dir(self) -> Path:
@@ -269,7 +287,7 @@ class RagService:
         """
         with contextlib.suppress(StoreError):
             self.ensure_ready()
-            self._evidence("warm-up", None)
+            self.evidence("warm-up", None)
 
     def status(self) -> CorpusStatus:
         with self._reading() as store:

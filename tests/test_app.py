@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from rag.answer import NO_ANSWER
 from rag.config import get_settings
+from rag.render import CLOSEST_HEADING, escape_md
 from tests.conftest import ROOT
 
 TIMEOUT = 300
@@ -47,6 +50,42 @@ def test_kursk_question_cites_line_4_of_the_seed(app: AppTest) -> None:
     assert '<mark class="cite-hl" id="cite">' in highlighted
     mark = highlighted.split('<mark class="cite-hl" id="cite">', 1)[1].split("</mark>", 1)[0]
     assert "plus de mille spécialistes" in mark
+
+
+def test_each_answer_shows_its_confidence(app: AppTest) -> None:
+    _ask(app, "How many workers are in Kursk?")
+    captions = [c.value for c in app.chat_message[1].caption]
+    assert any(re.search(r"Confidence [01]\.\d\d", c) for c in captions), captions
+    assert not app.expander  # an answer, not a refusal: no closest passages
+
+
+def test_a_low_confidence_answer_shows_the_closest_passages_not_a_quote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the threshold near 1 and the LLM gate near 0, the Kursk answer is refused over
+    related passages: they are shown apart, as leads, never as the answer's quote."""
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAG_ABSTAIN_THRESHOLD", "0.99")
+    monkeypatch.setenv("RAG_LLM_GATE", "0.01")
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RAG_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    st.cache_resource.clear()  # the page keeps its service per process, with other settings
+    try:
+        at = AppTest.from_file(str(ROOT / "chat.py"), default_timeout=TIMEOUT).run()
+        _ask(at, "How many workers are in Kursk?")
+    finally:
+        get_settings.cache_clear()
+        st.cache_resource.clear()
+    reply = at.chat_message[1]
+    assert reply.markdown[0].value == escape_md(NO_ANSWER)
+    assert not any("“" in md.value for md in reply.markdown)  # no inline “quote” [n]
+    assert any(re.search(r"Confidence 0\.\d\d", c.value) for c in reply.caption)
+    [closest] = at.expander
+    assert closest.label == CLOSEST_HEADING
+    cards = "\n".join(h.proto.body for h in closest.get("html"))
+    assert "plus de mille spécialistes" in cards
+    assert any("000\\_a39d74119d63f477\\.txt · line" in md.value for md in closest.markdown)
 
 
 def test_uploaded_document_is_searchable_at_once(app: AppTest) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def test_cli_contract(tmp_path: Path) -> None:
     assert ask.returncode == 0, ask.stderr
     payload = json.loads(ask.stdout)
     assert payload["abstained"] is False
+    assert isinstance(payload["confidence"], float) and 0.0 <= payload["confidence"] <= 1.0
+    assert payload["closest"] == []
     for cite in payload["citations"]:
         assert set(cite) >= {"n", "source", "start", "end", "line", "quote"}
         text = Path(cite["source"]).read_text(encoding="utf-8")
@@ -94,6 +97,18 @@ def test_cli_contract(tmp_path: Path) -> None:
         run_cli("ask", "What is the capital of Australia?", "--json", data_dir=data).stdout
     )
     assert off["abstained"] is True
+    assert 0.0 <= off["confidence"] <= 1.0
+
+    # Refused for low confidence over related passages: they are listed apart, with quotes.
+    strict = {"RAG_ABSTAIN_THRESHOLD": "0.99", "RAG_LLM_GATE": "0.01"}
+    low = run_cli("ask", "How many workers are in Kursk?", data_dir=data, env=strict)
+    assert low.returncode == 0, low.stderr
+    answer, rest = low.stdout.split("\n", 1)
+    assert answer == "I could not find this in the indexed documents."
+    assert re.match(r"confidence: 0\.\d\d\n", rest), rest
+    closest = rest.split("Closest passages (they may not answer your question):\n", 1)[1]
+    assert re.match(rf"  \[1\] .*{SEED.name}:4 \(chars \d+-\d+\)\n", closest), closest
+    assert "“Plus précisément, dans la région de Kursk, plus de mille" in closest
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

@@ -24,10 +24,10 @@ from tests.conftest import PIAF, ROOT, SEED, make_settings, piaf_passages, write
 N_PASSAGES = 100
 KURSK = "How many workers are in Kursk?"
 KURSK_QUOTE = "plus de mille spécialistes nord-coréens"
-# Far from both corpora (evidence 0.78 over the seed and 100 PIAF passages, threshold 0.85), so
-# the check is about answers staying sane during writes, not about calibration, which the
-# benchmarks measure: "What is the capital of Australia?" scores 0.857 there with the ONNX
-# embedder (a PIAF sentence names Béjaïa a capital) and was answered.
+# Far from both corpora, so the check is about answers staying sane during writes, not about
+# calibration, which benchmarks/answers.py measures (a question near some PIAF sentence, such
+# as "What is the capital of Australia?" against one naming Béjaïa a capital, is a matter of
+# the confidence model, not of concurrency).
 OFF_CORPUS = "How many calories are in a banana?"
 
 

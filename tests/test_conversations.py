@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from rag.config import get_settings
 from rag.conversations import ConversationError, Conversations, make_title
-from tests.conftest import ROOT, make_settings
+from rag.render import CLOSEST_HEADING, conversation_markdown
+from tests.conftest import ROOT, SEED, make_settings
 
 TIMEOUT = 300
 KURSK = "How many workers are in Kursk?"
@@ -125,3 +126,61 @@ def test_changed_source_is_marked_in_a_reopened_conversation(data_dir: Path) -> 
     again = page({"c": conv_id})
     assert any("changed since this answer" in w.value for w in again.warning)
     assert "4321 navires" not in html(again)
+
+
+def seed_citation(needle: str, n: int = 1) -> dict:
+    """A citation of the seed sentence containing ``needle``, as the page saves one."""
+    text = SEED.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    line = next(i for i, t in enumerate(lines) if needle in t)
+    start = sum(len(t) + 1 for t in lines[:line])
+    quote = lines[line]
+    return {
+        "n": n,
+        "source": str(SEED),
+        "start": start,
+        "end": start + len(quote),
+        "line": line + 1,
+        "quote": quote,
+        "title": lines[0],
+        "verified": True,
+    }
+
+
+def test_an_answer_saved_before_confidence_still_renders(data_dir: Path) -> None:
+    """Saved answers without "confidence" or "closest" show as before, with no confidence."""
+    cite = seed_citation("plus de mille spécialistes")
+    old = {
+        "role": "assistant",
+        "content": f"“{cite['quote']}” [1]",
+        "mode": "extractive",
+        "note": None,
+        "verified": True,
+        "abstained": False,
+        "citations": [cite],
+    }
+    store = Conversations(get_settings())
+    conv = store.create(KURSK)
+    store.append(conv.id, [{"role": "user", "content": KURSK}, old])
+    at = page({"c": conv.id})
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert "plus de mille spécialistes" in html(at)
+    assert [c.value for c in at.chat_message[1].caption] == ["Answered by: extractive"]
+    assert not at.expander
+
+
+def test_export_has_the_confidence_and_a_refusal_s_closest_passages() -> None:
+    cite = seed_citation("plus de mille spécialistes")
+    refusal = {
+        "role": "assistant",
+        "content": "I could not find this in the indexed documents.",
+        "confidence": 0.31,
+        "citations": [],
+        "closest": [cite],
+    }
+    old = {"role": "assistant", "content": "An old answer.", "citations": []}
+    text = conversation_markdown([{"role": "user", "content": KURSK}, refusal, old])
+    assert "_Confidence 0.31_" in text
+    after = text.split(f"**{CLOSEST_HEADING}:**\n\n", 1)[1]
+    assert after.startswith("- [1] 000_a39d74119d63f477.txt, line 4: “Plus précisément")
+    assert text.count("Confidence") == 1  # the old answer has none

@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     },
     {"ingest"},
     {"retrieve"},
-    {"answer", "llm", "generate"},
+    {"answer", "confidence", "llm", "generate"},
     {"service"},
     {"evaluate"},
     {"cli", "api", "watch", "render"},

@@ -19,8 +19,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from rag import cli
+from rag.answer import NO_ANSWER, Answer
 from rag.config import Settings, get_settings
-from rag.llm import PROMPTS_DIR
+from rag.llm import NOT_IN_DOCUMENTS, PROMPTS_DIR
 from rag.service import RagService
 from tests.conftest import ROOT, SEED, make_settings, run_cli
 from tests.openai_standin import StandIn, error, malformed, reply, slow
@@ -57,7 +58,7 @@ def llm_env(url: str) -> dict[str, str]:
     }
 
 
-def llm_settings(data_dir: Path, url: str) -> Settings:
+def llm_settings(data_dir: Path, url: str, **overrides: Any) -> Settings:
     return make_settings(
         data_dir,
         llm_model=MODEL,
@@ -65,6 +66,7 @@ def llm_settings(data_dir: Path, url: str) -> Settings:
         openai_base_url=url,
         llm_timeout=1,
         llm_max_retries=1,
+        **overrides,
     )
 
 
@@ -198,6 +200,117 @@ def test_model_that_does_not_know_abstains(llm: RagService, server: StandIn):
     assert answer.abstained and answer.citations == [] and answer.note is None
     assert answer.text == "Je ne sais pas d'après ces documents."
     assert answer.mode == f"llm:{MODEL}"
+
+
+def test_system_prompt_names_the_sentinel():
+    rule = next(
+        line
+        for line in (PROMPTS_DIR / "system.txt").read_text().splitlines()
+        if line.startswith("4.")
+    )
+    assert f"exactly {NOT_IN_DOCUMENTS} " in rule and "no Quotes section" in rule
+
+
+def _streamed(service: RagService, question: str) -> tuple[str, Answer]:
+    """What a user watches stream, then the final answer."""
+    stream = service.ask_stream(question)
+    shown = "".join(stream)
+    return shown, stream.finalize()
+
+
+def test_not_in_documents_is_a_refusal_never_shown(llm: RagService, server: StandIn):
+    # The stand-in streams 4-character pieces: "NOT_", "IN_D", "OCUM", "ENTS".
+    server.script(reply(NOT_IN_DOCUMENTS))
+    shown, answer = _streamed(llm, KURSK)
+    assert len(server.requests) == 1
+    assert NOT_IN_DOCUMENTS not in shown and "NOT_" not in shown
+    assert shown == NO_ANSWER == answer.text
+    assert answer.abstained and answer.citations == [] and answer.note is None
+    assert answer.mode == f"llm:{MODEL}" and "fallback" not in answer.mode
+    assert answer.confidence is not None
+    # The extractive answer had quoted sentences: now leads, not an answer.
+    assert any("plus de mille" in c.quote for c in answer.closest)
+    assert_verified([c.to_json() for c in answer.closest])
+
+
+def test_cli_prints_the_refusal_not_the_sentinel(server: StandIn, ask_cli):
+    server.script(reply(NOT_IN_DOCUMENTS))
+    code, out, err = ask_cli(server.url, KURSK)
+    assert code == 0 and NOT_IN_DOCUMENTS not in out + err
+    assert out.startswith(f"{NO_ANSWER}\n") and "Closest passages" in out
+    assert f"(llm:{MODEL})" in err
+
+    code, out, _ = ask_cli(server.url, KURSK, "--json")
+    payload = json.loads(out)
+    assert payload["answer"] == NO_ANSWER and payload["abstained"] is True
+    assert payload["citations"] == [] and payload["closest"]
+    assert payload["mode"] == f"llm:{MODEL}" and payload["note"] is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "**NOT_IN_DOCUMENTS**",
+        "NOT_IN_DOCUMENTS.",
+        " `NOT_IN_DOCUMENTS` \n",
+        "NOT_IN_DOCUMENTS\n\nQuotes:\n",
+    ],
+)
+def test_sentinel_variants_are_refusals(llm: RagService, server: StandIn, text: str):
+    server.script(reply(text))
+    shown, answer = _streamed(llm, KURSK)
+    assert shown == NO_ANSWER == answer.text
+    assert answer.abstained and answer.citations == [] and answer.mode == f"llm:{MODEL}"
+
+
+def test_an_answer_mentioning_the_sentinel_is_no_refusal(llm: RagService, server: StandIn):
+    def text(body: dict[str, Any]) -> str:
+        n = number_of(body, "plus de mille")
+        return f'{KURSK_CLAIM} [{n}] (not NOT_IN_DOCUMENTS).\n\nQuotes:\n[{n}] "{KURSK_SENTENCE}"'
+
+    server.script(reply(text))
+    shown, answer = _streamed(llm, KURSK)
+    assert not answer.abstained and [c.quote for c in answer.citations] == [KURSK_SENTENCE]
+    assert answer.text == shown == f"{KURSK_CLAIM} [1] (not NOT_IN_DOCUMENTS)."
+
+
+def _with(service: RagService, monkeypatch, url: str | None, **overrides: Any) -> RagService:
+    """``service`` under these settings, extractive (no ``url``) or through the stand-in."""
+    data_dir = service.settings.data_dir
+    settings = (
+        llm_settings(data_dir, url, **overrides) if url else make_settings(data_dir, **overrides)
+    )
+    monkeypatch.setattr(service, "settings", settings)
+    return service
+
+
+def test_llm_is_asked_when_the_extractive_answer_refuses(
+    seed_service: RagService, server: StandIn, monkeypatch
+):
+    strict = {"abstain_threshold": 1.0, "llm_gate": 0.01}
+    extractive = _with(seed_service, monkeypatch, None, **strict).ask(KURSK)
+    assert extractive.abstained and extractive.closest  # related, but below the threshold
+
+    server.script(reply(citing("plus de mille", KURSK_CLAIM, KURSK_SENTENCE)))
+    answer = _with(seed_service, monkeypatch, server.url, **strict).ask(KURSK)
+    assert len(server.requests) == 1
+    assert not answer.abstained and answer.mode == f"llm:{MODEL}"
+    assert [c.quote for c in answer.citations] == [KURSK_SENTENCE]
+    assert answer.confidence == extractive.confidence
+
+    server.script(reply(NOT_IN_DOCUMENTS))
+    refused = seed_service.ask(KURSK)
+    assert refused.abstained and refused.mode == f"llm:{MODEL}"
+    assert [c.quote for c in refused.closest] == [c.quote for c in extractive.closest]
+
+
+def test_nothing_relevant_sends_no_request(seed_service: RagService, server, monkeypatch):
+    service = _with(seed_service, monkeypatch, server.url, abstain_threshold=1.0, llm_gate=1.0)
+    server.script(reply(citing("plus de mille", KURSK_CLAIM, KURSK_SENTENCE)))
+    answer = service.ask(KURSK)
+    assert server.requests == []
+    assert answer.abstained and answer.text == NO_ANSWER and answer.mode == "extractive"
+    assert answer.citations == [] and answer.closest == []
 
 
 def test_follow_up_is_condensed_before_retrieval(llm: RagService, server: StandIn):

@@ -195,3 +195,117 @@ def test_every_user_facing_error_is_a_rag_error() -> None:
         StoreError,
     ):
         assert issubclass(error, RagError), error
+
+
+# Appended below the other tests (the import block above is shared with other work).
+from rag.generate import is_not_in_documents, may_be_not_in_documents  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "NOT_IN_DOCUMENTS",
+        "  NOT_IN_DOCUMENTS\n",
+        "**NOT_IN_DOCUMENTS**",
+        "`NOT_IN_DOCUMENTS`",
+        "NOT_IN_DOCUMENTS.",
+        "_NOT_IN_DOCUMENTS_!",
+        "NOT_IN_DOCUMENTS\n\nQuotes:\n",
+        "NOT_IN_DOCUMENTS\n**Quotes:**",
+    ],
+)
+def test_sentinel_forms_are_refusals(reply: str) -> None:
+    assert is_not_in_documents(reply)
+    assert all(may_be_not_in_documents(reply[:end]) for end in range(len(reply) + 1))
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "",
+        "NOT_IN",
+        "NOT_IN_DOCUMENTS_EXTRA",
+        "NOT_IN_DOCUMENTS. But the plan foresees six thousand [1].",
+        "Mille spécialistes [1]; NOT_IN_DOCUMENTS does not apply.",
+        "Je ne sais pas d'après ces documents.",
+    ],
+)
+def test_other_replies_are_not_refusals(reply: str) -> None:
+    assert not is_not_in_documents(reply)
+
+
+def test_reply_stream_never_shows_the_sentinel() -> None:
+    reply = ReplyStream(passages=2)
+    shown = "".join(reply.feed(d) for d in ["NOT_IN", "_DOCU", "MENTS"]) + reply.close()
+    assert shown == "" and reply.refused
+
+
+def test_reply_stream_releases_held_text_that_is_no_sentinel() -> None:
+    reply = ReplyStream(passages=2)
+    assert reply.feed("NOT") == ""
+    shown = reply.feed(" sure: mille [2].") + reply.close()
+    assert shown == "NOT sure: mille [1]." and not reply.refused
+
+
+# The answer decision's pure helpers (rag/confidence.py), appended like the block above.
+import json  # noqa: E402
+import math  # noqa: E402
+
+from rag.confidence import ConfidenceModel, content_words, default_model, frenchness  # noqa: E402
+
+
+def test_content_words_drop_stop_words_and_repeats_in_order() -> None:
+    """Term alignment weighs each meaningful question word once."""
+    text = "Les TRAVAILLEURS, les travailleurs et 5 usines de Kursk en 2015"
+    assert content_words(text) == ["travailleurs", "5", "usines", "kursk", "2015"]
+    assert content_words("Quand et comment ?") == []
+
+
+def test_frenchness_tells_french_from_english_questions() -> None:
+    """French questions may be judged by the words the corpus lacks; English ones not."""
+    french = frenchness("Combien de travailleurs sont employés dans la région ?")
+    english = frenchness("How many workers are employed in the region?")
+    assert 0.5 < french < 1.0 and 0.0 < english < 0.5
+    assert frenchness("Kursk 2015") == 0.5
+
+
+def _model_file(tmp_path: Path, **fields: object) -> Path:
+    raw = {
+        "features": ["cos", "share"],
+        "mean": [0.5, 0.0],
+        "scale": [0.1, 1.0],
+        "coef": [2.0, -1.0],
+        "intercept": 0.5,
+        **fields,
+    }
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    return path
+
+
+def test_confidence_model_scores_its_named_features(tmp_path: Path) -> None:
+    model = ConfidenceModel.load(_model_file(tmp_path, threshold=0.3, gate=0.1))
+    assert model.names == ("cos", "share") and (model.threshold, model.gate) == (0.3, 0.1)
+    z = 2.0 * (0.6 - 0.5) / 0.1 - 1.0 * 0.5 + 0.5
+    # Order of the dict does not matter: features are read by name.
+    assert model({"share": 0.5, "cos": 0.6, "extra": 9.0}) == pytest.approx(1 / (1 + math.exp(-z)))
+    assert 0.0 < model({"cos": 1e6, "share": 0.0}) <= 1.0  # clipped, no overflow
+
+
+def test_confidence_model_defaults_its_operating_points(tmp_path: Path) -> None:
+    model = ConfidenceModel.load(_model_file(tmp_path))
+    assert (model.threshold, model.gate) == (0.5, 0.05)
+
+
+def test_a_model_on_features_the_judge_does_not_produce_fails_at_scoring(tmp_path: Path) -> None:
+    """A model fitted on other features must fail loudly, not score with a missing input."""
+    model = ConfidenceModel.load(_model_file(tmp_path, features=["cos", "renamed"]))
+    with pytest.raises(KeyError, match="renamed"):
+        model({"cos": 0.9, "share": 0.4})
+
+
+def test_the_shipped_model_is_well_formed() -> None:
+    model = default_model()
+    assert len(set(model.names)) == len(model.names) == len(model.mean)
+    assert len(model.scale) == len(model.coef) == len(model.names)
+    assert 0.0 <= model.gate <= model.threshold <= 1.0

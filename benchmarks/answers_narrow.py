@@ -1,0 +1,81 @@
+"""The answer decision on corpora unlike PIAF: the seed article and the narrow corpus.
+
+The confidence model is fitted on PIAF (1,500 encyclopaedia paragraphs); this checks that
+its operating point also holds on a one-article corpus and on six short invented news
+articles (``benchmarks/data/README.md``): direct questions answered with a citation on
+the right line, near-miss questions refused. Each failure is listed with its confidence.
+
+Usage: python -m benchmarks.answers_narrow  (indexes under benchmarks/out/narrow-data)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.common import OUT, ROOT
+from rag.answer import Answer
+from rag.confidence import default_model
+from rag.config import Settings
+from rag.evaluate import read_jsonl
+from rag.service import RagService
+
+DATA = ROOT / "benchmarks" / "data"
+SETS = {
+    "narrow": (DATA / "narrow", DATA / "narrow_questions.jsonl"),
+    "seed": (ROOT / "seeds", ROOT / "tests" / "data" / "seed_questions.jsonl"),
+}
+
+
+def on_target(answer: Answer, row: dict) -> bool:
+    """Whether a citation is on the expected line (and in the expected file, when named)."""
+    return any(
+        c.line == row["line"] and ("file" not in row or Path(c.source).name == row["file"])
+        for c in answer.citations
+    )
+
+
+def describe(answer: Answer) -> str:
+    cited = "; ".join(f"{Path(c.source).name}:{c.line} “{c.quote[:70]}”" for c in answer.citations)
+    return cited or "nothing cited"
+
+
+def check(name: str, corpus: Path, questions: Path) -> None:
+    """Ask every question of its own index and print the rates and the failures."""
+    service = RagService(Settings(data_dir=OUT / f"{name}-data", llm_model=None))
+    service.ingest([corpus], show_progress=False)
+    direct = answered = right = near = refused = 0
+    failures = []
+    for row in read_jsonl(questions):
+        answer = service.ask(row["question"])
+        if row["kind"] == "direct":
+            direct += 1
+            answered += not answer.abstained
+            ok = not answer.abstained and on_target(answer, row)
+            right += ok
+        else:
+            near += 1
+            ok = answer.abstained
+            refused += ok
+        if not ok:
+            failures.append((row, answer))
+    print(
+        f"{name}: direct answered {answered}/{direct}, on the right line {right}/{direct}; "
+        f"near-miss refused {refused}/{near}"
+    )
+    for row, answer in failures:
+        verdict = "refused" if answer.abstained else describe(answer)
+        print(
+            f"  {row['id']} ({row['kind']}, conf {answer.confidence}, line {row.get('line', '-')})"
+            f" {row['question']!r} -> {verdict}"
+        )
+
+
+def main() -> None:
+    model = default_model()
+    print(f"operating point: answer at confidence >= {model.threshold}, gate {model.gate}")
+    for name, (corpus, questions) in SETS.items():
+        check(name, corpus, questions)
+
+
+if __name__ == "__main__":
+    main()

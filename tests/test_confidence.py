@@ -1,0 +1,132 @@
+"""The answer decision on the seed article: direct questions answered on the right line,
+near-miss questions (same topic, asked fact absent) refused.
+
+The confidence model is fitted on PIAF (1,500 encyclopaedia paragraphs) and the narrow
+corpus of benchmarks/data; these questions (``tests/data/seed_questions.jsonl``), never
+fitted on, check that it holds on a one-article news corpus, which is what a user's first
+upload looks like. The issue asks for every one of them; the current model gets 26 of 28
+direct questions and 12 of 18 near-misses right (README, "Answer decision"). The misses are
+listed in ``KNOWN_MISSES`` and marked as expected failures, so the suite says how far the
+product is from the goal and an improvement shows as XPASS.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rag.answer import Answer, extractive_answer
+from rag.citations import Citation
+from rag.formats import read_text
+from rag.service import Evidence, RagService
+
+QUESTIONS = Path(__file__).parent / "data" / "seed_questions.jsonl"
+ROWS = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
+DIRECT = [r for r in ROWS if r["kind"] == "direct"]
+NEAR_MISS = [r for r in ROWS if r["kind"] == "near_miss"]
+
+
+# Measured with rag/confidence_model.json as fitted; README "Answer decision".
+KNOWN_MISSES = {
+    "seed-d01": "refused: 'stepping up ... involvement' paraphrases line 1 word by word",
+    "seed-d03": "refused: the question names Pyongyang and Moscow, line 2 says North Korea, Russia",
+    "seed-n04": "soldiers fighting: line 3's 'citoyens nord-coréens' supports the rest",
+    "seed-n06": "asks when; line 4 gives no date, but every other word is supported",
+    "seed-n07": "drones per month: line 9 speaks of drones made at Yelabuga",
+    "seed-n10": "Russian workers at Yelabuga: line 9 gives the staff numbers",
+    "seed-n14": "kilometres of road repaired: line 5 speaks of repairing roads",
+    "seed-n16": "drones made last year: lines 7 and 9 speak of drone production",
+}
+
+
+def ids(rows: list[dict]) -> list[str]:
+    return [r["id"] for r in rows]
+
+
+def cases(rows: list[dict]) -> list:
+    """One case per question, the known misses marked as expected failures (not strict, so
+    a refit that gets one right shows it)."""
+    return [
+        pytest.param(r, id=r["id"], marks=pytest.mark.xfail(reason=KNOWN_MISSES[r["id"]]))
+        if r["id"] in KNOWN_MISSES
+        else pytest.param(r, id=r["id"])
+        for r in rows
+    ]
+
+
+@pytest.fixture(scope="module")
+def evidence(seed_service: RagService) -> Callable[[str], Evidence]:
+    """Each question's evidence, computed once for the module (the tests share questions)."""
+    found: dict[str, Evidence] = {}
+
+    def get(question: str) -> Evidence:
+        if question not in found:
+            found[question] = seed_service.evidence(question)
+        return found[question]
+
+    return get
+
+
+def assert_verified(citations: list[Citation]) -> None:
+    """Every quote is exactly the cited span of the text the offsets point into."""
+    for cite in citations:
+        text = read_text(Path(cite.extracted or cite.source)).text
+        assert cite.verified and text[cite.start : cite.end] == cite.quote, cite
+
+
+def describe(answer: Answer) -> str:
+    return f"confidence {answer.confidence}, cited " + "; ".join(
+        f"line {c.line}: {c.quote[:80]!r}" for c in answer.citations
+    )
+
+
+def test_evidence_is_what_ask_answers(seed_service: RagService, evidence) -> None:
+    """The tests below judge ``evidence``; without an LLM it is exactly what ``ask`` says."""
+    question = DIRECT[0]["question"]
+    assert seed_service.ask(question) == evidence(question).extractive
+
+
+@pytest.mark.parametrize("row", cases(DIRECT))
+def test_direct_questions_are_answered_on_their_line(row: dict, evidence) -> None:
+    answer = evidence(row["question"]).extractive
+    assert not answer.abstained, f"{row['id']} refused: {describe(answer)}"
+    assert row["line"] in [c.line for c in answer.citations], (
+        f"{row['id']}: expected line {row['line']}, {describe(answer)}"
+    )
+    assert_verified(answer.citations)
+
+
+@pytest.mark.parametrize("row", cases(NEAR_MISS))
+def test_near_miss_questions_are_refused(row: dict, evidence) -> None:
+    answer = evidence(row["question"]).extractive
+    assert answer.abstained, f"{row['id']} answered: {describe(answer)}"
+    assert answer.citations == []
+
+
+def test_confidence_is_a_probability_and_closest_passages_are_verified(evidence) -> None:
+    """A refusal over related passages (at or above the gate) shows them, verified; one
+    below the gate shows nothing."""
+    for row in ROWS:
+        found = evidence(row["question"])
+        answer = found.extractive
+        assert answer.confidence is not None and 0.0 <= answer.confidence <= 1.0, row["id"]
+        if answer.abstained and answer.confidence >= found.gate:
+            assert answer.closest, row["id"]
+            assert_verified(answer.closest)
+        else:
+            assert answer.closest == [], row["id"]
+
+
+@pytest.mark.parametrize("row", NEAR_MISS, ids=ids(NEAR_MISS))
+def test_a_refusal_above_the_gate_shows_verified_closest_passages(row: dict, evidence) -> None:
+    """The same path with the operating points forced, so it holds whatever the model."""
+    found = evidence(row["question"])
+    refused = extractive_answer(found.retrieval, found.judgement, threshold=1.01, gate=0.0)
+    assert refused.abstained and refused.citations == [] and refused.closest
+    assert [c.n for c in refused.closest] == list(range(1, len(refused.closest) + 1))
+    assert_verified(refused.closest)
+    nothing = extractive_answer(found.retrieval, found.judgement, threshold=1.01, gate=1.01)
+    assert nothing.abstained and nothing.closest == []
