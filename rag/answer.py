@@ -20,8 +20,12 @@ from rag.retrieve import Retrieval
 NO_ANSWER = "I could not find this in the indexed documents."
 MAX_QUESTION_CHARS = 2000
 MAX_SENTENCES = 3
-# Further sentences are quoted only if they score within this margin of the best one.
-FOLLOWER_MARGIN = 0.02
+# Further sentences (up to MAX_SENTENCES) are quoted when they score within this margin of
+# the best one. Measured on the PIAF dev questions answered: the quotes hold a gold answer
+# for 0.598 / 0.517 (FR / EN) with the best sentence alone, 0.648 / 0.590 with a margin of
+# 0.02 (1.5 / 1.7 quotes an answer), 0.713 / 0.637 with 0.06 (2.0 / 2.3 quotes); the
+# runner-up is often the sentence that completes the best one.
+FOLLOWER_MARGIN = 0.06
 
 
 @dataclass
