@@ -241,13 +241,26 @@ class Judge:
             )
             + pre[ALIGNED_CANDIDATES:]
         )
-        best = ranked[0]
-        worst = dict((id(c.sentence), w) for c, (_, w) in aligned)[id(best.sentence)]
-        chunk_align, _ = self._alignment(
-            q_words, chunk_text.get(best.sentence.chunk_id, best.sentence.text), vectors
-        )
-        features = self._features(question, retrieval, ranked, q_words, worst, chunk_align)
+        worst = dict((id(c.sentence), w) for c, (_, w) in aligned)[id(ranked[0].sentence)]
+        features = self._signals(question, retrieval, pre, ranked, worst, chunk_text, vectors)
         features["max_align"] = max(c.align for c in ranked[: len(head)])
+        return Judgement(self.model(features), ranked, features)
+
+    def _signals(
+        self,
+        question: str,
+        retrieval: Retrieval,
+        pre: list[Candidate],
+        ranked: list[Candidate],
+        worst: float,
+        chunk_text: dict[str, str],
+        vectors: dict[str, np.ndarray],
+    ) -> dict[str, float]:
+        """Every feature of the confidence model (README, "Answer decision")."""
+        best, q_words = ranked[0], content_words(question)
+        context = chunk_text.get(best.sentence.chunk_id, "")
+        chunk_align, _ = self._alignment(q_words, context or best.sentence.text, vectors)
+        features = self._features(question, retrieval, ranked, q_words, worst, chunk_align)
         # Over everything retrieved: a question word with no counterpart in any passage
         # means the corpus does not talk about it at all (off-corpus), not a near-miss.
         found_text = "\n".join(chunk_text.values())
@@ -259,7 +272,6 @@ class Judge:
         sims = sorted((c.sentence.similarity for c in pre), reverse=True)
         features["peak"] = best.sentence.similarity - float(np.median(sims))
         features["peak2"] = sims[0] - (sims[1] if len(sims) > 1 else sims[0] - 0.05)
-        context = chunk_text.get(best.sentence.chunk_id, "")
         unsupported = self._unsupported(q_words, context, vectors)
         features["occlusion"] = self._occlusion(question, unsupported, best.sentence)
         # On a corpus of a few articles every retrieved sentence is on the question's
@@ -271,12 +283,10 @@ class Judge:
         q_names = names(question)
         features["name_miss"] = _name_miss(q_names, best.sentence.text, vectors)
         features["found_name_miss"] = _name_miss(q_names, found_text, vectors)
-        return Judgement(self.model(features), ranked, features)
+        return features
 
     @staticmethod
-    def _unsupported(
-        q_words: list[str], context: str, vectors: dict[str, np.ndarray]
-    ) -> list[str]:
+    def _unsupported(q_words: list[str], context: str, vectors: dict[str, np.ndarray]) -> list[str]:
         """The question words its best sentence's chunk does not contain, even translated.
 
         A sentence often leaves out what its paragraph already said ("Le plan global
