@@ -87,6 +87,7 @@ class Candidate:
     score: float  # ranking score: cosine + lexical share + term alignment
     share: float  # idf-weighted share of the question's known stems it contains
     align: float  # idf-weighted term alignment of the question's words (0..1)
+    worst: float = 0.0  # the worst-aligned question word's weighted miss (0..1)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,47 @@ def frenchness(question: str) -> float:
     return (fr + 0.5) / (fr + en + 1.0)
 
 
+@dataclass(frozen=True)
+class _Text:
+    """A text as term alignment reads it: its stems, its content words and their vectors.
+
+    One judgement reads the same texts several times (the best sentence, its chunk, all
+    retrieved chunks), so each is tokenised once (``_Texts``).
+    """
+
+    stems: frozenset[str]
+    words: tuple[str, ...]
+    matrix: np.ndarray | None
+    vectors: dict[str, np.ndarray]
+
+    def contains(self, word: str) -> bool:
+        """Whether every stem of ``word`` is in the text."""
+        stems = tokenize(word)
+        return bool(stems) and all(s in self.stems for s in stems)
+
+    def closest(self, word: str) -> float | None:
+        """The best cosine of ``word`` to one of the text's words (None without vectors)."""
+        if self.matrix is None or word not in self.vectors:
+            return None
+        return float((self.matrix @ self.vectors[word]).max())
+
+
+class _Texts:
+    """The texts of one judgement, each read once, against that judgement's word vectors."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+        self._read: dict[str, _Text] = {}
+
+    def __getitem__(self, text: str) -> _Text:
+        if text not in self._read:
+            words = tuple(content_words(text))
+            own = [self.vectors[w] for w in words if w in self.vectors]
+            matrix = np.asarray(own, dtype=np.float32) if own else None
+            self._read[text] = _Text(frozenset(tokenize(text)), words, matrix, self.vectors)
+        return self._read[text]
+
+
 class Judge:
     """Ranks a retrieval's sentences and says how sure it is that the best one answers."""
 
@@ -221,58 +263,54 @@ class Judge:
 
     def judge(self, question: str, retrieval: Retrieval) -> Judgement:
         """The candidates best first, and the confidence in the first."""
-        q_words = content_words(question)
+        q_words, q_names = content_words(question), names(question)
         pre = self._prerank(question, retrieval.sentences)
         if not pre:
             return Judgement(0.0, [], {})
         head = pre[:ALIGNED_CANDIDATES]
         chunk_text = {n.node.node_id: n.node.get_content() for n in retrieval.nodes}
         texts = [c.sentence.text for c in head] + list(chunk_text.values())
-        asked = q_words + names(question)
-        vectors = self.words.get(asked + [w for t in texts for w in content_words(t)])
-        aligned = [(c, self._alignment(q_words, c.sentence.text, vectors)) for c in head]
-        ranked = (
-            sorted(
-                (
-                    Candidate(c.sentence, c.score + ALIGN_BONUS * al, c.share, al)
-                    for c, (al, _) in aligned
-                ),
-                key=lambda c: -c.score,
+        asked = q_words + q_names
+        read = _Texts(self.words.get(asked + [w for t in texts for w in content_words(t)]))
+        aligned = []
+        for c in head:
+            align, worst = self._alignment(q_words, read[c.sentence.text])
+            aligned.append(
+                Candidate(c.sentence, c.score + ALIGN_BONUS * align, c.share, align, worst)
             )
-            + pre[ALIGNED_CANDIDATES:]
+        ranked = sorted(aligned, key=lambda c: -c.score) + pre[ALIGNED_CANDIDATES:]
+        features = self._signals(
+            question, q_words, q_names, retrieval, pre, ranked, chunk_text, read
         )
-        worst = dict((id(c.sentence), w) for c, (_, w) in aligned)[id(ranked[0].sentence)]
-        features = self._signals(question, retrieval, pre, ranked, worst, chunk_text, vectors)
-        features["max_align"] = max(c.align for c in ranked[: len(head)])
+        features["max_align"] = max(c.align for c in aligned)
         return Judgement(self.model(features), ranked, features)
 
     def _signals(
         self,
         question: str,
+        q_words: list[str],
+        q_names: list[str],
         retrieval: Retrieval,
         pre: list[Candidate],
         ranked: list[Candidate],
-        worst: float,
         chunk_text: dict[str, str],
-        vectors: dict[str, np.ndarray],
+        read: _Texts,
     ) -> dict[str, float]:
         """Every feature of the confidence model (README, "Answer decision")."""
-        best, q_words = ranked[0], content_words(question)
+        best = ranked[0]
         context = chunk_text.get(best.sentence.chunk_id, "")
-        chunk_align, _ = self._alignment(q_words, context or best.sentence.text, vectors)
-        features = self._features(question, retrieval, ranked, q_words, worst, chunk_align)
+        chunk_align, _ = self._alignment(q_words, read[context or best.sentence.text])
+        features = self._features(question, retrieval, ranked, q_words, chunk_align)
         # Over everything retrieved: a question word with no counterpart in any passage
         # means the corpus does not talk about it at all (off-corpus), not a near-miss.
-        found_text = "\n".join(chunk_text.values())
-        features["found_align"], features["found_worst"] = self._alignment(
-            q_words, found_text, vectors
-        )
+        found = read["\n".join(chunk_text.values())]
+        features["found_align"], features["found_worst"] = self._alignment(q_words, found)
         # How far the best sentence stands out from the other retrieved sentences: on a
         # narrow corpus every sentence is on the topic, and only the answer stands out.
         sims = sorted((c.sentence.similarity for c in pre), reverse=True)
         features["peak"] = best.sentence.similarity - float(np.median(sims))
         features["peak2"] = sims[0] - (sims[1] if len(sims) > 1 else sims[0] - 0.05)
-        unsupported = self._unsupported(q_words, context, vectors)
+        unsupported = _unsupported(q_words, read[context])
         features["occlusion"] = self._occlusion(question, unsupported, best.sentence)
         # On a corpus of a few articles every retrieved sentence is on the question's
         # topic, so what decides is whether the sentence supports every asked word.
@@ -280,32 +318,9 @@ class Judge:
         features["narrow_occlusion"] = self.narrowness * features["occlusion"]
         # The previous release's single evidence score (kept to report before/after).
         features["evidence"] = pre[0].score
-        q_names = names(question)
-        features["name_miss"] = _name_miss(q_names, best.sentence.text, vectors)
-        features["found_name_miss"] = _name_miss(q_names, found_text, vectors)
+        features["name_miss"] = _name_miss(q_names, read[best.sentence.text])
+        features["found_name_miss"] = _name_miss(q_names, found)
         return features
-
-    @staticmethod
-    def _unsupported(q_words: list[str], context: str, vectors: dict[str, np.ndarray]) -> list[str]:
-        """The question words its best sentence's chunk does not contain, even translated.
-
-        A sentence often leaves out what its paragraph already said ("Le plan global
-        prévoit ... six mille experts" under a paragraph about North Korean workers), so
-        only words the context lacks are left out to test the sentence.
-        """
-        stems = set(tokenize(context))
-        own = [vectors[w] for w in content_words(context) if w in vectors]
-        sims = np.asarray(own, dtype=np.float32) if own else None
-        missing = []
-        for word in q_words:
-            word_stems = tokenize(word)
-            if word_stems and all(s in stems for s in word_stems):
-                continue
-            near = sims is not None and word in vectors
-            if near and float((sims @ vectors[word]).max()) >= CONTEXT_MATCH:
-                continue
-            missing.append(word)
-        return missing
 
     def _occlusion(self, question: str, q_words: list[str], sentence: SentenceScore) -> float:
         """How much closer the question gets to the sentence with one of ``q_words`` left
@@ -343,24 +358,17 @@ class Judge:
         known = [self.idf[t] for t in tokenize(word) if t in self.idf]
         return max(known) / self.top_idf if known else 1.0
 
-    def _alignment(
-        self, q_words: list[str], text: str, vectors: dict[str, np.ndarray]
-    ) -> tuple[float, float]:
+    def _alignment(self, q_words: list[str], text: _Text) -> tuple[float, float]:
         """(weighted alignment 0..1, the worst word's weighted miss 0..1) of ``text``."""
         if not q_words:
             return 1.0, 0.0
-        stems = set(tokenize(text))
-        own = [vectors[w] for w in content_words(text) if w in vectors]
-        sims = np.asarray(own, dtype=np.float32) if own else None
         scores, weights = [], []
         for word in q_words:
-            word_stems = tokenize(word)
-            if word_stems and all(s in stems for s in word_stems):
+            if text.contains(word):
                 score = 1.0
-            elif word.isdigit() or sims is None or word not in vectors:
+            elif word.isdigit() or (best := text.closest(word)) is None:
                 score = 0.0
             else:
-                best = float((sims @ vectors[word]).max())
                 score = min(1.0, max(0.0, (best - ALIGN_FLOOR) / ALIGN_SPAN))
             scores.append(score)
             weights.append(self._weight(word))
@@ -373,7 +381,6 @@ class Judge:
         retrieval: Retrieval,
         ranked: list[Candidate],
         q_words: list[str],
-        worst: float,
         chunk_align: float,
     ) -> dict[str, float]:
         best = ranked[0]
@@ -384,7 +391,7 @@ class Judge:
             "share": best.share,
             "align": best.align,
             "chunk_align": chunk_align,
-            "worst": worst,
+            "worst": best.worst,
             "margin": best.score - runner_up,
             "coverage": coverage,
             "coverage_x_share": coverage * best.share,
@@ -398,22 +405,30 @@ class Judge:
         }
 
 
-def _name_miss(q_names: list[str], text: str, vectors: dict[str, np.ndarray]) -> float:
+def _unsupported(q_words: list[str], context: _Text) -> list[str]:
+    """The question words its best sentence's chunk does not contain, even translated.
+
+    A sentence often leaves out what its paragraph already said ("Le plan global prévoit
+    ... six mille experts" under a paragraph about North Korean workers), so only words the
+    context lacks are left out to test the sentence.
+    """
+    return [
+        word
+        for word in q_words
+        if not context.contains(word)
+        and ((best := context.closest(word)) is None or best < CONTEXT_MATCH)
+    ]
+
+
+def _name_miss(q_names: list[str], text: _Text) -> float:
     """How badly the worst-matched name or number of the question is missing from ``text``
     (0 = every one is there, 1 = one has no counterpart at all)."""
-    if not q_names:
-        return 0.0
-    words = content_words(text)
-    stems = set(tokenize(text))
-    own = [vectors[w] for w in words if w in vectors]
-    sims = np.asarray(own, dtype=np.float32) if own else None
     worst = 0.0
     for name in q_names:
-        name_stems = tokenize(name)
-        if (name_stems and all(s in stems for s in name_stems)) or name in words:
+        if text.contains(name) or name in text.words:
             continue
-        if name.isdigit() or sims is None or name not in vectors:
+        best = None if name.isdigit() else text.closest(name)
+        if best is None:
             return 1.0
-        best = float((sims @ vectors[name]).max())
         worst = max(worst, 1.0 - min(1.0, max(0.0, (best - NAME_FLOOR) / NAME_SPAN)))
     return worst
