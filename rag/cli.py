@@ -178,14 +178,18 @@ def _print_citations(citations: list[Citation], quotes: bool = False) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rag.evaluate import evaluate_answers, evaluate_files
+    from rag.evaluate import evaluate_files
 
     cutoffs = [int(k) for k in args.k.split(",") if k.strip()]
-    settings = get_settings()
-    result = evaluate_files(settings, args.passages, args.questions, cutoffs, args.mode)
-    if not args.retrieval_only:
-        answers = evaluate_answers(settings, args.passages, args.questions, args.off_corpus)
-        result.update({key: value for key, value in answers.items() if key != "n"})
+    result = evaluate_files(
+        get_settings(),
+        args.passages,
+        args.questions,
+        cutoffs,
+        args.mode,
+        args.off_corpus,
+        answers=not args.retrieval_only,
+    )
     if args.json:
         print(json.dumps(result))
     else:

@@ -101,18 +101,31 @@ def score(rankings: list[list[str]], gold: list[str], cutoffs: list[int]) -> dic
 
 
 def evaluate_files(
-    settings: Settings, passages: Path, questions: Path, cutoffs: list[int], mode: Mode
+    settings: Settings,
+    passages: Path,
+    questions: Path,
+    cutoffs: list[int],
+    mode: Mode,
+    off_corpus: Path | None = None,
+    answers: bool = True,
 ) -> dict[str, float | int]:
-    """Index the passages (reused while unchanged) and measure retrieval on the questions."""
-    for path in (passages, questions):
-        if not path.is_file():
+    """Index the passages (reused while unchanged), measure retrieval on the questions and,
+    with ``answers``, the answer-level figures (every file is checked before any work)."""
+    for path in (passages, questions, off_corpus):
+        if path is not None and not path.is_file():
             raise RagError(f"no such file: {path}")
     rows = read_jsonl(questions)
     if not rows:
         raise RagError(f"{questions}: no questions")
-    retriever = eval_service(settings, passages).retriever()
+    off = read_jsonl(off_corpus) if off_corpus else []
+    service = eval_service(settings, passages)
+    retriever = service.retriever()
     rankings = [passage_rankings(retriever, row["question"])[mode] for row in rows]
-    return {"n": len(rows), **score(rankings, [row["passage_id"] for row in rows], cutoffs)}
+    result = {"n": len(rows), **score(rankings, [row["passage_id"] for row in rows], cutoffs)}
+    if answers:
+        figures = answer_metrics(AnswerEvaluation(service, passages).run(rows, off))
+        result.update({key: value for key, value in figures.items() if key != "n"})
+    return result
 
 
 # --- Answer-level evaluation -------------------------------------------------------------
@@ -221,18 +234,3 @@ def answer_metrics(outcomes: list[Outcome]) -> dict[str, float | int]:
         "off_corpus_answered": share(off, lambda o: o.answered),
         "auc": auc([o.confidence for o in direct], [o.confidence for o in near]),
     }
-
-
-def evaluate_answers(
-    settings: Settings, passages: Path, questions: Path, off_corpus: Path | None
-) -> dict[str, float | int]:
-    """Answer-level figures for ``rag eval --answers``."""
-    for path in (passages, questions, off_corpus):
-        if path is not None and not path.is_file():
-            raise RagError(f"no such file: {path}")
-    rows = read_jsonl(questions)
-    if not rows:
-        raise RagError(f"{questions}: no questions")
-    off = read_jsonl(off_corpus) if off_corpus else []
-    evaluation = AnswerEvaluation(eval_service(settings, passages), passages)
-    return answer_metrics(evaluation.run(rows, off))
