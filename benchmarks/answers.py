@@ -2,8 +2,8 @@
 
     python -m benchmarks.answers collect [--tag T]   # ask everything, save outcomes
     python -m benchmarks.answers fit [--tag T]       # fit rag/confidence_model.json on them
-    python -m benchmarks.answers report [--tag T]    # figures, trade-off table and plot
-    python -m benchmarks.answers narrow              # seed article and narrow corpus check
+    python -m benchmarks.answers report [--tag T] [--plot PNG]  # before/after, the curve
+    python -m benchmarks.answers_narrow              # seed article and narrow corpus check
 
 ``collect`` asks the 600 French PIAF dev questions and the 600 English ones (the 33 of
 ``questions_dev_en.jsonl`` and the 567 of ``benchmarks/data/piaf_dev_en_more.jsonl``) of the
@@ -29,12 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.answers_narrow import SETS, on_target
+from benchmarks.answers_narrow import SETS, indexed, on_target
 from benchmarks.common import OUT, PASSAGES, PIAF, ROOT, bench_settings
 from rag.confidence import MODEL_FILE
-from rag.config import Settings
 from rag.evaluate import AnswerEvaluation, Outcome, answer_metrics, auc, eval_service, read_jsonl
-from rag.service import RagService
 
 DATA = ROOT / "benchmarks" / "data"
 EN_MORE = DATA / "piaf_dev_en_more.jsonl"
@@ -89,8 +87,7 @@ def collect_narrow(tag: str) -> Path:
     is what tells the model how a corpus of a few articles behaves); ``bearing`` here means
     a citation on the expected line."""
     corpus, questions_file = SETS["narrow"]
-    service = RagService(Settings(data_dir=OUT / "narrow-data", llm_model=None))
-    service.ingest([corpus], show_progress=False)
+    service = indexed("narrow", corpus)
     outcomes = []
     for row in read_jsonl(questions_file):
         found = service.evidence(row["question"])

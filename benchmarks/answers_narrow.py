@@ -39,10 +39,16 @@ def describe(answer: Answer) -> str:
     return cited or "nothing cited"
 
 
-def check(name: str, corpus: Path, questions: Path) -> None:
-    """Ask every question of its own index and print the rates and the failures."""
+def indexed(name: str, corpus: Path) -> RagService:
+    """A service over ``corpus`` in its own data dir under benchmarks/out, ingested."""
     service = RagService(Settings(data_dir=OUT / f"{name}-data", llm_model=None))
     service.ingest([corpus], show_progress=False)
+    return service
+
+
+def check(name: str, corpus: Path, questions: Path) -> None:
+    """Ask every question of its own index and print the rates and the failures."""
+    service = indexed(name, corpus)
     direct = answered = right = near = refused = 0
     failures = []
     for row in read_jsonl(questions):
