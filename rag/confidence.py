@@ -255,7 +255,7 @@ class Judge:
         self, lexical: LexicalIndex, words: WordVectors, model: ConfidenceModel | None = None
     ) -> None:
         self.idf = lexical.idf
-        self.top_idf = max(self.idf.values(), default=1.0)
+        self.top_idf = lexical.top_idf
         # 1 / log(chunks + 2): 0.91 for a one-article corpus of 1 chunk, 0.13 for PIAF.
         self.narrowness = 1.0 / math.log(len(lexical.ids) + 2)
         self.words = words

@@ -97,6 +97,12 @@ class LexicalIndex:
         # bm25s keeps a placeholder token past the last column; it has no idf.
         return {tok: max(0.05, float(idf[i])) for tok, i in self.vocab.items() if i < idf.size}
 
+    @cached_property
+    def top_idf(self) -> float:
+        """The rarest term's idf (1 for an empty index): the answer decision weighs question
+        words relative to it, once per index rather than once per question."""
+        return max(self.idf.values(), default=1.0)
+
     def search(self, query: str, k: int) -> LexicalHits:
         tokens = tokenize(query)
         known = [t for t in tokens if t in self.vocab]
