@@ -62,9 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--off-corpus", type=Path, default=None, help="questions the passages cannot answer"
     )
-    ev.add_argument(
-        "--retrieval-only", action="store_true", help="skip the answer-level figures"
-    )
+    ev.add_argument("--retrieval-only", action="store_true", help="skip the answer-level figures")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     user = sub.add_parser("user", help="manage accounts (sign-in is on once one exists)")

@@ -9,9 +9,11 @@ record is missing is therefore always redone from scratch, never duplicated.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -289,10 +291,27 @@ def file_chunk_id(loaded: LoadedFile, index: int) -> str:
 
 
 def make_splitter(chunk_size: int, chunk_overlap: int) -> SentenceSplitter:
-    """Paragraph-first sentence splitter; one line is one paragraph in our corpora."""
+    """Paragraph-first sentence splitter; one line is one paragraph in our corpora.
+
+    Its sentence step is ours (``split_sentences``), not NLTK's Punkt: chunks then end on
+    the same boundaries as the sentences we index and cite, and an ingest no longer pays
+    the 2.0-2.4 s of importing NLTK (and SciPy, which it pulls in) on its first long
+    paragraph. Measured on the 1,518 PIAF passages: the same 1,717 chunks, 7 passages cut
+    at another place, chunking 0.34 s instead of 2.0 s.
+    """
     return SentenceSplitter(
-        chunk_size=chunk_size, chunk_overlap=chunk_overlap, paragraph_separator="\n"
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        paragraph_separator="\n",
+        chunking_tokenizer_fn=split_sentences,
     )
+
+
+def split_sentences(text: str) -> list[str]:
+    """``text`` cut after each sentence end, whitespace kept: the pieces join back to it."""
+    cuts = [m.end() for m in _SENTENCE_END.finditer(text) if 0 < m.end() < len(text)]
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> list[TextNode]:
@@ -401,7 +420,7 @@ def ingest(
         store.check_embedder()
     files, report.failed = discover(paths, max_file_mb=max_file_mb)
     known = store.file_records()
-    splitter = None  # built on first use: its tokenizer takes a while to load
+    splitter = None  # built on first use: its token counter takes a while to load
     pending: list[tuple[LoadedFile, list[TextNode]]] = []
     stale: list[str] = []
     for path in files:
@@ -546,7 +565,13 @@ def _embed_and_store(
     progress: ProgressFn | None,
     show_progress: bool,
 ) -> None:
-    """Embed chunks and their sentences batch by batch; record each file once it is whole."""
+    """Embed chunks and their sentences batch by batch; record each file once it is whole.
+
+    One store thread writes batch k while this thread embeds batch k + 1 (ONNX Runtime
+    releases the GIL): the Chroma writes took 7 % of a PIAF ingest (1.4 of 19.6 s) on top
+    of the embedding. Writes stay in order, one batch in flight, so the write order the
+    module docstring relies on holds; progress is reported here, once a batch is stored.
+    """
     total = sum(len(nodes) for _, nodes in pending)
     owner = {node.id_: loaded for loaded, nodes in pending for node in nodes}
 
@@ -554,18 +579,41 @@ def _embed_and_store(
         return owner[node.id_].headings(node.metadata.get("page"))
 
     bar = tqdm(total=total, unit="chunk", desc="Embedding", disable=not show_progress or not total)
-    for batch, finished in chunk_batches(pending, batch_size):
-        if batch:
-            vectors, sentences, sentence_vectors = embed_batch(batch, embedder, late, headings)
-            for node, vec in zip(batch, vectors, strict=True):
-                node.embedding = vec.tolist()
-            store.add_chunks(batch)
-            if sentences:
-                ids, texts, metas = map(list, zip(*sentences, strict=True))
-                store.add_sentences(ids, texts, sentence_vectors.tolist(), metas)
-            report.chunks_embedded += len(batch)
-            bar.update(len(batch))
-            if progress:
-                progress(report.chunks_embedded, total)
-        store.record_files(finished)
+
+    def stored(write: Future[None], count: int) -> None:
+        write.result()  # a failed write raises here, before anything else is embedded
+        report.chunks_embedded += count
+        bar.update(count)
+        if progress and count:
+            progress(report.chunks_embedded, total)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-store") as writer:
+        in_flight: tuple[Future[None], int] | None = None
+        for batch, finished in chunk_batches(pending, batch_size):
+            embedded = embed_batch(batch, embedder, late, headings) if batch else None
+            if in_flight:
+                stored(*in_flight)
+            in_flight = writer.submit(_store_batch, store, batch, embedded, finished), len(batch)
+        if in_flight:
+            stored(*in_flight)
     bar.close()
+
+
+def _store_batch(
+    store: Store,
+    batch: list[TextNode],
+    embedded: tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray] | None,
+    finished: list[FileRecord],
+) -> None:
+    """Chunks, then their sentences, then the records of the files they complete."""
+    if embedded is not None:
+        vectors, sentences, sentence_vectors = embedded
+        for node, vec in zip(batch, vectors, strict=True):
+            node.embedding = vec.tolist()
+        store.add_chunks(batch)
+        for node in batch:  # the nodes live on until the ingest ends; their vectors need not:
+            node.embedding = None  # 384 Python floats: 12 KB a chunk, 0.8 GB for all of CIDRE
+        if sentences:
+            ids, texts, metas = map(list, zip(*sentences, strict=True))
+            store.add_sentences(ids, texts, sentence_vectors.tolist(), metas)
+    store.record_files(finished)

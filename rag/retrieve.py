@@ -172,9 +172,7 @@ class HybridRetriever(BaseRetriever):
         qvec = self.embed(query)
         return qvec, self.dense_ranking(qvec), self.lexical_search(query)
 
-    def search(
-        self, query: str, k: int | None = None, exclude: Collection[str] = ()
-    ) -> Retrieval:
+    def search(self, query: str, k: int | None = None, exclude: Collection[str] = ()) -> Retrieval:
         """Top ``k`` chunks, each with its sentences scored against the question.
 
         ``exclude``: chunk ids that must not be found (evaluation's near-miss questions: the

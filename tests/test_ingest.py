@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from rag.config import Settings
 from rag.lexical import LexicalIndex
 from rag.service import RagService
 from rag.store import StoreError
-from tests.conftest import SEED, make_settings
+from tests.conftest import ROOT, SEED, make_settings
 from tests.fakes import FakeEmbedder
 
 
@@ -134,3 +137,77 @@ def test_bm25_index_from_the_previous_release_is_rebuilt(
     later.ingest([corpus], show_progress=False)  # nothing changed: no re-embedding
     assert LexicalIndex.load(root) is not None  # rebuilt in the current format
     assert later.lexical().ids
+
+
+def _many_files(tmp_path: Path, n: int) -> Path:
+    corpus = tmp_path / "many"
+    corpus.mkdir()
+    for i in range(n):
+        (corpus / f"note-{i:02d}.txt").write_text(f"Note {i}\nLa note {i} parle de Koursk.\n")
+    return corpus
+
+
+def test_progress_counts_stored_chunks_from_the_calling_thread(
+    tmp_path: Path, fake_embedder: FakeEmbedder
+) -> None:
+    """Writes run in a store thread beside the embedding; progress is reported here, once
+    a batch is in Chroma (a Streamlit progress bar cannot be updated from another thread)."""
+    service = RagService(
+        make_settings(tmp_path / "data", embed_batch_size=2), embedder=fake_embedder
+    )
+    seen: list[tuple[int, int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        assert threading.current_thread() is threading.main_thread()
+        seen.append((done, total, service.store.count()))
+
+    report = service.ingest([_many_files(tmp_path, 7)], progress=progress, show_progress=False)
+    assert report.chunks_embedded == 7
+    assert [done for done, _, _ in seen] == [2, 4, 6, 7]
+    assert all(total == 7 and stored >= done for done, total, stored in seen)
+
+
+def test_a_failed_write_stops_the_ingest_and_a_rerun_completes_it(
+    tmp_path: Path, fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = _many_files(tmp_path, 7)
+    service = RagService(
+        make_settings(tmp_path / "data", embed_batch_size=2), embedder=fake_embedder
+    )
+    store = service.store
+    real_add = store.add_sentences
+    calls = 0
+
+    def flaky(*args, **kwargs) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StoreError("disk full")
+        real_add(*args, **kwargs)
+
+    monkeypatch.setattr(store, "add_sentences", flaky)
+    with pytest.raises(StoreError, match="disk full"):
+        service.ingest([corpus], show_progress=False)
+    assert calls == 2, "nothing is written after a failed write"
+    recorded = store.file_records()
+    assert 0 < len(recorded) <= 2, "only files of the first, stored batch are recorded"
+    monkeypatch.setattr(store, "add_sentences", real_add)
+    report = service.ingest([corpus], show_progress=False)
+    assert (report.unchanged, report.added) == (len(recorded), 7 - len(recorded))
+    assert store.count() == 7 and len(store.file_records()) == 7
+
+
+def test_long_paragraphs_are_chunked_without_importing_nltk(tmp_path: Path) -> None:
+    """The chunker's sentence step is ours: NLTK (and the SciPy it imports) cost an
+    ingest 2 s."""
+    code = (
+        "import sys\n"
+        "from rag.ingest import _chunk_spans, make_splitter\n"
+        "text = 'Les ouvriers nord-coréens arrivent à Koursk. ' * 200\n"
+        "assert len(list(_chunk_spans(text, make_splitter(256, 0)))) > 1\n"
+        "print('nltk' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert out.stdout.strip() == "False", out.stderr

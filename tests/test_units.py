@@ -23,6 +23,7 @@ from rag.ingest import (
     safe_upload_path,
     save_uploads,
     sentence_spans,
+    split_sentences,
     too_large,
 )
 from rag.lexical import LexicalHits
@@ -75,6 +76,15 @@ def test_sentence_spans_are_exact_and_trimmed() -> None:
 
 def test_sentence_spans_of_blank_text_are_empty() -> None:
     assert sentence_spans(" \n\n  ") == []
+
+
+def test_chunker_sentences_join_back_and_end_where_cited_sentences_do() -> None:
+    text = "  Première phrase. Deuxième ? « Troisième ! » dit-il. Fin  "
+    pieces = split_sentences(text)
+    assert "".join(pieces) == text
+    ends = [len("".join(pieces[: i + 1]).rstrip()) for i in range(len(pieces))]
+    assert ends == [end for _, end in sentence_spans(text)]
+    assert split_sentences("") == []
 
 
 def _sentence(text: str, start: int = 0) -> SentenceScore:
