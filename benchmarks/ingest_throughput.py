@@ -26,7 +26,15 @@ from pathlib import Path
 from benchmarks.common import PASSAGES
 from rag.config import Settings
 from rag.evaluate import read_jsonl
-from rag.ingest import chunk_batches, chunk_file, discover, embed_batch, load_file, make_splitter
+from rag.ingest import (
+    ChunkedFile,
+    chunk_batches,
+    chunk_file,
+    discover,
+    embed_batch,
+    load_file,
+    make_splitter,
+)
 from rag.service import RagService
 
 
@@ -51,17 +59,17 @@ def raw_embed_seconds(service: RagService, corpus: Path, stride: int = 1) -> tup
     splitter = make_splitter(settings.chunk_size, settings.chunk_overlap)
     files, _ = discover([corpus])
     root = settings.data_dir / "extracted"
-    pending = [(f, chunk_file(f, splitter, root)) for f in map(load_file, files)]
-    batches = [
-        batch
-        for i, (batch, _) in enumerate(chunk_batches(pending, settings.embed_batch_size))
-        if i % stride == 0 and batch
-    ]
+    chunked = (ChunkedFile(f, chunk_file(f, splitter, root), 0) for f in map(load_file, files))
     late = settings.sentence_vectors == "late"
-    started = time.perf_counter()
-    for batch in batches:
-        embed_batch(batch, service.embedder, late)
-    return time.perf_counter() - started, sum(len(batch) for batch in batches)
+    seconds, chunks = 0.0, 0
+    for i, batch in enumerate(chunk_batches(chunked, settings.embed_batch_size)):
+        if i % stride or not batch.nodes:
+            continue  # files are read as the batches go, as ingest reads them: bounded memory
+        started = time.perf_counter()
+        embed_batch(batch.nodes, service.embedder, late)
+        seconds += time.perf_counter() - started
+        chunks += len(batch.nodes)
+    return seconds, chunks
 
 
 def run(corpus: Path, data_dir: Path, backend: str, sentence_vectors: str) -> float:

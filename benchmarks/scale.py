@@ -140,6 +140,7 @@ def run(percent: float, raw_stride: int, resume: bool = False) -> dict:
     ingest_s = time.perf_counter() - started
     rss_ingest = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     timings = ask_latency_ms(service)
+    rss_ask = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     raw_s, raw_chunks = raw_embed_seconds(service, corpus, stride=raw_stride)
     chunks = report.chunks_embedded
     row = {
@@ -158,6 +159,7 @@ def run(percent: float, raw_stride: int, resume: bool = False) -> dict:
         "embedder_sample_chunks": raw_chunks,
         "index_mb": round(disk_mb(work / "data"), 1),
         "peak_rss_mb": round(rss_ingest),
+        "peak_rss_with_asks_mb": round(rss_ask),
         **latency_fields(timings),
         "cpus": os.cpu_count(),
     }

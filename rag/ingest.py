@@ -45,6 +45,8 @@ _TITLE_MAX = 200
 MB = 1024 * 1024
 _UPLOAD_NAME_MAX = 200
 
+# (done, total) in bytes of the source files being indexed: a file's chunk count is known
+# only once it is read, and files are read one at a time as the embedder reaches them.
 ProgressFn = Callable[[int, int], None]
 
 # Sentence boundaries: end punctuation (optionally closed by a quote or bracket) and then
@@ -368,21 +370,54 @@ def _chunk_spans(text: str, splitter: SentenceSplitter) -> Iterator[tuple[int, i
         yield start, start + len(node.text)
 
 
-def chunk_batches(
-    pending: list[tuple[LoadedFile, list[TextNode]]], size: int
-) -> Iterator[tuple[list[TextNode], list[FileRecord]]]:
-    """Chunk batches across files, each with the files whose last chunk it carries."""
-    batch: list[TextNode] = []
-    done: list[FileRecord] = []
-    for loaded, nodes in pending:
-        for node in nodes:
-            batch.append(node)
-            if len(batch) == size:
-                yield batch, done
-                batch, done = [], []
-        done.append(FileRecord(loaded.source, loaded.sha256, len(nodes), loaded.title))
-    if batch or done:
-        yield batch, done
+@dataclass
+class ChunkedFile:
+    """One file's chunks as the embedder reaches it; ``loaded`` is None when the file
+    failed or turned out unchanged, and then only its ``size`` (progress) counts."""
+
+    loaded: LoadedFile | None
+    nodes: list[TextNode]
+    size: int
+
+
+@dataclass
+class Batch:
+    """Chunks embedded and stored together, with the bookkeeping of the files they touch.
+
+    ``starting``: files whose first chunk (or empty record) is here: their old chunks go
+    before this batch is written. ``finished``: files whose last chunk is here: their
+    manifest records go after it. ``progress``: source bytes this batch completes.
+    """
+
+    nodes: list[TextNode] = field(default_factory=list)
+    headings: list[Headings] = field(default_factory=list)
+    starting: list[str] = field(default_factory=list)
+    finished: list[FileRecord] = field(default_factory=list)
+    progress: int = 0
+
+
+def chunk_batches(files: Iterable[ChunkedFile], size: int) -> Iterator[Batch]:
+    """Batches of ``size`` chunks across files, pulled from ``files`` only as needed."""
+    batch = Batch()
+    for item in files:
+        if item.loaded is None:
+            batch.progress += item.size
+            continue
+        batch.starting.append(item.loaded.source)
+        count = len(item.nodes)
+        for i, node in enumerate(item.nodes):
+            batch.nodes.append(node)
+            batch.headings.append(item.loaded.headings(node.metadata.get("page")))
+            batch.progress += item.size * (i + 1) // count - item.size * i // count
+            if len(batch.nodes) == size:
+                yield batch
+                batch = Batch()
+        if not count:
+            batch.progress += item.size
+        loaded = item.loaded
+        batch.finished.append(FileRecord(loaded.source, loaded.sha256, count, loaded.title))
+    if batch.nodes or batch.starting or batch.finished or batch.progress:
+        yield batch
 
 
 def embed_text(node: TextNode) -> str:
@@ -420,42 +455,103 @@ def ingest(
         store.check_embedder()
     files, report.failed = discover(paths, max_file_mb=max_file_mb)
     known = store.file_records()
-    splitter = None  # built on first use: its token counter takes a while to load
-    pending: list[tuple[LoadedFile, list[TextNode]]] = []
-    stale: list[str] = []
+    todo = _changed_files(files, known, report)
+    gone = [source for source in known if not Path(source).exists()] if prune else []
+    report.pruned = len(gone)
+    stamp = _Stamp(store)
+    if gone:
+        stamp.renew()
+        store.forget_files(gone)
+    chunked = _chunk_files(todo, known, report, extracted_root, chunk_size, chunk_overlap)
+    total = sum(_size(path) for path in todo)
+    bar = tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        desc="Indexing",
+        disable=not show_progress or not total,
+    )
+    with bar:
+        _embed_and_store(
+            chunk_batches(chunked, batch_size),
+            store,
+            embedder,
+            late,
+            report,
+            stamp,
+            _Progress(total, bar, progress),
+        )
+    if stamp.renewed:  # and once more after the writes (see rag.store)
+        store.renew_stamp()
+    sync_lexical(store, lexical_root, force=stamp.renewed or rebuild)
+    return report
+
+
+class _Stamp:
+    """Renews the store's change stamp once, before the first write of this ingest, so an
+    ingest killed half-way still reads as a change; an ingest that changes nothing keeps it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.renewed = False
+
+    def renew(self) -> None:
+        if not self.renewed:
+            self.store.renew_stamp()
+            self.renewed = True
+
+
+def _changed_files(
+    files: list[Path], known: dict[str, FileRecord], report: IngestReport
+) -> list[Path]:
+    """The files whose bytes differ from their manifest record; the others count as unchanged
+    (not re-read: OCR takes seconds a page)."""
+    todo = []
     for path in files:
+        if _unchanged(path, known.get(str(path))):
+            report.unchanged += 1
+        else:
+            todo.append(path)
+    return todo
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _chunk_files(
+    todo: list[Path],
+    known: dict[str, FileRecord],
+    report: IngestReport,
+    extracted_root: Path,
+    chunk_size: int,
+    chunk_overlap: int,
+) -> Iterator[ChunkedFile]:
+    """Each file loaded and chunked only when the embedder reaches it.
+
+    Memory then holds the text and chunks of the files in the current batch, not the
+    corpus's: loading all 94 CIDRE novels before embedding held 62,773 chunk nodes, 390 MB.
+    """
+    splitter = None  # built on first use: its token counter takes a while to load
+    for path in todo:
         loaded = _load_changed(path, known, report)
         if loaded is None:
+            yield ChunkedFile(None, [], _size(path))
             continue
-        stale.append(loaded.source)
         store_extracted(loaded, extracted_root)
         if splitter is None:
             splitter = make_splitter(chunk_size, chunk_overlap)
-        pending.append((loaded, chunk_file(loaded, splitter, extracted_root)))
-    if prune:
-        gone = [source for source in known if not Path(source).exists()]
-        stale += gone
-        report.pruned = len(gone)
-    changing = bool(stale or pending)
-    if changing:  # renewed first too, so an ingest killed half-way still reads as a change
-        store.renew_stamp()
-    # Old records and chunks go before any new chunk is written (see the module docstring).
-    store.forget_files(stale)
-    _embed_and_store(pending, store, embedder, batch_size, late, report, progress, show_progress)
-    if changing:
-        store.renew_stamp()
-    sync_lexical(store, lexical_root, force=bool(pending) or report.pruned > 0 or rebuild)
-    return report
+        yield ChunkedFile(loaded, chunk_file(loaded, splitter, extracted_root), _size(path))
 
 
 def _load_changed(
     path: Path, known: dict[str, FileRecord], report: IngestReport
 ) -> LoadedFile | None:
-    """``path`` loaded if it is new or changed (counted as added or updated), else None
-    (counted as unchanged, or reported as failed)."""
-    if _unchanged(path, known.get(str(path))):  # not re-read: OCR takes seconds a page
-        report.unchanged += 1
-        return None
+    """``path`` loaded if its content is new or changed (counted as added or updated), else
+    None (counted as unchanged, or reported as failed)."""
     try:
         loaded = load_file(path)
     except IngestError as exc:
@@ -524,7 +620,7 @@ def embed_batch(
     batch: list[TextNode],
     embedder: Embedder,
     late: bool,
-    headings: Callable[[TextNode], Headings] | None = None,
+    headings: list[Headings] | None = None,
 ) -> tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray]:
     """Vectors for a batch of chunks, and their sentences with theirs.
 
@@ -534,8 +630,13 @@ def embed_batch(
     once, where embedding each sentence again used to more than double the work. Otherwise
     the sentences are embedded on their own, in the same call as the chunks.
     """
+    if not batch:  # a batch of failed or unchanged files only
+        empty = np.zeros((0, embedder.dim), np.float32)
+        return empty, [], empty
     texts = [embed_text(node) for node in batch]
-    per_node = [sentence_records(node, headings(node) if headings else ()) for node in batch]
+    per_node = [
+        sentence_records(node, headings[i] if headings else ()) for i, node in enumerate(batch)
+    ]
     sentences = [rec for recs in per_node for rec in recs]
     states = embedder.passage_states(texts) if late else None
     if states is None:
@@ -555,15 +656,31 @@ def embed_batch(
     return chunk_vectors, sentences, sentence_vectors
 
 
+Embedded = tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray]
+
+
+class _Progress:
+    """Source bytes indexed, for the terminal bar and the caller's callback (the chat's bar)."""
+
+    def __init__(self, total: int, bar: tqdm, callback: ProgressFn | None) -> None:
+        self.total, self.done, self.bar, self.callback = total, 0, bar, callback
+
+    def advance(self, count: int, chunks: int) -> None:
+        self.done += count
+        self.bar.update(count)
+        self.bar.set_postfix_str(f"{chunks} chunks", refresh=False)
+        if self.callback:
+            self.callback(self.done, self.total)
+
+
 def _embed_and_store(
-    pending: list[tuple[LoadedFile, list[TextNode]]],
+    batches: Iterable[Batch],
     store: Store,
     embedder: Embedder,
-    batch_size: int,
     late: bool,
     report: IngestReport,
-    progress: ProgressFn | None,
-    show_progress: bool,
+    stamp: _Stamp,
+    progress: _Progress,
 ) -> None:
     """Embed chunks and their sentences batch by batch; record each file once it is whole.
 
@@ -572,48 +689,35 @@ def _embed_and_store(
     of the embedding. Writes stay in order, one batch in flight, so the write order the
     module docstring relies on holds; progress is reported here, once a batch is stored.
     """
-    total = sum(len(nodes) for _, nodes in pending)
-    owner = {node.id_: loaded for loaded, nodes in pending for node in nodes}
 
-    def headings(node: TextNode) -> Headings:
-        return owner[node.id_].headings(node.metadata.get("page"))
-
-    bar = tqdm(total=total, unit="chunk", desc="Embedding", disable=not show_progress or not total)
-
-    def stored(write: Future[None], count: int) -> None:
+    def stored(write: Future[None], batch: Batch) -> None:
         write.result()  # a failed write raises here, before anything else is embedded
-        report.chunks_embedded += count
-        bar.update(count)
-        if progress and count:
-            progress(report.chunks_embedded, total)
+        report.chunks_embedded += len(batch.nodes)
+        progress.advance(batch.progress, report.chunks_embedded)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-store") as writer:
-        in_flight: tuple[Future[None], int] | None = None
-        for batch, finished in chunk_batches(pending, batch_size):
-            embedded = embed_batch(batch, embedder, late, headings) if batch else None
+        in_flight: tuple[Future[None], Batch] | None = None
+        for batch in batches:
+            embedded = embed_batch(batch.nodes, embedder, late, batch.headings)
             if in_flight:
                 stored(*in_flight)
-            in_flight = writer.submit(_store_batch, store, batch, embedded, finished), len(batch)
+            in_flight = writer.submit(_store_batch, store, batch, embedded, stamp), batch
         if in_flight:
             stored(*in_flight)
-    bar.close()
 
 
-def _store_batch(
-    store: Store,
-    batch: list[TextNode],
-    embedded: tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray] | None,
-    finished: list[FileRecord],
-) -> None:
-    """Chunks, then their sentences, then the records of the files they complete."""
-    if embedded is not None:
-        vectors, sentences, sentence_vectors = embedded
-        for node, vec in zip(batch, vectors, strict=True):
+def _store_batch(store: Store, batch: Batch, embedded: Embedded, stamp: _Stamp) -> None:
+    """Old chunks of the files starting here, then the new chunks, their sentences, and
+    the records of the files this batch completes."""
+    if batch.starting:
+        stamp.renew()
+        store.forget_files(batch.starting)
+    vectors, sentences, sentence_vectors = embedded
+    if batch.nodes:
+        for node, vec in zip(batch.nodes, vectors, strict=True):
             node.embedding = vec.tolist()
-        store.add_chunks(batch)
-        for node in batch:  # the nodes live on until the ingest ends; their vectors need not:
-            node.embedding = None  # 384 Python floats: 12 KB a chunk, 0.8 GB for all of CIDRE
-        if sentences:
-            ids, texts, metas = map(list, zip(*sentences, strict=True))
-            store.add_sentences(ids, texts, sentence_vectors.tolist(), metas)
-    store.record_files(finished)
+        store.add_chunks(batch.nodes)
+    if sentences:
+        ids, texts, metas = map(list, zip(*sentences, strict=True))
+        store.add_sentences(ids, texts, sentence_vectors.tolist(), metas)
+    store.record_files(batch.finished)

@@ -147,24 +147,57 @@ def _many_files(tmp_path: Path, n: int) -> Path:
     return corpus
 
 
-def test_progress_counts_stored_chunks_from_the_calling_thread(
+def test_progress_counts_stored_bytes_from_the_calling_thread(
     tmp_path: Path, fake_embedder: FakeEmbedder
 ) -> None:
     """Writes run in a store thread beside the embedding; progress is reported here, once
-    a batch is in Chroma (a Streamlit progress bar cannot be updated from another thread)."""
+    a batch is in Chroma (a Streamlit progress bar cannot be updated from another thread),
+    in bytes of the files: chunk counts are known only file by file."""
     service = RagService(
         make_settings(tmp_path / "data", embed_batch_size=2), embedder=fake_embedder
     )
+    corpus = _many_files(tmp_path, 7)
+    size = sum(p.stat().st_size for p in corpus.iterdir())
     seen: list[tuple[int, int, int]] = []
 
     def progress(done: int, total: int) -> None:
         assert threading.current_thread() is threading.main_thread()
         seen.append((done, total, service.store.count()))
 
-    report = service.ingest([_many_files(tmp_path, 7)], progress=progress, show_progress=False)
+    report = service.ingest([corpus], progress=progress, show_progress=False)
     assert report.chunks_embedded == 7
-    assert [done for done, _, _ in seen] == [2, 4, 6, 7]
-    assert all(total == 7 and stored >= done for done, total, stored in seen)
+    done = [d for d, _, _ in seen]
+    assert done == sorted(done) and done[-1] == size and len(done) == 4
+    assert all(total == size for _, total, _ in seen)
+    assert [stored for _, _, stored in seen] == [2, 4, 6, 7]
+
+
+def test_files_are_read_as_the_embedder_reaches_them(
+    tmp_path: Path, fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory holds the files of the batch being embedded, not the corpus (CIDRE's chunk
+    nodes alone were 390 MB when every file was read first)."""
+    from rag import ingest
+
+    loaded: list[str] = []
+    real_load = ingest.load_file
+    monkeypatch.setattr(
+        ingest, "load_file", lambda path: loaded.append(path.name) or real_load(path)
+    )
+    loaded_at_embed: list[int] = []
+    real_embed = fake_embedder.embed_passages
+
+    def embed(texts):
+        loaded_at_embed.append(len(loaded))
+        return real_embed(texts)
+
+    monkeypatch.setattr(fake_embedder, "embed_passages", embed)
+    service = RagService(
+        make_settings(tmp_path / "data", embed_batch_size=2), embedder=fake_embedder
+    )
+    report = service.ingest([_many_files(tmp_path, 7)], show_progress=False)
+    assert report.added == 7 and len(service.store.file_records()) == 7
+    assert loaded_at_embed[:4] == [2, 4, 6, 7], "each batch reads only the files it needs"
 
 
 def test_a_failed_write_stops_the_ingest_and_a_rerun_completes_it(
