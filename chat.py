@@ -157,7 +157,7 @@ def ensure_index(service: RagService) -> None:
     bar = st.progress(0.0, text="Checking the index…")
 
     def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Indexing the documents: {done}/{total} chunks")
+        bar.progress(done / total, text=f"Indexing the documents: {done / total:.0%}")
 
     try:
         report = service.ingest([SEEDS], progress=progress, show_progress=False)
@@ -406,7 +406,7 @@ def index_uploads(service: RagService, uploads: list) -> None:
     bar = st.progress(0.0, text="Indexing uploads…")
 
     def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Indexing uploads: {done}/{total} chunks")
+        bar.progress(done / total, text=f"Indexing uploads: {done / total:.0%}")
 
     report = service.add_uploads([(f.name, f.getvalue()) for f in uploads], progress=progress)
     bar.empty()

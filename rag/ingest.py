@@ -4,6 +4,10 @@ Incremental by content hash. The order of writes makes a killed ingest safe to r
 changed or new file first loses its manifest record and old chunks, then its new chunks are
 stored under deterministic ids, and only then is its manifest record written. A file whose
 record is missing is therefore always redone from scratch, never duplicated.
+
+Files are read and chunked only as the embedder reaches them, so memory holds the files of
+the batch in flight rather than the corpus; progress is counted in source bytes for the
+same reason (a file's chunk count is known once it is read).
 """
 
 from __future__ import annotations
@@ -52,6 +56,12 @@ ProgressFn = Callable[[int, int], None]
 # Sentence boundaries: end punctuation (optionally closed by a quote or bracket) and then
 # whitespace, or a line break. Offsets matter more than linguistic finesse here.
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[»\"”’)\]]*\s+|\n+")
+# Sentences shorter than this are stored without a vector of their own: they never rank
+# chunks (titles and fragments such as "Biographie" match too many questions), and in
+# novels they are 35 % of the sentences (CIDRE: dialogue, "— Oui."), about 0.8 GB of the
+# whole corpus's index in memory. The answer step embeds the few of its top chunks when it
+# needs them (``rag.retrieve.HybridRetriever.score_sentences``).
+MIN_VECTOR_SENTENCE_CHARS = 30
 
 
 class IngestError(RagError):
@@ -616,12 +626,29 @@ def sentence_records(node: TextNode, headings: Headings = ()) -> list[tuple[str,
     return out
 
 
+# Chunk vectors, the chunks' sentence records and the sentences' vectors.
+Embedded = tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray]
+
+
+def vector_sentences(node: TextNode, headings: Headings = ()) -> list[tuple[str, str, dict]]:
+    """The sentence records of a chunk that get a stored vector (the long enough ones)."""
+    records = sentence_records(node, headings)
+    return [rec for rec in records if rec[2]["chars"] >= MIN_VECTOR_SENTENCE_CHARS]
+
+
+def short_sentences(node: TextNode) -> list[tuple[str, str, dict]]:
+    """The sentence records of a chunk stored without a vector (the answer step embeds
+    them); their section is the chunk's, not a heading inside it."""
+    records = sentence_records(node)
+    return [rec for rec in records if rec[2]["chars"] < MIN_VECTOR_SENTENCE_CHARS]
+
+
 def embed_batch(
     batch: list[TextNode],
     embedder: Embedder,
     late: bool,
     headings: list[Headings] | None = None,
-) -> tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray]:
+) -> Embedded:
     """Vectors for a batch of chunks, and their sentences with theirs.
 
     ``headings`` gives each chunk's part headings, for the sections of its sentences.
@@ -635,7 +662,7 @@ def embed_batch(
         return empty, [], empty
     texts = [embed_text(node) for node in batch]
     per_node = [
-        sentence_records(node, headings[i] if headings else ()) for i, node in enumerate(batch)
+        vector_sentences(node, headings[i] if headings else ()) for i, node in enumerate(batch)
     ]
     sentences = [rec for recs in per_node for rec in recs]
     states = embedder.passage_states(texts) if late else None
@@ -656,9 +683,6 @@ def embed_batch(
     return chunk_vectors, sentences, sentence_vectors
 
 
-Embedded = tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray]
-
-
 class _Progress:
     """Source bytes indexed, for the terminal bar and the caller's callback (the chat's bar)."""
 
@@ -669,7 +693,7 @@ class _Progress:
         self.done += count
         self.bar.update(count)
         self.bar.set_postfix_str(f"{chunks} chunks", refresh=False)
-        if self.callback:
+        if self.callback and self.total:  # files of 0 bytes fail as empty: nothing to show
             self.callback(self.done, self.total)
 
 
@@ -717,6 +741,8 @@ def _store_batch(store: Store, batch: Batch, embedded: Embedded, stamp: _Stamp) 
         for node, vec in zip(batch.nodes, vectors, strict=True):
             node.embedding = vec.tolist()
         store.add_chunks(batch.nodes)
+        for node in batch.nodes:  # a file's nodes live until its last batch; vectors need not:
+            node.embedding = None  # 384 Python floats, 12 KB a chunk
     if sentences:
         ids, texts, metas = map(list, zip(*sentences, strict=True))
         store.add_sentences(ids, texts, sentence_vectors.tolist(), metas)

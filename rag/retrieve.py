@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 from llama_index.core.base.base_retriever import BaseRetriever
-from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 
 from rag.citations import Span
 from rag.embeddings import Embedder
+from rag.ingest import MIN_VECTOR_SENTENCE_CHARS, short_sentences
 from rag.lexical import LexicalHits, LexicalIndex
 from rag.store import Store, Stored
 
@@ -34,8 +35,9 @@ SENTENCE_CANDIDATES = 300
 # Nearest sentences fetched per kept candidate: short ones (dialogue, titles) are skipped.
 SENTENCE_OVERFETCH = 2
 # Titles and fragments ("Aboiteau", "Biographie") repeat across the chunks of one document
-# and match too many questions to say which chunk is meant; they do not rank chunks.
-MIN_RANKING_SENTENCE_CHARS = 30
+# and match too many questions to say which chunk is meant; they do not rank chunks (an
+# index built before they were left without vectors still holds some).
+MIN_RANKING_SENTENCE_CHARS = MIN_VECTOR_SENTENCE_CHARS
 # Chunk metadata worth keeping on a retrieved node (the rest is LlamaIndex bookkeeping).
 _KEEP = ("source", "title", "line", "start", "end", "page", "section", "text_ref", "ocr")
 
@@ -188,18 +190,33 @@ class HybridRetriever(BaseRetriever):
             for cid, score in fused
             if cid in records  # a concurrent ingest may have replaced it since the search
         ]
-        sentences = self.score_sentences(qvec, [n.node.node_id for n in nodes])
+        sentences = self.score_sentences(qvec, [n.node for n in nodes])
         return Retrieval(nodes, sentences, lex.coverage, dense.scores[0] if dense.scores else 0.0)
 
-    def score_sentences(self, qvec: np.ndarray, chunk_ids: list[str]) -> list[SentenceScore]:
-        """Every stored sentence of the given chunks with its cosine to the question."""
-        stored = self.store.sentences_of(chunk_ids)
-        if not stored:
+    def score_sentences(self, qvec: np.ndarray, chunks: list[BaseNode]) -> list[SentenceScore]:
+        """Every sentence of the given chunks with its cosine to the question.
+
+        Short sentences have no stored vector (``rag.ingest.MIN_VECTOR_SENTENCE_CHARS``):
+        they are cut from the chunk text again, as ingest cut them, and embedded here in one
+        call (a few per chunk: about 5 ms a question on PIAF).
+        """
+        stored = self.store.sentences_of([chunk.node_id for chunk in chunks])
+        have = {s.id for s in stored}
+        short = [
+            Stored(sid, text, meta)
+            for chunk in chunks
+            for sid, text, meta in short_sentences(chunk)
+            if sid not in have
+        ]
+        if not stored and not short:
             return []
-        vectors = np.asarray([s.vector for s in stored], dtype=np.float32)
+        vectors = np.asarray([s.vector for s in stored], dtype=np.float32).reshape(-1, qvec.size)
+        if short:
+            embedded = self.embedder.embed_passages([s.text for s in short])
+            vectors = np.vstack([vectors, np.asarray(embedded, dtype=np.float32)])
         return [
             SentenceScore(s.meta["chunk_id"], s.text, float(sim), s.meta, vector)
-            for s, sim, vector in zip(stored, vectors @ qvec, vectors)
+            for s, sim, vector in zip(stored + short, vectors @ qvec, vectors)
         ]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rag.config import Settings
@@ -143,7 +144,9 @@ def _many_files(tmp_path: Path, n: int) -> Path:
     corpus = tmp_path / "many"
     corpus.mkdir()
     for i in range(n):
-        (corpus / f"note-{i:02d}.txt").write_text(f"Note {i}\nLa note {i} parle de Koursk.\n")
+        (corpus / f"note-{i:02d}.txt").write_text(
+            f"Note {i}\nLa note {i} parle de la ville de Koursk.\n"
+        )
     return corpus
 
 
@@ -244,3 +247,31 @@ def test_long_paragraphs_are_chunked_without_importing_nltk(tmp_path: Path) -> N
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_short_sentences_are_scored_without_a_stored_vector(
+    tmp_path: Path, fake_embedder: FakeEmbedder
+) -> None:
+    """A sentence under 30 characters never ranks chunks, so it is stored without a vector
+    (35 % of a novel's sentences); the answer step cuts it from its chunk and embeds it, so
+    it can still be quoted, with the same id and offsets as if it had been stored."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    text = "Le phare\nLe phare de Kerbihan fut allumé en 1881 par les marins.\nIl brille.\n"
+    (corpus / "phare.txt").write_text(text, encoding="utf-8")
+    service = RagService(make_settings(tmp_path / "data"), embedder=fake_embedder)
+    service.ingest([corpus], show_progress=False)
+    assert [s.text for s in service.store.all_sentences()] == [
+        "Le phare de Kerbihan fut allumé en 1881 par les marins."
+    ]
+    found = service.retriever().search("Le phare brille")
+    scored = {s.text: s for s in found.sentences}
+    assert set(scored) == {
+        "Le phare",
+        "Le phare de Kerbihan fut allumé en 1881 par les marins.",
+        "Il brille.",
+    }
+    short = scored["Il brille."]
+    assert text[short.meta["start"] : short.meta["end"]] == "Il brille." and short.line == 3
+    expected = fake_embedder.embed_passages(["Il brille."])[0]
+    assert short.vector is not None and np.allclose(short.vector, expected)
