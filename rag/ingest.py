@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -34,7 +35,6 @@ from rag.formats import (
     SUPPORTED_LABEL,
     SUPPORTED_SUFFIXES,
     FormatError,
-    Headings,
     Part,
     Sections,
     extract,
@@ -43,8 +43,10 @@ from rag.formats import (
 from rag.lexical import sync_lexical
 from rag.store import FileRecord, Store
 
-# Bookkeeping a retrieved chunk carries but neither the embedder nor the LLM should read.
-_INTERNAL_KEYS = ("source", "start", "end", "file_sha256", "text_ref")
+# Bookkeeping a retrieved chunk carries but neither the embedder nor the LLM should read;
+# "headings" are the (offset, title) pairs of the headings inside the chunk, as JSON, so a
+# sentence's section is known from its chunk alone (the answer step cuts short ones again).
+_INTERNAL_KEYS = ("source", "start", "end", "file_sha256", "text_ref", "headings")
 _TITLE_MAX = 200
 MB = 1024 * 1024
 _UPLOAD_NAME_MAX = 200
@@ -81,10 +83,6 @@ class LoadedFile:
     def title(self) -> str:
         lines = (line.strip().lstrip("#").strip() for line in self.parts[0].text.splitlines())
         return next((line for line in lines if line), "")[:_TITLE_MAX] or Path(self.source).name
-
-    def headings(self, page: int | None) -> Headings:
-        """The section titles of the part a chunk's ``page`` metadata names."""
-        return next((part.headings for part in self.parts if part.page == page), ())
 
     def text_ref(self, part: Part, root: Path) -> Path:
         """Where an extracted part's text is stored (PDF pages, HTML/Word/ODT text)."""
@@ -338,6 +336,7 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
             where["ocr"] = True
         for start, end in _chunk_spans(part.text, splitter):
             section = sections.at(start)
+            inner = [[at, title] for at, title in part.headings if start < at < end]
             nodes.append(
                 TextNode(
                     id_=file_chunk_id(loaded, len(nodes)),
@@ -353,6 +352,7 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
                         "file_sha256": loaded.sha256,
                         **where,
                         **({"section": section} if section else {}),
+                        **({"headings": json.dumps(inner)} if inner else {}),
                     },
                     excluded_embed_metadata_keys=[
                         *_INTERNAL_KEYS,
@@ -400,7 +400,6 @@ class Batch:
     """
 
     nodes: list[TextNode] = field(default_factory=list)
-    headings: list[Headings] = field(default_factory=list)
     starting: list[str] = field(default_factory=list)
     finished: list[FileRecord] = field(default_factory=list)
     progress: int = 0
@@ -417,7 +416,6 @@ def chunk_batches(files: Iterable[ChunkedFile], size: int) -> Iterator[Batch]:
         count = len(item.nodes)
         for i, node in enumerate(item.nodes):
             batch.nodes.append(node)
-            batch.headings.append(item.loaded.headings(node.metadata.get("page")))
             batch.progress += item.size * (i + 1) // count - item.size * i // count
             if len(batch.nodes) == size:
                 yield batch
@@ -591,14 +589,14 @@ def _unchanged(path: Path, previous: FileRecord | None) -> bool:
         return False  # load_file reports it
 
 
-def sentence_records(node: TextNode, headings: Headings = ()) -> list[tuple[str, str, dict]]:
+def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
     """(id, text, metadata) for each sentence of a chunk, with absolute offsets.
 
-    ``headings`` are those of the chunk's part: a heading inside the chunk starts a new
-    section for the sentences after it.
+    A heading inside the chunk (its ``headings`` metadata) starts a new section for the
+    sentences after it; the others are in the chunk's section.
     """
     meta = node.metadata
-    inner = Sections(headings)
+    inner = Sections(tuple(map(tuple, json.loads(meta.get("headings", "[]")))))
     out = []
     for j, (start, end) in enumerate(sentence_spans(node.text, meta["start"])):
         local = start - meta["start"]
@@ -630,28 +628,20 @@ def sentence_records(node: TextNode, headings: Headings = ()) -> list[tuple[str,
 Embedded = tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray]
 
 
-def vector_sentences(node: TextNode, headings: Headings = ()) -> list[tuple[str, str, dict]]:
+def vector_sentences(node: TextNode) -> list[tuple[str, str, dict]]:
     """The sentence records of a chunk that get a stored vector (the long enough ones)."""
-    records = sentence_records(node, headings)
-    return [rec for rec in records if rec[2]["chars"] >= MIN_VECTOR_SENTENCE_CHARS]
+    return [rec for rec in sentence_records(node) if rec[2]["chars"] >= MIN_VECTOR_SENTENCE_CHARS]
 
 
 def short_sentences(node: TextNode) -> list[tuple[str, str, dict]]:
     """The sentence records of a chunk stored without a vector (the answer step embeds
-    them); their section is the chunk's, not a heading inside it."""
-    records = sentence_records(node)
-    return [rec for rec in records if rec[2]["chars"] < MIN_VECTOR_SENTENCE_CHARS]
+    them from the retrieved chunk, whose metadata carries what they need)."""
+    return [rec for rec in sentence_records(node) if rec[2]["chars"] < MIN_VECTOR_SENTENCE_CHARS]
 
 
-def embed_batch(
-    batch: list[TextNode],
-    embedder: Embedder,
-    late: bool,
-    headings: list[Headings] | None = None,
-) -> Embedded:
+def embed_batch(batch: list[TextNode], embedder: Embedder, late: bool) -> Embedded:
     """Vectors for a batch of chunks, and their sentences with theirs.
 
-    ``headings`` gives each chunk's part headings, for the sections of its sentences.
     With ``late`` and an embedder that has token states, a sentence's vector is the mean
     of its tokens' states in its chunk's pass ("late chunking"): every token is embedded
     once, where embedding each sentence again used to more than double the work. Otherwise
@@ -661,9 +651,7 @@ def embed_batch(
         empty = np.zeros((0, embedder.dim), np.float32)
         return empty, [], empty
     texts = [embed_text(node) for node in batch]
-    per_node = [
-        vector_sentences(node, headings[i] if headings else ()) for i, node in enumerate(batch)
-    ]
+    per_node = [vector_sentences(node) for node in batch]
     sentences = [rec for recs in per_node for rec in recs]
     states = embedder.passage_states(texts) if late else None
     if states is None:
@@ -722,7 +710,7 @@ def _embed_and_store(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-store") as writer:
         in_flight: tuple[Future[None], Batch] | None = None
         for batch in batches:
-            embedded = embed_batch(batch.nodes, embedder, late, batch.headings)
+            embedded = embed_batch(batch.nodes, embedder, late)
             if in_flight:
                 stored(*in_flight)
             in_flight = writer.submit(_store_batch, store, batch, embedded, stamp), batch

@@ -39,7 +39,18 @@ SENTENCE_OVERFETCH = 2
 # index built before they were left without vectors still holds some).
 MIN_RANKING_SENTENCE_CHARS = MIN_VECTOR_SENTENCE_CHARS
 # Chunk metadata worth keeping on a retrieved node (the rest is LlamaIndex bookkeeping).
-_KEEP = ("source", "title", "line", "start", "end", "page", "section", "text_ref", "ocr")
+_KEEP = (
+    "source",
+    "title",
+    "line",
+    "start",
+    "end",
+    "page",
+    "section",
+    "headings",
+    "text_ref",
+    "ocr",
+)
 
 
 @dataclass
