@@ -38,6 +38,8 @@ _STAMP_SUFFIX = "__stamp"
 _STAMP_ID = "chunks"
 # The manifest needs no vectors, but Chroma requires one per record.
 _NO_VECTOR = [0.0]
+# Records per ``get`` when reading a whole collection (see ``_get_all``).
+GET_PAGE = 5_000
 # Sources per delete request when forgetting many files at once.
 _FORGET_BATCH = 500
 log = logging.getLogger(__name__)
@@ -150,7 +152,7 @@ class Store:
 
     def file_records(self) -> dict[str, FileRecord]:
         """All fully ingested files, by source path."""
-        got = self.files.get(include=["metadatas"])
+        got = _get_all(self.files, ["metadatas"])
         return {
             m["source"]: FileRecord(m["source"], m["sha256"], int(m["chunks"]), m["title"])
             for m in got["metadatas"] or []
@@ -212,11 +214,11 @@ class Store:
 
     def all_chunks(self) -> list[Stored]:
         """Every chunk with its text and metadata (to rebuild the lexical index)."""
-        return _stored(self.chunks.get(include=["documents", "metadatas"]))
+        return _stored(_get_all(self.chunks, ["documents", "metadatas"]))
 
     def all_sentences(self) -> list[Stored]:
         """Every sentence with its text, metadata and vector (for checks and benchmarks)."""
-        got = self.sentences.get(include=["documents", "metadatas", "embeddings"])
+        got = _get_all(self.sentences, ["documents", "metadatas", "embeddings"])
         return _stored(got, vectors=True)
 
     def nearest_chunks(self, vector: list[float], n: int) -> list[Hit]:
@@ -254,6 +256,24 @@ class Store:
             self.stamps.upsert(
                 ids=[_STAMP_ID], embeddings=[_NO_VECTOR], metadatas=[{"token": uuid.uuid4().hex}]
             )
+
+
+def _get_all(collection: Any, include: list[str]) -> dict[str, list]:
+    """Every record of ``collection``, read ``GET_PAGE`` at a time.
+
+    One unpaged ``get`` fails past about 32,000 records ("too many SQL variables": the
+    embedded Chroma reads their metadata with one bound variable each, and SQLite allows
+    32,766); found at 62,773 chunks, the whole CIDRE corpus.
+    """
+    got: dict[str, list] = {key: [] for key in ("ids", *include)}
+    offset = 0
+    while True:
+        page = collection.get(include=include, limit=GET_PAGE, offset=offset)
+        for key in got:
+            got[key].extend(page[key] if page[key] is not None else [])
+        if len(page["ids"]) < GET_PAGE:
+            return got
+        offset += GET_PAGE
 
 
 def _stored(got: dict[str, Any], *, vectors: bool = False) -> list[Stored]:

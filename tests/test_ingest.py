@@ -275,3 +275,23 @@ def test_short_sentences_are_scored_without_a_stored_vector(
     assert text[short.meta["start"] : short.meta["end"]] == "Il brille." and short.line == 3
     expected = fake_embedder.embed_passages(["Il brille."])[0]
     assert short.vector is not None and np.allclose(short.vector, expected)
+
+
+def test_whole_collections_are_read_in_pages(
+    tmp_path: Path, fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading every chunk, sentence and file record goes page by page: one unpaged ``get``
+    of the whole CIDRE corpus (62,773 chunks) failed in Chroma with "too many SQL
+    variables" when the BM25 index was built. Pages of 2 records read the same records."""
+    corpus = _many_files(tmp_path, 5)
+    service = RagService(make_settings(tmp_path / "data"), embedder=fake_embedder)
+    service.ingest([corpus], show_progress=False)
+    store = service.store
+    whole = (store.all_chunks(), store.all_sentences(), store.file_records())
+    monkeypatch.setattr("rag.store.GET_PAGE", 2)
+    paged = (store.all_chunks(), store.all_sentences(), store.file_records())
+    assert [len(x) for x in whole] == [5, 5, 5]
+    assert sorted(c.id for c in paged[0]) == sorted(c.id for c in whole[0])
+    assert sorted(s.id for s in paged[1]) == sorted(s.id for s in whole[1])
+    assert all(s.vector is not None for s in paged[1])
+    assert paged[2] == whole[2]
