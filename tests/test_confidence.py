@@ -5,7 +5,7 @@ The confidence model is fitted on PIAF (1,500 encyclopaedia paragraphs) and the 
 corpus of benchmarks/data; these questions (``tests/data/seed_questions.jsonl``), never
 fitted on, check that it holds on a one-article news corpus, which is what a user's first
 upload looks like. The issue asks for every one of them; the current model gets 26 of 28
-direct questions and 12 of 18 near-misses right (README, "Answer decision"). The misses are
+direct questions and 16 of 18 near-misses right (README, "Answer decision"). The misses are
 listed in ``KNOWN_MISSES`` and marked as expected failures, so the suite says how far the
 product is from the goal and an improvement shows as XPASS.
 """
@@ -33,12 +33,9 @@ NEAR_MISS = [r for r in ROWS if r["kind"] == "near_miss"]
 KNOWN_MISSES = {
     "seed-d01": "refused: 'stepping up ... involvement' paraphrases line 1 word by word",
     "seed-d03": "refused: the question names Pyongyang and Moscow, line 2 says North Korea, Russia",
-    "seed-n04": "soldiers fighting: line 3's 'citoyens nord-coréens' supports the rest",
-    "seed-n06": "asks when; line 4 gives no date, but every other word is supported",
-    "seed-n07": "drones per month: line 9 speaks of drones made at Yelabuga",
+    "seed-n07": "drones per month: line 9 speaks of drones made at Yelabuga (its numbers count "
+    "employees: the answer-type signal sees it, not strongly enough)",
     "seed-n10": "Russian workers at Yelabuga: line 9 gives the staff numbers",
-    "seed-n14": "kilometres of road repaired: line 5 speaks of repairing roads",
-    "seed-n16": "drones made last year: lines 7 and 9 speak of drone production",
 }
 
 

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
         "accounts",
         "conversations",
     },
-    {"ingest"},
+    {"ingest", "answer_type"},
     {"retrieve"},
     {"answer", "confidence", "llm", "generate"},
     {"service"},

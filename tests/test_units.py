@@ -11,6 +11,7 @@ from llama_index.core.schema import NodeWithScore, TextNode
 
 from rag.accounts import AccountError
 from rag.answer import QuestionError
+from rag.answer_type import Asked, expected, support
 from rag.conversations import ConversationError
 from rag.datadir import StoreError
 from rag.embeddings import EmbeddingError
@@ -319,3 +320,43 @@ def test_the_shipped_model_is_well_formed() -> None:
     assert len(set(model.names)) == len(model.names) == len(model.mean)
     assert len(model.scale) == len(model.coef) == len(model.names)
     assert 0.0 <= model.gate <= model.threshold <= 1.0
+
+
+def _is_stop(word: str) -> bool:
+    return word in {"does", "did", "are", "la", "le", "a", "t", "elle", "sont", "ont", "the"}
+
+
+@pytest.mark.parametrize(
+    ("question", "wanted"),
+    [
+        ("How many drones per month does the Yelabuga plant produce?", Asked("number", "drones")),
+        ("How many North Korean specialists are in Kursk?", Asked("number", "specialists")),
+        ("Combien de soldats nord-coréens combattent ?", Asked("number", "soldats")),
+        ("Combien d'ouvriers russes travaillent là ?", Asked("number", "ouvriers")),
+        ("Combien de temps dure le chantier ?", Asked("number")),
+        ("What share of the vote did the list win?", Asked("number")),
+        ("Quand les spécialistes sont-ils arrivés ?", Asked("date")),
+        ("In which year was the agreement signed?", Asked("date")),
+        ("Who runs the Yelabuga plant?", Asked(None)),
+    ],
+)
+def test_the_answer_type_a_question_asks_for(question: str, wanted: Asked) -> None:
+    assert expected(question, _is_stop) == wanted
+
+
+def test_a_sentence_supports_a_count_only_with_a_number_of_the_counted_thing() -> None:
+    def same(a: str, b: str) -> float:
+        return float(a == b)
+
+    drones = Asked("number", "drones")
+    yelabuga = (
+        "À Yelabuga, où sont fabriqués des drones, le personnel passera d'environ un millier "
+        "à près de quarante mille employés."
+    )
+    assert support(drones, yelabuga, same) == 0.0, "the numbers count employees"
+    assert support(drones, "L'usine produit 300 drones par mois.", same) == 1.0
+    assert support(Asked("number"), "Il n'y a pas de chiffre ici.", same) == 0.0
+    assert support(Asked("number"), "La liste a remporté 41,2 % des voix.", same) == 1.0
+    assert support(Asked("date"), "Ils sont actuellement à Kursk.", same) == 0.0
+    assert support(Asked("date"), "Ils sont arrivés en mars.", same) == 1.0
+    assert support(Asked(None), "Rien de particulier.", same) == 1.0
