@@ -107,7 +107,8 @@ def _counted(rest: str, english: bool, is_stop: Callable[[str], bool]) -> str | 
     return None if noun in _VAGUE else noun
 
 
-def is_number(token: str) -> bool:
+def _is_number(token: str) -> bool:
+    """Digits or a number word ("mille", "dozen"): what can state a quantity."""
     return token.isdigit() or fold(token) in _NUMBER_WORDS
 
 
@@ -121,7 +122,7 @@ def support(asked_for: Asked, sentence: str, similar: Callable[[str, str], float
     tokens = _TOKEN.findall(sentence)
     if asked_for.kind == "date":
         return float(any(t.isdigit() or fold(t) in _DATE_WORDS for t in tokens))
-    at = [i for i, t in enumerate(tokens) if is_number(t)]
+    at = [i for i, t in enumerate(tokens) if _is_number(t)]
     if not at:
         return 0.0
     noun = asked_for.counted
@@ -131,7 +132,7 @@ def support(asked_for: Asked, sentence: str, similar: Callable[[str, str], float
     best = 0.0
     for i in at:
         for word in tokens[max(0, i - _BEFORE) : i + 1 + _AFTER]:
-            if is_number(word):
+            if _is_number(word):
                 continue
             if stems and set(tokenize(word)) == stems:
                 return 1.0
