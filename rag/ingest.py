@@ -633,12 +633,6 @@ def vector_sentences(node: TextNode) -> list[tuple[str, str, dict]]:
     return [rec for rec in sentence_records(node) if rec[2]["chars"] >= MIN_VECTOR_SENTENCE_CHARS]
 
 
-def short_sentences(node: TextNode) -> list[tuple[str, str, dict]]:
-    """The sentence records of a chunk stored without a vector (the answer step embeds
-    them from the retrieved chunk, whose metadata carries what they need)."""
-    return [rec for rec in sentence_records(node) if rec[2]["chars"] < MIN_VECTOR_SENTENCE_CHARS]
-
-
 def embed_batch(batch: list[TextNode], embedder: Embedder, late: bool) -> Embedded:
     """Vectors for a batch of chunks, and their sentences with theirs.
 

@@ -245,6 +245,13 @@ class Store:
         )
         return _stored(got, vectors=True)
 
+    def sentences_by_id(self, ids: list[str]) -> list[Stored]:
+        """The stored sentences with these ids, with their vectors (absent ids are skipped)."""
+        if not ids:
+            return []
+        got = self.sentences.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+        return _stored(got, vectors=True)
+
     def change_stamp(self) -> str | None:
         """The token of the last chunk change (None before the first one): one small read."""
         got = self.stamps.get(ids=[_STAMP_ID], include=["metadatas"])
