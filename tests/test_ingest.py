@@ -277,6 +277,24 @@ def test_short_sentences_are_scored_without_a_stored_vector(
     assert short.vector is not None and np.allclose(short.vector, expected)
 
 
+def test_stored_sentences_are_read_by_id_or_else_by_their_chunk(
+    tmp_path: Path, fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer step reads the top chunks' stored sentences by id (cut again from the
+    chunk); if an id is not found (an index whose sentences were cut by other rules), it
+    reads the chunk's sentences through the store's filter instead, losing none."""
+    service = RagService(make_settings(tmp_path / "data"), embedder=fake_embedder)
+    service.ingest([_many_files(tmp_path, 3)], show_progress=False)
+    retriever = service.retriever()
+    by_id = {(s.text, s.similarity) for s in retriever.search("la ville de Koursk").sentences}
+    monkeypatch.setattr(service.store, "sentences_by_id", lambda ids: [])
+    by_chunk = {(s.text, s.similarity) for s in retriever.search("la ville de Koursk").sentences}
+    assert by_id == by_chunk
+    assert {text for text, _ in by_id} >= {
+        f"La note {i} parle de la ville de Koursk." for i in range(3)
+    }
+
+
 def test_whole_collections_are_read_in_pages(
     tmp_path: Path, fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
