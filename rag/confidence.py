@@ -168,7 +168,7 @@ def default_model() -> ConfidenceModel:
     return ConfidenceModel.load()
 
 
-def aligned(cos: float) -> float:
+def alignment_score(cos: float) -> float:
     """Two words' vector cosine as an alignment score: 0 up to related words, 1 for
     translations (``ALIGN_FLOOR``, ``ALIGN_SPAN``)."""
     return min(1.0, max(0.0, (cos - ALIGN_FLOOR) / ALIGN_SPAN))
@@ -259,7 +259,7 @@ class _Texts:
         """Two words' vector similarity mapped as term alignment maps it (0..1)."""
         if a not in self.vectors or b not in self.vectors:
             return 0.0
-        return aligned(float(self.vectors[a] @ self.vectors[b]))
+        return alignment_score(float(self.vectors[a] @ self.vectors[b]))
 
     def __getitem__(self, text: str) -> _Text:
         if text not in self._read:
@@ -397,7 +397,7 @@ class Judge:
             elif word.isdigit() or (best := text.closest(word)) is None:
                 score = 0.0
             else:
-                score = aligned(best)
+                score = alignment_score(best)
             scores.append(score)
             weights.append(self._weight(word))
         s, w = np.asarray(scores), np.asarray(weights)

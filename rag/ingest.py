@@ -628,9 +628,14 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
 Embedded = tuple[np.ndarray, list[tuple[str, str, dict]], np.ndarray]
 
 
+def has_vector(meta: dict) -> bool:
+    """Whether a sentence with this record metadata gets a stored vector (long enough)."""
+    return meta["chars"] >= MIN_VECTOR_SENTENCE_CHARS
+
+
 def vector_sentences(node: TextNode) -> list[tuple[str, str, dict]]:
-    """The sentence records of a chunk that get a stored vector (the long enough ones)."""
-    return [rec for rec in sentence_records(node) if rec[2]["chars"] >= MIN_VECTOR_SENTENCE_CHARS]
+    """The sentence records of a chunk that get a stored vector."""
+    return [rec for rec in sentence_records(node) if has_vector(rec[2])]
 
 
 def embed_batch(batch: list[TextNode], embedder: Embedder, late: bool) -> Embedded:

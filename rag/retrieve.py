@@ -21,7 +21,7 @@ from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNo
 
 from rag.citations import Span
 from rag.embeddings import Embedder
-from rag.ingest import MIN_VECTOR_SENTENCE_CHARS, sentence_records
+from rag.ingest import MIN_VECTOR_SENTENCE_CHARS, has_vector, sentence_records
 from rag.lexical import LexicalHits, LexicalIndex
 from rag.store import Store, Stored
 
@@ -217,13 +217,13 @@ class HybridRetriever(BaseRetriever):
         records = [rec for chunk in chunks for rec in sentence_records(chunk)]
         stored = self.store.sentences_by_id([sid for sid, _, _ in records])
         have = {s.id for s in stored}
-        if any(sid not in have and _has_vector(meta) for sid, _, meta in records):
+        if any(sid not in have and has_vector(meta) for sid, _, meta in records):
             stored = self.store.sentences_of([chunk.node_id for chunk in chunks])
             have = {s.id for s in stored}
         short = [
             Stored(sid, text, meta)
             for sid, text, meta in records
-            if sid not in have and not _has_vector(meta)
+            if sid not in have and not has_vector(meta)
         ]
         if not stored and not short:
             return []
@@ -238,11 +238,6 @@ class HybridRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return self.search(query_bundle.query_str).nodes
-
-
-def _has_vector(meta: dict[str, Any]) -> bool:
-    """Whether ingest stored a vector for a sentence with this metadata."""
-    return meta["chars"] >= MIN_VECTOR_SENTENCE_CHARS
 
 
 def _without(ranking: Ranking, exclude: Collection[str]) -> Ranking:
