@@ -2,6 +2,7 @@
 
     python -m benchmarks.answers collect [--tag T]   # ask everything, save outcomes
     python -m benchmarks.answers fit [--tag T]       # fit rag/confidence_model.json on them
+    python -m benchmarks.answers fit --without F,G   # held-out figures without features F, G
     python -m benchmarks.answers report [--tag T] [--plot PNG]  # before/after, the curve
     python -m benchmarks.answers_narrow              # seed article and narrow corpus check
 
@@ -13,8 +14,9 @@ every outcome with the judge's features to ``benchmarks/out/answers-TAG.jsonl``.
 
 ``fit`` fits a logistic model (L2, standardised features) of "direct" against "near-miss or
 off-corpus" on those features. Figures are out-of-fold: the questions are split in two by a
-hash of their id, each half scored by the model fitted on the other (the two off-corpus
-files fall on different halves). The shipped model is then fitted on everything, and its
+hash of their id, each half scored by the model fitted on the other (a question and its
+English translation fall together; each off-corpus question falls by its own id, so both
+halves hold some). The shipped model is then fitted on everything, and its
 operating point is the highest threshold at which it answers at least 95 % of the French
 and 93 % of the English direct questions.
 """
@@ -114,8 +116,12 @@ def load(tag: str) -> list[Outcome]:
 
 
 def fold_of(o: Outcome) -> int:
-    key = o.id.rsplit("-", 1)[0] if o.kind == "off_corpus" else o.id.removesuffix("-en")
-    return zlib.crc32(key.encode()) % 2
+    """The half of the held-out split an outcome falls in.
+
+    Off-corpus questions are split one by one: split whole, their two files hashed to the
+    same half, and the model scoring them had never seen one.
+    """
+    return zlib.crc32(o.id.removesuffix("-en").encode()) % 2
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -165,10 +171,12 @@ def operating_point(outcomes: list[Outcome], scores: np.ndarray) -> float:
     return min(limits)
 
 
-def fit(tag: str) -> None:
+def fit(tag: str, without: frozenset[str] = frozenset()) -> None:
+    """Held-out figures, then the shipped model written to MODEL_FILE; with ``without``
+    (features left out, to measure what they bring) only the held-out figures."""
     outcomes = [o for o in load(tag) if o.features]
     narrow = load(f"{tag}-narrow")
-    names = sorted(n for n in outcomes[0].features if n not in REPORT_ONLY)
+    names = sorted(n for n in outcomes[0].features if n not in REPORT_ONLY | without)
     x, y, w = design(outcomes, names)
     xn, yn, _ = design(narrow, names)
     wn = np.full(len(narrow), NARROW_WEIGHT)
@@ -184,6 +192,8 @@ def fit(tag: str) -> None:
         held_out[folds == k] = predict(fitted, x[folds == k])
     print(f"held-out operating point {operating_point(outcomes, held_out):.3f}")
     print_table(outcomes, held_out, operating_point(outcomes, held_out))
+    if without:
+        return
     mean, scale, beta = model(np.vstack([x, xn]), np.concatenate([y, yn]), np.concatenate([w, wn]))
     shipped = predict((mean, scale, beta), x)
     threshold = operating_point(outcomes, shipped)
@@ -238,9 +248,9 @@ def print_table(outcomes: list[Outcome], scores: np.ndarray, threshold: float) -
         print(f"AUC {lang}: {auc(pos, neg):.3f}")
     print(HEADER)
     print("|---|---|---|---|---|---|")
-    for t in sorted({*np.round(np.arange(0.05, 0.96, 0.05), 2), round(threshold, 3)}):
+    for t in sorted({*np.round(np.arange(0.05, 0.96, 0.05), 2), threshold}):
         r = rates(outcomes, scores, t)
-        mark = "**" if abs(t - threshold) < 1e-9 else ""
+        mark = "**" if t == threshold else ""
         cells = " | ".join(f"{r[k]:.3f}" for k in ("fr", "fr_near", "en", "en_near", "off"))
         print(f"| {mark}{t:.3f}{mark} | {cells} |")
 
@@ -312,12 +322,17 @@ def main() -> None:
     parser.add_argument("command", choices=["collect", "fit", "report"])
     parser.add_argument("--tag", default="current")
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument(
+        "--without",
+        default="",
+        help="fit: comma-separated features to leave out; prints held-out figures only",
+    )
     args = parser.parse_args()
     if args.command == "collect":
         collect(args.tag)
         collect_narrow(args.tag)
     elif args.command == "fit":
-        fit(args.tag)
+        fit(args.tag, frozenset(filter(None, args.without.split(","))))
     else:
         report(args.tag, args.plot)
 
