@@ -190,8 +190,9 @@ def fit(tag: str, without: frozenset[str] = frozenset()) -> None:
             np.concatenate([w[train], wn]),
         )
         held_out[folds == k] = predict(fitted, x[folds == k])
-    print(f"held-out operating point {operating_point(outcomes, held_out):.3f}")
-    print_table(outcomes, held_out, operating_point(outcomes, held_out))
+    held_out_point = operating_point(outcomes, held_out)
+    print(f"held-out operating point {held_out_point:.3f}")
+    print_table(outcomes, held_out, held_out_point)
     if without:
         return
     mean, scale, beta = model(np.vstack([x, xn]), np.concatenate([y, yn]), np.concatenate([w, wn]))
