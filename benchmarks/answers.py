@@ -43,6 +43,13 @@ TARGETS = {"fr": 0.95, "en": 0.93}
 # Off-corpus questions are 100 against 1,200 near-misses; this weight makes them count as
 # much as 400, since refusing them is the product's first promise.
 OFF_WEIGHT = 4.0
+# French near-misses count 1.2 each. With one threshold, the language that reaches its
+# answered target last sets it: English, so French was answered 96 % and its near-misses
+# 56 % (held out). Weighting them moves the two languages' scores until both targets bind
+# together (held out on four collections, t1 / t7 / t8 / final5: FR near-miss 0.550-0.557 at
+# weight 1, 0.530-0.538 at 1.1, 0.517-0.525 at 1.2 with FR answered 95.0 % and EN
+# near-miss 0.615-0.632; 1.4 pushes EN near-miss to 0.643-0.662 and off-corpus up).
+FRENCH_NEAR_MISS_WEIGHT = 1.2
 L2 = 1.0
 # The LLM is asked unless the confidence is below what this share of answerable questions
 # score: only questions with nothing relevant at all are refused without it.
@@ -143,8 +150,15 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
 def design(outcomes: list[Outcome], names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = np.asarray([[o.features[n] for n in names] for o in outcomes], dtype=float)
     y = np.asarray([o.kind == "direct" for o in outcomes], dtype=float)
-    w = np.asarray([OFF_WEIGHT if o.kind == "off_corpus" else 1.0 for o in outcomes])
+    w = np.asarray([weight(o) for o in outcomes])
     return x, y, w
+
+
+def weight(o: Outcome) -> float:
+    """How much one outcome counts in the fit (OFF_WEIGHT, FRENCH_NEAR_MISS_WEIGHT)."""
+    if o.kind == "off_corpus":
+        return OFF_WEIGHT
+    return FRENCH_NEAR_MISS_WEIGHT if o.kind == "near_miss" and o.lang == "fr" else 1.0
 
 
 def model(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
