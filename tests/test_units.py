@@ -374,3 +374,18 @@ def test_the_held_out_split_puts_off_corpus_questions_in_both_halves() -> None:
     assert 0.3 < sum(folds) / len(folds) < 0.7
     direct = Outcome("p1", "fr", "direct", True, True, 0.5, {})
     assert fold_of(direct) == fold_of(Outcome("p1-en", "en", "near_miss", False, False, 0.1, {}))
+
+
+def test_the_other_held_out_splits_are_other_halvings() -> None:
+    """``fit --splits`` must measure different halvings, each keeping a question with its
+    translation (a salted CRC would repeat one split with its halves swapped)."""
+    ids = [f"p{n}" for n in range(400)]
+    halvings = [
+        tuple(fold_of(Outcome(i, "fr", "direct", True, True, 0.5, {}), split) for i in ids)
+        for split in range(4)
+    ]
+    flipped = [tuple(1 - f for f in h) for h in halvings]
+    assert len(set(halvings) | set(flipped)) == 2 * len(halvings)
+    assert all(0.4 < sum(h) / len(h) < 0.6 for h in halvings)
+    en = Outcome("p7-en", "en", "near_miss", False, False, 0.1, {})
+    assert fold_of(en, 3) == fold_of(Outcome("p7", "fr", "direct", True, True, 0.5, {}), 3)
