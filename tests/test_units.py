@@ -10,6 +10,7 @@ import pytest
 from llama_index.core.schema import NodeWithScore, TextNode
 
 from benchmarks.answers import fold_of, off_corpus
+from benchmarks.answers_narrow import SETS
 from rag.accounts import AccountError
 from rag.answer import QuestionError
 from rag.answer_type import Asked, expected, support
@@ -17,7 +18,7 @@ from rag.conversations import ConversationError
 from rag.datadir import StoreError
 from rag.embeddings import EmbeddingError
 from rag.errors import RagError
-from rag.evaluate import Outcome
+from rag.evaluate import Outcome, read_jsonl
 from rag.formats import Decoded, FormatError, read_text
 from rag.generate import Renumber, ReplyStream, build_answer, claims, match_quote, normalise
 from rag.ingest import (
@@ -389,3 +390,18 @@ def test_the_other_held_out_splits_are_other_halvings() -> None:
     assert all(0.4 < sum(h) / len(h) < 0.6 for h in halvings)
     en = Outcome("p7-en", "en", "near_miss", False, False, 0.1, {})
     assert fold_of(en, 3) == fold_of(Outcome("p7", "fr", "direct", True, True, 0.5, {}), 3)
+
+
+@pytest.mark.parametrize("name", ["narrow", "heldout"])
+def test_the_narrow_question_sets_point_at_their_lines(name: str) -> None:
+    """A direct question's answer is copied from the line it names, or answers_narrow would
+    count a right citation as wrong; near-miss questions name no line."""
+    corpus, questions = SETS[name]
+    rows = read_jsonl(questions)
+    assert len({r["id"] for r in rows}) == len(rows)
+    for row in rows:
+        lines = (corpus / row["file"]).read_text(encoding="utf-8").splitlines()
+        if row["kind"] == "direct":
+            assert row["answer"] in lines[row["line"] - 1], row["id"]
+        else:
+            assert row["kind"] == "near_miss" and "line" not in row and row["why"], row["id"]
