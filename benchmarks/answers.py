@@ -5,7 +5,8 @@
     python -m benchmarks.answers fit --without F,G   # held-out figures without features F, G
     python -m benchmarks.answers fit --splits 6      # ... and on six other random halvings
     python -m benchmarks.answers report [--tag T] [--plot PNG]  # before/after, the curve
-    python -m benchmarks.answers_narrow              # seed article and narrow corpus check
+    python -m benchmarks.answers_narrow              # seed article and narrow corpora check
+    python -m benchmarks.answers_articles            # each PIAF article as its own corpus
 
 ``collect`` asks the 600 French PIAF dev questions and the 600 English ones (the 33 of
 ``questions_dev_en.jsonl`` and the 567 of ``benchmarks/data/piaf_dev_en_more.jsonl``) of the
