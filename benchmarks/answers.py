@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.answers_narrow import SETS, indexed, on_target
+from benchmarks.answers_narrow import asked, on_target
 from benchmarks.common import OUT, PASSAGES, PIAF, ROOT, bench_settings
 from rag.confidence import MODEL_FILE
 from rag.evaluate import AnswerEvaluation, Outcome, answer_metrics, auc, eval_service, read_jsonl
@@ -89,8 +89,7 @@ def off_corpus() -> list[dict]:
 def collect(tag: str) -> Path:
     service = eval_service(bench_settings(), PASSAGES)
     outcomes = AnswerEvaluation(service, PASSAGES).run(questions(), off_corpus())
-    path = OUT / f"answers-{tag}.jsonl"
-    path.write_text("".join(json.dumps(asdict(o)) + "\n" for o in outcomes), encoding="utf-8")
+    path = save(tag, outcomes)
     print(f"{len(outcomes)} outcomes -> {path}")
     return path
 
@@ -99,11 +98,8 @@ def collect_narrow(tag: str) -> Path:
     """The narrow corpus's direct and near-miss questions (a dev set fitted with PIAF: it
     is what tells the model how a corpus of a few articles behaves); ``bearing`` here means
     a citation on the expected line."""
-    corpus, questions_file = SETS["narrow"]
-    service = indexed("narrow", corpus)
     outcomes = []
-    for row in read_jsonl(questions_file):
-        found = service.evidence(row["question"])
+    for row, found in asked("narrow"):
         answer = found.extractive
         outcomes.append(
             Outcome(
@@ -116,9 +112,15 @@ def collect_narrow(tag: str) -> Path:
                 found.judgement.features,
             )
         )
-    path = OUT / f"answers-{tag}-narrow.jsonl"
-    path.write_text("".join(json.dumps(asdict(o)) + "\n" for o in outcomes), encoding="utf-8")
+    path = save(f"{tag}-narrow", outcomes)
     print(f"{len(outcomes)} narrow-corpus outcomes -> {path}")
+    return path
+
+
+def save(tag: str, outcomes: list[Outcome]) -> Path:
+    """Write outcomes where ``load(tag)`` reads them."""
+    path = OUT / f"answers-{tag}.jsonl"
+    path.write_text("".join(json.dumps(asdict(o)) + "\n" for o in outcomes), encoding="utf-8")
     return path
 
 

@@ -20,9 +20,8 @@ import argparse
 import hashlib
 import json
 from collections import defaultdict
-from dataclasses import asdict
 
-from benchmarks.answers import questions
+from benchmarks.answers import questions, save
 from benchmarks.common import OUT, PASSAGES
 from rag.config import Settings
 from rag.evaluate import AnswerEvaluation, Outcome, answer_metrics, eval_service, read_jsonl
@@ -60,9 +59,7 @@ def collect(tag: str) -> list[Outcome]:
             "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in passages), encoding="utf-8"
         )
         outcomes += AnswerEvaluation(eval_service(settings, path), path).run(asked, [])
-    out = OUT / f"answers-{tag}-articles.jsonl"
-    out.write_text("".join(json.dumps(asdict(o)) + "\n" for o in outcomes), encoding="utf-8")
-    print(f"{len(outcomes)} outcomes -> {out}")
+    print(f"{len(outcomes)} outcomes -> {save(f'{tag}-articles', outcomes)}")
     return outcomes
 
 

@@ -15,6 +15,7 @@ Usage: python -m benchmarks.answers_narrow  (indexes under benchmarks/out/narrow
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.common import OUT, ROOT
@@ -22,7 +23,7 @@ from rag.answer import Answer
 from rag.confidence import default_model
 from rag.config import Settings
 from rag.evaluate import auc, read_jsonl
-from rag.service import RagService
+from rag.service import Evidence, RagService
 
 DATA = ROOT / "benchmarks" / "data"
 SETS = {
@@ -52,6 +53,14 @@ def indexed(name: str, corpus: Path) -> RagService:
     return service
 
 
+def asked(name: str) -> Iterator[tuple[dict, Evidence]]:
+    """Each question of set ``name`` with what the product finds for it in the set's index."""
+    corpus, questions = SETS[name]
+    service = indexed(name, corpus)
+    for row in read_jsonl(questions):
+        yield row, service.evidence(row["question"])
+
+
 # Signals whose AUC (direct against near-miss) is printed beside the confidence's, each
 # oriented so that higher means "answers": the previous release's evidence score, the best
 # sentence's cosine, its term alignment and its occlusion (negated: a gain means a miss).
@@ -63,14 +72,12 @@ SIGNALS = {
 }
 
 
-def check(name: str, corpus: Path, questions: Path) -> None:
+def check(name: str) -> None:
     """Ask every question of its own index and print the rates, the AUCs and the failures."""
-    service = indexed(name, corpus)
     direct = answered = right = near = refused = 0
     failures = []
     scores: dict[str, dict[str, list[float]]] = {"direct": {}, "near_miss": {}}
-    for row in read_jsonl(questions):
-        found = service.evidence(row["question"])
+    for row, found in asked(name):
         answer, features = found.extractive, found.judgement.features
         mine = scores[row["kind"]]
         mine.setdefault("confidence", []).append(answer.confidence or 0.0)
@@ -105,8 +112,8 @@ def check(name: str, corpus: Path, questions: Path) -> None:
 def main() -> None:
     model = default_model()
     print(f"operating point: answer at confidence >= {model.threshold}, gate {model.gate}")
-    for name, (corpus, questions) in SETS.items():
-        check(name, corpus, questions)
+    for name in SETS:
+        check(name)
 
 
 if __name__ == "__main__":
