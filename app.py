@@ -46,8 +46,8 @@ def watch_folder(folder: Path, stop: threading.Event) -> None:
     """Keep ``RAG_WATCH_DIR`` indexed while the server runs; its console shows each change."""
     try:
         from rag.config import get_settings
+        from rag.ingest.watch import watch
         from rag.service import shared_service
-        from rag.watch import watch
 
         watch(
             [folder], shared_service(get_settings()), stop, out=lambda line: print(line, flush=True)

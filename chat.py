@@ -1,12 +1,12 @@
 """The chat page (served by app.py): ask, read the cited answer, check every citation.
 
 A thin shell over ``rag.service``; all escaping of document and user text happens in
-``rag.render``, so nothing typed or indexed is ever rendered as live HTML or Markdown.
+``rag.ui.render``, so nothing typed or indexed is ever rendered as live HTML or Markdown.
 
 When sign-in is on (an account exists, or ``[auth]`` is configured for ``st.login``), the
 page shows only the sign-in form until someone signs in; the user and role are read from the
 database on every run and each action checks the role again (``require``). Each answer is
-saved at once in the user's conversations (``rag.conversations``); the open one's id is in
+saved at once in the user's conversations (``rag.accounts.conversations``); the open one's id is in
 the URL, so a reload or a server restart reopens it.
 """
 
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 import streamlit as st
 import streamlit.components.v1 as components
 
-from rag.accounts import ROLES, AccountError, Accounts, Role, User
+from rag.accounts.conversations import LOCAL_USER, ConversationError, Conversations
+from rag.accounts.users import ROLES, AccountError, Accounts, Role, User
 from rag.config import get_settings
-from rag.conversations import LOCAL_USER, ConversationError, Conversations
+from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
-from rag.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
-from rag.render import (
+from rag.ui.render import (
     CLOSEST_HEADING,
     PAGE_STYLE,
     citation_card_html,

@@ -36,7 +36,7 @@ import numpy as np
 
 from benchmarks.answers_narrow import asked, on_target
 from benchmarks.common import OUT, PASSAGES, PIAF, ROOT, bench_settings
-from rag.confidence import MODEL_FILE
+from rag.answering.decision import MODEL_FILE
 from rag.evaluate import AnswerEvaluation, Outcome, answer_metrics, auc, eval_service, read_jsonl
 
 DATA = ROOT / "benchmarks" / "data"

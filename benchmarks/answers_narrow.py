@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.common import OUT, ROOT
-from rag.answer import Answer
-from rag.confidence import default_model
+from rag.answering.decision import default_model
+from rag.answering.extractive import Answer
 from rag.config import Settings
 from rag.evaluate import auc, read_jsonl
 from rag.service import Evidence, RagService

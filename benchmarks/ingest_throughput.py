@@ -26,7 +26,7 @@ from pathlib import Path
 from benchmarks.common import PASSAGES
 from rag.config import Settings
 from rag.evaluate import read_jsonl
-from rag.ingest import (
+from rag.ingest.pipeline import (
     ChunkedFile,
     chunk_batches,
     chunk_file,

@@ -1,7 +1,7 @@
 """OCR throughput: pages per second for scanned PDFs, and how much of the text comes back.
 
 Draws N A4 pages of French text (PIAF passages, DejaVu Serif 11 pt at 300 dpi, the way a
-scanner would produce them) into an image-only PDF, then times ``rag.formats.extract`` on
+scanner would produce them) into an image-only PDF, then times ``rag.documents.formats.extract`` on
 it: pypdf finds no text layer, pdfium renders each page, Tesseract (fra+eng) reads it.
 Word accuracy is difflib's match ratio between the source words and the OCR words.
 
@@ -20,8 +20,8 @@ import time
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmarks.common import PASSAGES
+from rag.documents.formats import OCR_DPI, extract, ocr_languages
 from rag.evaluate import read_jsonl
-from rag.formats import OCR_DPI, extract, ocr_languages
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf"
 A4_INCHES = (8.27, 11.69)

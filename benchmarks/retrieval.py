@@ -1,7 +1,7 @@
 """Retrieval quality on PIAF dev, French and English questions: dense, BM25, hybrid.
 
 "dense" adds each chunk's similarity and its best sentence's; "hybrid" fuses that ranking
-with BM25, weighted by BM25's coverage of the question (rag/retrieve.py).
+with BM25, weighted by BM25's coverage of the question (rag/retrieval/hybrid.py).
 
 Usage: python -m benchmarks.retrieval  (the first run indexes the 1,518 passages)
 """

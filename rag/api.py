@@ -25,7 +25,7 @@ Invariants:
 - Errors are OpenAI-style ``{"error": {"message", "type", "code"}}`` bodies whose message is
   safe to show; unexpected failures say only "internal error" (details go to the log). The
   LLM server's API key is never in a response: it lives only in ``Settings`` and LLM errors
-  reach answers already scrubbed (``rag.llm``).
+  reach answers already scrubbed (``rag.answering.llm``).
 - Retrieval, LLM calls and hashing block: they run in the threadpool, never on the loop.
 """
 
@@ -51,12 +51,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from rag.accounts import AccountError, Accounts, Role, User
-from rag.answer import Answer, QuestionError
-from rag.citations import Citation
+from rag.accounts.users import AccountError, Accounts, Role, User
+from rag.answering.extractive import Answer, QuestionError
 from rag.config import Settings
+from rag.documents.citations import Citation
+from rag.index.store import StoreError
 from rag.service import AnswerStream, RagService
-from rag.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +245,8 @@ async def chat_completions(request: Request) -> Response:
 async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) -> AsyncIterator[str]:
     """The answer as chat.completion.chunk events, the citations and confidence in the last.
 
-    The streamed text is the final text (``rag.generate``), except when the LLM failed midway:
-    the fallback answer is then appended, as ``rag ask`` prints it.
+    The streamed text is the final text (``rag.answering.generate``), except when the LLM failed
+    midway: the fallback answer is then appended, as ``rag ask`` prints it.
     """
 
     def event(delta: dict[str, Any], finish: str | None = None) -> str:

@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rag.accounts import AccountError
+from rag.accounts.users import AccountError
 from rag.config import get_settings
+from rag.documents.formats import SUPPORTED_LABEL
 from rag.errors import RagError
-from rag.formats import SUPPORTED_LABEL
 
 if TYPE_CHECKING:
-    from rag.citations import Citation
+    from rag.documents.citations import Citation
     from rag.service import RagService
 
 DEFAULT_CORPUS = Path("seeds")
@@ -113,7 +113,7 @@ def watch_until_interrupted(paths: list[Path], service: RagService) -> int:
 
     A second Ctrl-C stops at once (ingest's write order keeps even that safe to re-run).
     """
-    from rag.watch import watch
+    from rag.ingest.watch import watch
 
     stop = threading.Event()
 
@@ -211,7 +211,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from rag.accounts import Accounts
+    from rag.accounts.users import Accounts
 
     accounts = Accounts(get_settings())
     if args.user_command == "add":

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from rag.config import Settings
 from rag.errors import RagError
-from rag.retrieve import CHUNK_CANDIDATES, HybridRetriever, hybrid
+from rag.retrieval.hybrid import CHUNK_CANDIDATES, HybridRetriever, hybrid
 from rag.service import RagService
 
 Mode = str  # "hybrid" | "dense" | "bm25"

@@ -14,24 +14,24 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from rag.answer import (
+from rag.answering.decision import Judge, Judgement, WordVectors, default_model
+from rag.answering.extractive import (
     Answer,
     AnswerStream,
     QuestionError,
     check_question,
     extractive_answer,
 )
-from rag.citations import SourceCache
-from rag.confidence import Judge, Judgement, WordVectors, default_model
+from rag.answering.generate import Generator, fallback
+from rag.answering.llm import History, LLMError
 from rag.config import Settings, get_settings
 from rag.datadir import StoreError, write_lock
-from rag.embeddings import Embedder, EmbeddingError, make_embedder
-from rag.generate import Generator, fallback
-from rag.ingest import IngestReport, ProgressFn, ingest, save_uploads
-from rag.lexical import LexicalCache, LexicalIndex
-from rag.llm import History, LLMError
-from rag.retrieve import HybridRetriever, Retrieval
-from rag.store import FileRecord, Store, open_store
+from rag.documents.citations import SourceCache
+from rag.embedding.embedders import Embedder, EmbeddingError, make_embedder
+from rag.index.lexical import LexicalCache, LexicalIndex
+from rag.index.store import FileRecord, Store, open_store
+from rag.ingest.pipeline import IngestReport, ProgressFn, ingest, save_uploads
+from rag.retrieval.hybrid import HybridRetriever, Retrieval
 
 __all__ = [
     "Answer",
@@ -113,7 +113,7 @@ class RagService:
 
         A process that opened Chroma before another process wrote is out of date (see
         ``rag.datadir.LocalSync``): it reopens Chroma first. The BM25 index follows the
-        chunks' freshness token (``rag.lexical.LexicalCache``).
+        chunks' freshness token (``rag.index.lexical.LexicalCache``).
         """
         store = self.store
         with store.reading():
@@ -138,7 +138,7 @@ class RagService:
         progress: ProgressFn | None = None,
         show_progress: bool = True,
     ) -> IngestReport:
-        """Index ``paths`` incrementally (see ``rag.ingest.ingest``).
+        """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``).
 
         One ingest at a time writes to an embedded store (``write_lock``); others wait.
         """
@@ -170,7 +170,7 @@ class RagService:
             return store.file_records()
 
     def lexical(self) -> LexicalIndex:
-        """The BM25 index matching the chunks (see ``rag.lexical.LexicalCache``)."""
+        """The BM25 index matching the chunks (see ``rag.index.lexical.LexicalCache``)."""
         with self._reading() as store:
             return self._lexical.current(store)
 

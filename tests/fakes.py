@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rag.onnx_e5 import TokenStates
+from rag.embedding.onnx_e5 import TokenStates
 
 _WORD = re.compile(r"\w+")
 

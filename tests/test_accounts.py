@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.accounts import (
+from rag.accounts.users import (
     FREE_FAILURES,
     AccountError,
     Accounts,

@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from rag.accounts import Accounts
+from rag.accounts.users import Accounts
 from rag.api import document_id
 from rag.service import RagService
 from tests.browser import wait_http

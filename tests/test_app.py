@@ -9,9 +9,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from rag.answer import NO_ANSWER
+from rag.answering.extractive import NO_ANSWER
 from rag.config import get_settings
-from rag.render import CLOSEST_HEADING, escape_md
+from rag.ui.render import CLOSEST_HEADING, escape_md
 from tests.conftest import ROOT
 
 TIMEOUT = 300
@@ -137,7 +137,7 @@ def test_streamlit_still_has_the_flag_app_py_sets() -> None:
 
 
 def test_word_odt_and_scanned_uploads_are_indexed_and_ocr_is_marked(app: AppTest) -> None:
-    from rag.formats import tesseract_available
+    from rag.documents.formats import tesseract_available
     from tests.test_documents import FONT, SCAN_PAGES, odt_file, scanned_pdf, word_file
 
     uploader = app.sidebar.file_uploader[0]

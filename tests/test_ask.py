@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import QuestionError
+from rag.answering.extractive import QuestionError
 from rag.service import RagService, shared_service
 from tests.conftest import SEED, make_settings, run_cli
 

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from rag.accounts import Accounts
+from rag.accounts.users import Accounts
 from tests.browser import ask, browser_available, chromium_page, streamlit_app
 from tests.conftest import make_settings
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from rag.index.store import StoreError
 from rag.service import RagService
-from rag.store import StoreError
 from tests.conftest import make_settings, run_cli
 from tests.procs import free_port, stop
 

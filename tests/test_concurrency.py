@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.citations import SourceCache
+from rag.documents.citations import SourceCache
 from rag.service import RagService
 from tests.conftest import PIAF, ROOT, SEED, make_settings, piaf_passages, write_piaf_corpus
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import Answer, extractive_answer
-from rag.citations import Citation
-from rag.formats import read_text
+from rag.answering.extractive import Answer, extractive_answer
+from rag.documents.citations import Citation
+from rag.documents.formats import read_text
 from rag.service import Evidence, RagService
 
 QUESTIONS = Path(__file__).parent / "data" / "seed_questions.jsonl"

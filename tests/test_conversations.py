@@ -8,9 +8,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from rag.accounts.conversations import ConversationError, Conversations, make_title
 from rag.config import get_settings
-from rag.conversations import ConversationError, Conversations, make_title
-from rag.render import CLOSEST_HEADING, conversation_markdown
+from rag.ui.render import CLOSEST_HEADING, conversation_markdown
 from tests.conftest import ROOT, SEED, make_settings
 
 TIMEOUT = 300

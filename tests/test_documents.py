@@ -15,7 +15,7 @@ from odf.table import Table, TableCell, TableColumn, TableRow
 from odf.text import H, P
 from PIL import Image, ImageDraw, ImageFont
 
-from rag.formats import NEEDS_OCR, extract, tesseract_available
+from rag.documents.formats import NEEDS_OCR, extract, tesseract_available
 from rag.service import RagService
 from tests.conftest import cited, make_settings, run_cli
 

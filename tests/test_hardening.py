@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rag.formats import read_text
-from rag.ingest import MB, discover
+from rag.documents.formats import read_text
+from rag.index.store import StoreError
+from rag.ingest.pipeline import MB, discover
 from rag.service import RagService
-from rag.store import StoreError
 from tests.conftest import SEED, make_settings, run_cli
 
 KURSK = "How many workers are in Kursk?"

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from rag.config import Settings
-from rag.lexical import LexicalIndex
+from rag.index.lexical import LexicalIndex
+from rag.index.store import StoreError
 from rag.service import RagService
-from rag.store import StoreError
 from tests.conftest import ROOT, SEED, make_settings
 from tests.fakes import FakeEmbedder
 
@@ -180,7 +180,7 @@ def test_files_are_read_as_the_embedder_reaches_them(
 ) -> None:
     """Memory holds the files of the batch being embedded, not the corpus (CIDRE's chunk
     nodes alone were 390 MB when every file was read first)."""
-    from rag import ingest
+    from rag.ingest import pipeline as ingest
 
     loaded: list[str] = []
     real_load = ingest.load_file
@@ -238,7 +238,7 @@ def test_long_paragraphs_are_chunked_without_importing_nltk(tmp_path: Path) -> N
     ingest 2 s."""
     code = (
         "import sys\n"
-        "from rag.ingest import _chunk_spans, make_splitter\n"
+        "from rag.ingest.pipeline import _chunk_spans, make_splitter\n"
         "text = 'Les ouvriers nord-coréens arrivent à Koursk. ' * 200\n"
         "assert len(list(_chunk_spans(text, make_splitter(256, 0)))) > 1\n"
         "print('nltk' in sys.modules)\n"
@@ -306,7 +306,7 @@ def test_whole_collections_are_read_in_pages(
     service.ingest([corpus], show_progress=False)
     store = service.store
     whole = (store.all_chunks(), store.all_sentences(), store.file_records())
-    monkeypatch.setattr("rag.store.GET_PAGE", 2)
+    monkeypatch.setattr("rag.index.store.GET_PAGE", 2)
     paged = (store.all_chunks(), store.all_sentences(), store.file_records())
     assert [len(x) for x in whole] == [5, 5, 5]
     assert sorted(c.id for c in paged[0]) == sorted(c.id for c in whole[0])

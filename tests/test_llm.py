@@ -19,9 +19,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from rag import cli
-from rag.answer import NO_ANSWER, Answer
+from rag.answering.extractive import NO_ANSWER, Answer
+from rag.answering.llm import NOT_IN_DOCUMENTS, PROMPTS_DIR
 from rag.config import Settings, get_settings
-from rag.llm import NOT_IN_DOCUMENTS, PROMPTS_DIR
 from rag.service import RagService
 from tests.conftest import ROOT, SEED, make_settings, run_cli
 from tests.openai_standin import StandIn, error, malformed, reply, slow

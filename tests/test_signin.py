@@ -8,7 +8,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from rag.accounts import FREE_FAILURES, Accounts
+from rag.accounts.users import FREE_FAILURES, Accounts
 from rag.config import get_settings
 from tests.conftest import ROOT
 
@@ -63,7 +63,7 @@ def test_signed_out_visitor_sees_only_the_form(accounts: Accounts) -> None:
 
 
 def test_wrong_password_is_refused_then_locked_out(accounts: Accounts, monkeypatch) -> None:
-    monkeypatch.setattr("rag.accounts.BASE_LOCK_S", 3600.0)  # outlasts a slow test machine
+    monkeypatch.setattr("rag.accounts.users.BASE_LOCK_S", 3600.0)  # outlasts a slow test machine
     at = signed_out()
     for _ in range(FREE_FAILURES - 1):
         sign_in(at, "rita", "wrong password")

@@ -11,17 +11,26 @@ from llama_index.core.schema import NodeWithScore, TextNode
 
 from benchmarks.answers import fold_of, off_corpus
 from benchmarks.answers_narrow import SETS
-from rag.accounts import AccountError
-from rag.answer import QuestionError
-from rag.answer_type import Asked, expected, support
-from rag.conversations import ConversationError
+from rag.accounts.conversations import ConversationError
+from rag.accounts.users import AccountError
+from rag.answering.answer_type import Asked, expected, support
+from rag.answering.extractive import QuestionError
+from rag.answering.generate import (
+    Renumber,
+    ReplyStream,
+    build_answer,
+    claims,
+    match_quote,
+    normalise,
+)
+from rag.answering.llm import LLMError
 from rag.datadir import StoreError
-from rag.embeddings import EmbeddingError
+from rag.documents.formats import Decoded, FormatError, read_text
+from rag.embedding.embedders import EmbeddingError
 from rag.errors import RagError
 from rag.evaluate import Outcome, read_jsonl
-from rag.formats import Decoded, FormatError, read_text
-from rag.generate import Renumber, ReplyStream, build_answer, claims, match_quote, normalise
-from rag.ingest import (
+from rag.index.lexical import LexicalHits
+from rag.ingest.pipeline import (
     MB,
     IngestError,
     safe_upload_path,
@@ -30,9 +39,7 @@ from rag.ingest import (
     split_sentences,
     too_large,
 )
-from rag.lexical import LexicalHits
-from rag.llm import LLMError
-from rag.retrieve import (
+from rag.retrieval.hybrid import (
     RRF_K,
     Ranking,
     Retrieval,
@@ -212,7 +219,7 @@ def test_every_user_facing_error_is_a_rag_error() -> None:
 
 
 # Appended below the other tests (the import block above is shared with other work).
-from rag.generate import is_not_in_documents, may_be_not_in_documents  # noqa: E402
+from rag.answering.generate import is_not_in_documents, may_be_not_in_documents  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -261,11 +268,11 @@ def test_reply_stream_releases_held_text_that_is_no_sentinel() -> None:
     assert shown == "NOT sure: mille [1]." and not reply.refused
 
 
-# The answer decision's pure helpers (rag/confidence.py), appended like the block above.
+# The answer decision's pure helpers (rag/answering/decision.py), appended like the block above.
 import json  # noqa: E402
 import math  # noqa: E402
 
-from rag.confidence import ConfidenceModel, content_words, default_model, frenchness  # noqa: E402
+from rag.answering.decision import ConfidenceModel, content_words, default_model, frenchness  # noqa: E402
 
 
 def test_content_words_drop_stop_words_and_repeats_in_order() -> None:

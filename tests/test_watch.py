@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from watchfiles import Change
 
+from rag.ingest.watch import MAX_ATTEMPTS, Step, WatchFilter, settled
 from rag.service import RagService
-from rag.watch import MAX_ATTEMPTS, Step, WatchFilter, settled
 from tests.conftest import ROOT, make_settings, run_cli
 from tests.test_documents import word_file
 

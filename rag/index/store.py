@@ -8,7 +8,7 @@ granularities, and cross-lingual sentence choice for the extractive answer),
 ``<name>__stamp`` one token, renewed by every ingest that changes chunks, before and after
 its writes: the one freshness token of the index's state. Every reader (this process, other
 processes, app instances sharing a Chroma server) compares it with the token its BM25 index
-was built at before each question (``rag.lexical.LexicalCache``).
+was built at before each question (``rag.index.lexical.LexicalCache``).
 A file's manifest record is written only after all of its chunks are stored, so an ingest
 killed half-way leaves that file unrecorded and the next run redoes it.
 """
@@ -23,7 +23,6 @@ from typing import Any
 
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
-from rag.chroma_client import open_client, open_embedded
 from rag.config import Settings
 from rag.datadir import (
     SCHEMA_VERSION,
@@ -31,6 +30,7 @@ from rag.datadir import (
     StoreError,
     View,
 )
+from rag.index.chroma import open_client, open_embedded
 
 _MANIFEST_SUFFIX = "__files"
 _SENTENCES_SUFFIX = "__sentences"

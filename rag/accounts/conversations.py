@@ -1,4 +1,4 @@
-"""Saved conversations, per user, in the app database (``rag.appdb``).
+"""Saved conversations, per user, in the app database (``rag.accounts.db``).
 
 Invariants:
 - Every query is filtered by the owner's name: a user can neither list, open, rename nor
@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from rag.appdb import connect
+from rag.accounts.db import connect
 from rag.config import Settings
 from rag.errors import RagError
 

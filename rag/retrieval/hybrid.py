@@ -19,11 +19,11 @@ import numpy as np
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 
-from rag.citations import Span
-from rag.embeddings import Embedder
-from rag.ingest import MIN_VECTOR_SENTENCE_CHARS, has_vector, sentence_records
-from rag.lexical import LexicalHits, LexicalIndex
-from rag.store import Store, Stored
+from rag.documents.citations import Span
+from rag.embedding.embedders import Embedder
+from rag.index.lexical import LexicalHits, LexicalIndex
+from rag.index.store import Store, Stored
+from rag.ingest.pipeline import MIN_VECTOR_SENTENCE_CHARS, has_vector, sentence_records
 
 # Calibrated on the PIAF dev sets (see benchmarks/retrieval.py and the README).
 RRF_K = 5
@@ -211,7 +211,7 @@ class HybridRetriever(BaseRetriever):
         read by id: on the whole CIDRE corpus (728k sentences) Chroma's ``chunk_id`` filter
         took 75-85 ms a question, reading by id 4 ms. Were a stored sentence not found by its
         id (an index cut by other rules), the filter reads them all. Short sentences have no
-        stored vector (``rag.ingest.MIN_VECTOR_SENTENCE_CHARS``): they are embedded here in
+        stored vector (``rag.ingest.pipeline.MIN_VECTOR_SENTENCE_CHARS``): they are embedded here in
         one call (a few per chunk: about 5 ms a question on PIAF, 45 ms on novels).
         """
         records = [rec for chunk in chunks for rec in sentence_records(chunk)]

@@ -29,9 +29,7 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import TextNode
 from tqdm import tqdm
 
-from rag.embeddings import Embedder
-from rag.errors import RagError
-from rag.formats import (
+from rag.documents.formats import (
     SUPPORTED_LABEL,
     SUPPORTED_SUFFIXES,
     FormatError,
@@ -40,8 +38,10 @@ from rag.formats import (
     extract,
     is_temporary,
 )
-from rag.lexical import sync_lexical
-from rag.store import FileRecord, Store
+from rag.embedding.embedders import Embedder
+from rag.errors import RagError
+from rag.index.lexical import sync_lexical
+from rag.index.store import FileRecord, Store
 
 # Bookkeeping a retrieved chunk carries but neither the embedder nor the LLM should read;
 # "headings" are the (offset, title) pairs of the headings inside the chunk, as JSON, so a
@@ -62,7 +62,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?…])[»\"”’)\]]*\s+|\n+")
 # chunks (titles and fragments such as "Biographie" match too many questions), and in
 # novels they are 35 % of the sentences (CIDRE: dialogue, "— Oui."), about 0.8 GB of the
 # whole corpus's index in memory. The answer step embeds the few of its top chunks when it
-# needs them (``rag.retrieve.HybridRetriever.score_sentences``).
+# needs them (``rag.retrieval.hybrid.HybridRetriever.score_sentences``).
 MIN_VECTOR_SENTENCE_CHARS = 30
 
 
@@ -185,7 +185,7 @@ def discover(
 ) -> tuple[list[Path], list[Failure]]:
     """Supported files under ``paths`` (sorted, deduplicated) and the paths that failed.
 
-    Editors' temporary files inside folders are skipped (``rag.formats.is_temporary``).
+    Editors' temporary files inside folders are skipped (``rag.documents.formats.is_temporary``).
     Folders are walked without following directory symlinks (a link to a parent cannot
     loop); file symlinks are followed and deduplicated by their resolved path. Files over
     ``max_file_mb`` are reported as failed without being read.
@@ -489,7 +489,7 @@ def ingest(
             stamp,
             _Progress(total, bar, progress),
         )
-    if stamp.renewed:  # and once more after the writes (see rag.store)
+    if stamp.renewed:  # and once more after the writes (see rag.index.store)
         store.renew_stamp()
     sync_lexical(store, lexical_root, force=stamp.renewed or rebuild)
     return report

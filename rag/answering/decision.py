@@ -24,7 +24,7 @@ word the sentence does not speak of pulls the question away from it, so leaving 
 out brings the two closer (``Judge._occlusion``); on a narrow corpus, where every sentence is
 on the topic, it is what separates most near-misses. *Answer type*: a "how many" or "when"
 question needs a sentence with a number of the counted thing, or a date
-(``rag.answer_type``); a candidate without one ranks lower, and the best one's lack is a
+(``rag.answering.answer_type``); a candidate without one ranks lower, and the best one's lack is a
 feature (``type_miss``).
 
 Invariant: every feature is a number computed from the question, the retrieval and the
@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_FRENCH
 
-from rag.answer_type import Asked, expected, support
-from rag.embeddings import Embedder
-from rag.lexical import LexicalIndex, fold, stopwords, tokenize
-from rag.retrieve import Retrieval, SentenceScore
+from rag.answering.answer_type import Asked, expected, support
+from rag.embedding.embedders import Embedder
+from rag.index.lexical import LexicalIndex, fold, stopwords, tokenize
+from rag.retrieval.hybrid import Retrieval, SentenceScore
 
 MODEL_FILE = Path(__file__).with_name("confidence_model.json")
 # Weight of the idf-weighted share of question words in a sentence next to its cosine, and
@@ -59,7 +59,7 @@ LEXICAL_BONUS = 0.1
 ALIGN_BONUS = 0.1
 # Candidate sentences whose words are aligned (the best by cosine + lexical share).
 ALIGNED_CANDIDATES = 8
-# Ranking penalty of a candidate that lacks the asked number or date (rag/answer_type.py).
+# Ranking penalty of a candidate that lacks the asked number or date (rag/answering/answer_type.py).
 # Measured on PIAF dev against no penalty (same features, each model refitted): answer-bearing
 # 0.719 / 0.642 (FR / EN) against 0.711 / 0.636, held-out near-miss answered 0.557 / 0.618
 # against 0.563 / 0.622 at the held-out operating point (French answered 96.3 % and 96.2 %;
@@ -98,7 +98,7 @@ class Candidate:
     share: float  # idf-weighted share of the question's known stems it contains
     align: float  # idf-weighted term alignment of the question's words (0..1)
     worst: float = 0.0  # the worst-aligned question word's weighted miss (0..1)
-    typed: float = 1.0  # whether it holds the asked number or date (rag.answer_type)
+    typed: float = 1.0  # whether it holds the asked number or date (rag.answering.answer_type)
 
 
 @dataclass(frozen=True)

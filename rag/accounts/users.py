@@ -29,7 +29,7 @@ from typing import Literal, get_args
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from rag.appdb import connect
+from rag.accounts.db import connect
 from rag.config import Settings
 from rag.errors import RagError
 

@@ -1,6 +1,6 @@
 """The offline answer: the best one to three source sentences, quoted verbatim and cited.
 
-Candidate sentences are those of the top retrieved chunks, ranked by ``rag.confidence``
+Candidate sentences are those of the top retrieved chunks, ranked by ``rag.answering.decision``
 (cosine to the question, shared words, term alignment across languages). The answer is
 refused when the confidence that the best one says what was asked is below a threshold
 calibrated on PIAF dev questions against their near-miss versions and off-corpus
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from rag.citations import Citation, SourceCache
-from rag.confidence import Candidate, Judgement
+from rag.answering.decision import Candidate, Judgement
+from rag.documents.citations import Citation, SourceCache
 from rag.errors import RagError
-from rag.retrieve import Retrieval
+from rag.retrieval.hybrid import Retrieval
 
 NO_ANSWER = "I could not find this in the indexed documents."
 MAX_QUESTION_CHARS = 2000
@@ -40,7 +40,7 @@ class Answer:
     # False when an LLM answer cited passages that were not sent or misquoted its sources.
     verified: bool = True
     # How sure the product is that the documents answer the question (0..1, see
-    # ``rag.confidence``); None when no retrieval was made (an error, an empty index).
+    # ``rag.answering.decision``); None when no retrieval was made (an error, an empty index).
     confidence: float | None = None
     # For a refusal over related but insufficient passages: the nearest sentences, verified,
     # shown as "closest passages — they may not answer your question", never as an answer.

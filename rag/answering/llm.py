@@ -29,7 +29,7 @@ from rag.errors import RagError
 if TYPE_CHECKING:  # the OpenAI stack costs ~0.7 s to import; extractive mode never needs it
     from llama_index.llms.openai_like import OpenAILike
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 # Local servers (llama.cpp, Ollama, vLLM without --api-key) ignore the key but the client
 # insists on one.
 NO_KEY = "not-needed"

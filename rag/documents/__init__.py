@@ -1,0 +1,1 @@
+"""Documents: reading every supported format into text, and locating cited spans in it."""

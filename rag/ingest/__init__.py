@@ -1,0 +1,1 @@
+"""Ingestion: finding files, loading, chunking, embedding and writing; following a folder."""

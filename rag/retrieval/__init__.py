@@ -1,0 +1,1 @@
+"""Retrieval: dense, sentence and BM25 arms fused into one ranking."""
