@@ -3,17 +3,34 @@
 Streamlit runs a page script only once a browser has connected, so the first visitor would
 also wait for the imports and the embedding model. This entry point starts loading them in
 a background thread as soon as the server starts, while the browser loads the page.
+
+Every request, the page's websocket included, first passes ``PageGuard``, before any
+question can be asked or conversation read:
+- a foreign ``Host`` or ``Origin`` is refused (403; ``rag.security.foreign_request``);
+- a server bound beyond loopback with no account (and no single sign-on) is refused (403),
+  unless ``RAG_ALLOW_OPEN_PAGE`` says otherwise, as ``rag serve`` refuses to start;
+- the client address the page counts failed sign-ins by (``st.context.ip_address``) is
+  replaced by ``rag.security.client_key``'s, which believes ``X-Forwarded-For`` only from
+  ``RAG_TRUSTED_PROXIES``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import streamlit as st
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
+from streamlit import config as st_config
 
 PAGE = Path(__file__).resolve().parent / "chat.py"
 log = logging.getLogger(__name__)
@@ -56,11 +73,115 @@ def watch_folder(folder: Path, stop: threading.Event) -> None:
         log.warning("folder watch stopped: %s", exc)
 
 
+def bind_address() -> str:
+    """The address the server listens on (``server.address``; unset means every one)."""
+    return str(st_config.get_option("server.address") or "")
+
+
+def server_forwarding_trust() -> list:
+    """The peers whose ``X-Forwarded-For`` uvicorn, below Streamlit, already applied to the
+    client address it passes on: its ``FORWARDED_ALLOW_IPS``, read as uvicorn reads it
+    (Streamlit gives it no setting); every address when it does not parse."""
+    from rag.security import networks, split_list
+
+    try:
+        return networks(split_list(os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")))
+    except ValueError:
+        return networks(["*"])
+
+
+def open_page_refusal() -> str | None:
+    """Why the page must not be served at all now, or None (see the module docstring)."""
+    from rag.accounts.users import Accounts
+    from rag.config import get_settings
+    from rag.security import is_loopback
+
+    settings, address = get_settings(), bind_address()
+    if is_loopback(address) or settings.allow_open_page:
+        return None
+    if (st.secrets.load_if_toml_exists() and "auth" in st.secrets) or Accounts(settings).enabled():
+        return None
+    return (
+        f"Refusing to serve this page on {address or 'every address'} with no account: anyone "
+        "who reaches it could read the documents. Add one with `rag user add NAME --role "
+        "admin`, serve on 127.0.0.1, or set RAG_ALLOW_OPEN_PAGE=true."
+    )
+
+
+def foreign_refusal(scope: Scope, headers: Headers) -> str | None:
+    """Why a request that names another site (DNS rebinding, a cross-site page) is refused."""
+    from rag.config import get_settings
+    from rag.security import foreign_request, host_name, is_wildcard, split_list
+
+    allowed = set(split_list(get_settings().allowed_hosts))
+    for address in (bind_address(), (scope.get("server") or ("",))[0] or ""):
+        if not is_wildcard(address):
+            allowed.add(address.lower())
+    if not foreign_request(headers.get("host", ""), headers.get("origin"), allowed):
+        return None
+    return (
+        f"This page answers only to its own address, not to {host_name(headers.get('host', ''))!r}"
+        " or a page from another site: open it at the address it is served on, or add the "
+        "name to RAG_ALLOWED_HOSTS."
+    )
+
+
+def with_client_key(scope: Scope, headers: Headers) -> Scope:
+    """The scope with the client address failed sign-ins are counted by (``client_key``)."""
+    from rag.config import get_settings
+    from rag.security import client_key, networks, split_list
+
+    client = scope.get("client") or ("unknown", 0)
+    forwarded = ", ".join(headers.getlist("x-forwarded-for")) or None
+    proxies = networks(split_list(get_settings().trusted_proxies))
+    key = client_key(client[0], forwarded, proxies, server_forwarding_trust())
+    return {**scope, "client": (key, client[1])}
+
+
+def upload_refusal(scope: Scope) -> str | None:
+    """Why a file upload is refused: its session was not shown the upload widget."""
+    from rag.ui import uploads
+
+    _, marker, rest = scope["path"].partition("/_stcore/upload_file/")
+    if scope["type"] != "http" or not marker or scope["method"] != "PUT":
+        return None
+    if uploads.allowed(rest.split("/", 1)[0]):
+        return None
+    return "Sign in with a role that may add documents before uploading."
+
+
+class PageGuard:
+    """ASGI middleware in front of every Streamlit route (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refusal = (
+            foreign_refusal(scope, headers)
+            or upload_refusal(scope)
+            or await run_in_threadpool(open_page_refusal)
+        )
+        if refusal is None:
+            await self.app(with_client_key(scope, headers), receive, send)
+        elif scope["type"] == "websocket":
+            await WebSocketClose(code=1008, reason=refusal[:120])(scope, receive, send)
+        else:
+            await PlainTextResponse(refusal, status_code=403)(scope, receive, send)
+
+
 @asynccontextmanager
 async def lifespan(_app: st.App) -> AsyncIterator[None]:
     from rag.config import get_settings
 
     skip_repl_check()
+    refusal = await run_in_threadpool(open_page_refusal)
+    if refusal:
+        log.warning(refusal)
     threading.Thread(target=warm_up, name="rag-warm-up", daemon=True).start()
     stop = threading.Event()
     folder = get_settings().watch_dir
@@ -72,4 +193,4 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
     stop.set()
 
 
-app = st.App(str(PAGE), lifespan=lifespan)
+app = st.App(str(PAGE), lifespan=lifespan, middleware=[Middleware(PageGuard)])

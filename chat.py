@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 import streamlit.components.v1 as components
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from rag.accounts.conversations import LOCAL_USER, ConversationError, Conversations
 from rag.accounts.users import ROLES, AccountError, Accounts, Role, User
 from rag.config import get_settings
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
+from rag.ui import uploads
 from rag.ui.render import (
     CLOSEST_HEADING,
     PAGE_STYLE,
@@ -71,8 +73,10 @@ def oidc_signed_in() -> bool:
 def signed_in() -> tuple[bool, User | None]:
     """Whether sign-in is on, and who is signed in, read from the database every time.
 
-    So a removed account or a changed role applies at once. A single sign-on user gets the
-    role of the local account with the same email, or ``RAG_OIDC_ROLE``.
+    So a removed account or a changed role applies at once, and a new account given a
+    removed one's name is not its sessions' user: a local account must have the creation
+    time recorded at sign-in. A single sign-on user gets the role of the local account with
+    the same email, or ``RAG_OIDC_ROLE``.
     """
     settings = get_settings()
     accounts = Accounts(settings)
@@ -80,10 +84,13 @@ def signed_in() -> tuple[bool, User | None]:
     if not oidc and not accounts.enabled():
         return False, None
     name = st.session_state.get("user_name")
-    if oidc and oidc_signed_in():
+    sso = oidc and oidc_signed_in()
+    if sso:
         name = str(st.user.get("email") or st.user.get("sub"))
     user = accounts.get(name) if name else None
-    if user is None and oidc and oidc_signed_in() and settings.oidc_role != "none":
+    if user is not None and not sso and user.created != st.session_state.get("user_created"):
+        user = None
+    if user is None and sso and settings.oidc_role != "none":
         user = User(name, settings.oidc_role, 0.0)
     return True, user
 
@@ -105,8 +112,15 @@ def allowed(role: Role) -> bool:
     return not on or (user is not None and user.can(role))
 
 
+def session_id() -> str:
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx else ""
+
+
 def sign_in_page(accounts: Accounts, oidc: bool) -> None:
-    """The sign-in form and nothing else: no corpus name, count or text before sign-in."""
+    """The sign-in form and nothing else: no corpus name, count or text before sign-in, and
+    no upload taken for this session (``rag.ui.uploads``)."""
+    uploads.allow(session_id(), False)
     st.title("Sign in")
     if oidc:
         if oidc_signed_in():
@@ -126,14 +140,19 @@ def sign_in_page(accounts: Accounts, oidc: bool) -> None:
                 st.error(str(exc))
             else:
                 st.session_state.user_name = user.name
+                st.session_state.user_created = user.created  # this account, not a namesake
                 st.rerun()
     st.stop()
 
 
 def client_address() -> str:
-    """The browser's address, which failed sign-ins are counted by (with the user name)."""
+    """The browser's address, which failed sign-ins are counted by (with the user name).
+
+    app.py's ``PageGuard`` has set it (``rag.security.client_key``): ``X-Forwarded-For`` is
+    believed only from ``RAG_TRUSTED_PROXIES``. Streamlit gives None for loopback.
+    """
     address = st.context.ip_address
-    return address if isinstance(address, str) else "unknown"  # None behind some proxies
+    return address if isinstance(address, str) else "unknown"
 
 
 def require(role: Role) -> None:
@@ -145,6 +164,7 @@ def require(role: Role) -> None:
 
 def sign_out() -> None:
     st.session_state.pop("user_name", None)
+    st.session_state.pop("user_created", None)
     new_conversation()
     if oidc_configured() and oidc_signed_in():
         st.logout()
@@ -481,6 +501,7 @@ def handle_question(question: str, service: RagService) -> None:
 def main() -> None:
     st.session_state.setdefault("messages", [])
     user = current_user()  # stops at the sign-in form until someone signs in
+    uploads.allow(session_id(), user is None or user.can("editor"))  # as edit_corpus shows
     st.title("Ask the documents")
     st.caption("Every answer quotes its sources; open a citation to check it in the original.")
     # The chat box comes first: it shows, and takes a question, while the index loads.

@@ -123,6 +123,23 @@ class Settings(BaseSettings):
         description="Base URL of an OpenAI-compatible server (`OPENAI_BASE_URL`).",
     )
 
+    allowed_hosts: str = Field(
+        "",
+        description="Host names the chat page answers to besides loopback and the address it "
+        "is served on, comma-separated (e.g. `rag.example.org`); any other `Host` or `Origin` "
+        "is refused, so a foreign web page cannot reach the page through DNS rebinding.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Addresses or networks of reverse proxies in front of the chat page, "
+        "comma-separated (e.g. `127.0.0.1`); `X-Forwarded-For` is believed only from them "
+        "(none by default).",
+    )
+    allow_open_page: bool = Field(
+        False,
+        description="Serve the chat page beyond loopback even with no account (anyone who "
+        "reaches it can then read the documents); by default it is refused.",
+    )
     oidc_role: Literal["none", "reader", "editor"] = Field(
         "reader",
         description="Role of a single sign-on (OIDC) user without a local account of that "

@@ -8,21 +8,33 @@ Invariants:
   this project's shared 2-core machine); hashes are re-computed when those parameters change.
 - API keys are 256-bit random strings shown once; only their SHA-256 is stored (a key is
   random, so a fast hash is enough: there is nothing to guess from it).
-- Failed sign-ins are counted per user name and client in the database, so a restart does
-  not reset them: after ``FREE_FAILURES`` failures each further one locks that pair out for
-  twice as long as the last, from ``BASE_LOCK_S`` up to ``MAX_LOCK_S``. A success clears
-  the count. Unknown names are counted too, and cost a hash check, so neither the answer
-  nor its timing tells whether a name exists.
+- Failed sign-ins are counted per user name and client, and per user name from any client,
+  in the database, so a restart does not reset them: after ``FREE_FAILURES`` failures of a
+  pair (``ACCOUNT_FREE_FAILURES`` of a name) each further one locks it out for twice as
+  long as the last, from ``BASE_LOCK_S`` up to ``MAX_LOCK_S``. A success clears both
+  counts. Unknown names are counted too, and cost a hash check, so neither the answer nor
+  its timing tells whether a name exists.
+- An attempt is counted before its password is checked, in the same write transaction as
+  the lock check (``BEGIN IMMEDIATE``): simultaneous attempts are serialised there, so once
+  a lock is due no further attempt reaches a password check, and no count is lost. A
+  success then clears the count it added.
+- At most ``MAX_HASHING`` Argon2 computations run at once in a process; a sign-in that
+  finds no free slot within ``HASHING_WAIT_S`` is refused (``Busy``, not counted).
+- Removing an account deletes its API keys, failure counts and saved conversations, so a
+  new account of the same name starts with none of them.
 - Every error raised here is an ``AccountError`` whose message is safe to show as is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
 import secrets
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -46,11 +58,22 @@ MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 1024
 KEY_PREFIX = "rag_"
 FREE_FAILURES = 5
+# Per name from any client: enough for a few people mistyping at once, few enough that
+# guessing from many addresses gets 20 tries before the name is locked for everyone.
+ACCOUNT_FREE_FAILURES = 20
+# The client column of a name's count over all clients (a client is an address or a word).
+ANY_CLIENT = ""
 BASE_LOCK_S = 30.0
 MAX_LOCK_S = 3600.0
+# Each Argon2 computation holds 64 MiB: 4 at once bound them to 256 MiB per process (30
+# simultaneous sign-ins took about 1.5 GB before), and keep both cores of the shared
+# machine busy. A queued sign-in waits up to 30 s, about 100 checks at 0.3 s each, 4 at once.
+MAX_HASHING = 4
+HASHING_WAIT_S = 30.0
 
 
 _hasher = PasswordHasher()
+_hashing = threading.BoundedSemaphore(MAX_HASHING)
 
 
 class AccountError(RagError):
@@ -72,6 +95,13 @@ class LockedOut(AccountError):
         super().__init__(f"Too many failed sign-ins: try again in {max(1, round(retry_after))} s.")
 
 
+class Busy(AccountError):
+    """Every password-checking slot stayed taken for ``HASHING_WAIT_S``."""
+
+    def __init__(self) -> None:
+        super().__init__("Too many sign-ins at once: try again in a few seconds.")
+
+
 @dataclass(frozen=True)
 class User:
     name: str
@@ -83,11 +113,23 @@ class User:
         return _RANK[self.role] >= _RANK[role]
 
 
-def lock_seconds(failures: int) -> float:
-    """How long a pair is locked out after its ``failures``-th failure (0: not locked)."""
-    if failures < FREE_FAILURES:
+def lock_seconds(failures: int, free: int = FREE_FAILURES) -> float:
+    """How long a count is locked out after its ``failures``-th failure (0: not locked);
+    ``free``: ``FREE_FAILURES`` for a name and client, ``ACCOUNT_FREE_FAILURES`` for a name."""
+    if failures < free:
         return 0.0
-    return min(MAX_LOCK_S, BASE_LOCK_S * 2 ** (failures - FREE_FAILURES))
+    return min(MAX_LOCK_S, BASE_LOCK_S * 2 ** (failures - free))
+
+
+@contextlib.contextmanager
+def hashing_slot() -> Iterator[None]:
+    """One of the ``MAX_HASHING`` Argon2 slots, or ``Busy``."""
+    if not _hashing.acquire(timeout=HASHING_WAIT_S):
+        raise Busy()
+    try:
+        yield
+    finally:
+        _hashing.release()
 
 
 def key_digest(key: str) -> str:
@@ -114,7 +156,8 @@ class Accounts:
             raise AccountError(f"Unknown role {role!r}: choose one of {', '.join(ROLES)}.")
         check_password(password)
         user = User(name, role, time.time())  # type: ignore[arg-type]
-        password_hash = _hasher.hash(password)
+        with hashing_slot():
+            password_hash = _hasher.hash(password)
         with self._db() as db:
             if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise AccountError(f"User {name!r} already exists.")
@@ -125,11 +168,16 @@ class Accounts:
         return user
 
     def remove(self, name: str) -> None:
-        """Delete the user, its API keys and its failure counts."""
+        """Delete the user, its API keys, failure counts and conversations (one transaction).
+
+        Conversations are kept by user name: left behind, they would be a new account's of
+        the same name.
+        """
         with self._db() as db:
             if db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
                 raise AccountError(f"No user named {name!r}.")
             db.execute("DELETE FROM sign_in_failures WHERE user = ?", (name,))
+            db.execute("DELETE FROM conversations WHERE user = ?", (name,))  # messages cascade
 
     def list(self) -> list[User]:
         with self._db() as db:
@@ -166,46 +214,75 @@ class Accounts:
         return User(row["name"], row["role"], row["created"]) if row else None
 
     def sign_in(self, name: str, password: str, client: str) -> User:
-        """The user, if ``password`` is right and this name and client are not locked out."""
+        """The user, if ``password`` is right and neither this name and client nor this name
+        is locked out; the attempt is counted before the password is checked."""
+        client = client or "unknown"  # "" is ANY_CLIENT
+        with self._db() as db:
+            wait = _lock_wait(db, name, client, time.time())
+        if wait > 0:  # refused at once, without queueing for a hashing slot
+            raise LockedOut(wait)
+        with hashing_slot():
+            lock = self._count_attempt(name, client)
+            with self._db() as db:
+                row = db.execute(
+                    "SELECT name, role, created, password_hash FROM users WHERE name = ?",
+                    (name,),
+                ).fetchone()
+            if row is None or len(password) > MAX_PASSWORD_CHARS:
+                _verify(_dummy_hash(), password[:MAX_PASSWORD_CHARS])
+                row = None
+            elif not _verify(row["password_hash"], password):
+                row = None
+            if row is None:
+                raise LockedOut(lock) if lock else SignInError()
+            self._succeeded(name, client, row["password_hash"], password)
+        return User(row["name"], row["role"], row["created"])
+
+    def _count_attempt(self, name: str, client: str) -> float:
+        """Check the locks and count this attempt as a failure, atomically; the lock it set
+        (0: none). Raises ``LockedOut`` when a lock is due (the attempt is then not counted).
+        """
         now = time.time()
         with self._db() as db:
-            locked = db.execute(
-                "SELECT locked_until FROM sign_in_failures WHERE user = ? AND client = ?",
-                (name, client),
-            ).fetchone()
-            if locked and locked["locked_until"] > now:
-                raise LockedOut(locked["locked_until"] - now)
-            row = db.execute(
-                "SELECT name, role, created, password_hash FROM users WHERE name = ?", (name,)
-            ).fetchone()
-        if row is None or len(password) > MAX_PASSWORD_CHARS:
-            _verify(_dummy_hash(), password[:MAX_PASSWORD_CHARS])
-            self._failed(name, client)
-        elif not _verify(row["password_hash"], password):
-            self._failed(name, client)
+            db.execute("BEGIN IMMEDIATE")  # no other attempt reads the counts until commit
+            wait = _lock_wait(db, name, client, now)
+            if wait > 0:
+                raise LockedOut(wait)
+            lock = 0.0
+            for key, free in ((client, FREE_FAILURES), (ANY_CLIENT, ACCOUNT_FREE_FAILURES)):
+                row = db.execute(
+                    "SELECT failures FROM sign_in_failures WHERE user = ? AND client = ?",
+                    (name, key),
+                ).fetchone()
+                failures = (row["failures"] if row else 0) + 1
+                lock = max(lock, lock_seconds(failures, free))
+                db.execute(
+                    "INSERT OR REPLACE INTO sign_in_failures VALUES (?, ?, ?, ?)",
+                    (name, key, failures, now + lock_seconds(failures, free)),
+                )
+        return lock
+
+    def _succeeded(self, name: str, client: str, password_hash: str, password: str) -> None:
+        """Clear the counts of a right password, and re-hash it if the parameters changed."""
         with self._db() as db:
-            db.execute("DELETE FROM sign_in_failures WHERE user = ? AND client = ?", (name, client))
-            if _hasher.check_needs_rehash(row["password_hash"]):
+            db.execute(
+                "DELETE FROM sign_in_failures WHERE user = ? AND client IN (?, ?)",
+                (name, client, ANY_CLIENT),
+            )
+            if _hasher.check_needs_rehash(password_hash):
                 db.execute(
                     "UPDATE users SET password_hash = ? WHERE name = ?",
                     (_hasher.hash(password), name),
                 )
-        return User(row["name"], row["role"], row["created"])
 
-    def _failed(self, name: str, client: str) -> None:
-        """Count a failure, lock the pair out if it has failed too often, and raise."""
-        with self._db() as db:
-            row = db.execute(
-                "SELECT failures FROM sign_in_failures WHERE user = ? AND client = ?",
-                (name, client),
-            ).fetchone()
-            failures = (row["failures"] if row else 0) + 1
-            wait = lock_seconds(failures)
-            db.execute(
-                "INSERT OR REPLACE INTO sign_in_failures VALUES (?, ?, ?, ?)",
-                (name, client, failures, time.time() + wait),
-            )
-        raise LockedOut(wait) if wait else SignInError()
+
+def _lock_wait(db, name: str, client: str, now: float) -> float:
+    """Seconds until this name and client, and this name, are both free to try (0: now)."""
+    rows = db.execute(
+        "SELECT locked_until FROM sign_in_failures WHERE user = ? AND client IN (?, ?)",
+        (name, client, ANY_CLIENT),
+    ).fetchall()
+    return max([r["locked_until"] - now for r in rows] + [0.0])
 
 
 @functools.cache
