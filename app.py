@@ -9,9 +9,11 @@ question can be asked or conversation read:
 - a foreign ``Host`` or ``Origin`` is refused (403; ``rag.security.foreign_request``);
 - a server bound beyond loopback with no account (and no single sign-on) is refused (403),
   unless ``RAG_ALLOW_OPEN_PAGE`` says otherwise, as ``rag serve`` refuses to start;
+- a file upload is refused unless the page showed this session the upload widget
+  (``rag.ui.uploads``): Streamlit would otherwise hold any session's uploads in memory;
 - the client address the page counts failed sign-ins by (``st.context.ip_address``) is
   replaced by ``rag.security.client_key``'s, which believes ``X-Forwarded-For`` only from
-  ``RAG_TRUSTED_PROXIES``.
+  ``RAG_TRUSTED_PROXIES`` (a malformed value is answered with a 500 that names it).
 """
 
 from __future__ import annotations
@@ -160,18 +162,22 @@ class PageGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
+        headers, status = Headers(scope=scope), 403
         refusal = (
             foreign_refusal(scope, headers)
             or upload_refusal(scope)
             or await run_in_threadpool(open_page_refusal)
         )
+        try:
+            scope = with_client_key(scope, headers)
+        except ValueError as exc:
+            refusal, status = refusal or f"RAG_TRUSTED_PROXIES: {exc}", 500
         if refusal is None:
-            await self.app(with_client_key(scope, headers), receive, send)
+            await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await WebSocketClose(code=1008, reason=refusal[:120])(scope, receive, send)
         else:
-            await PlainTextResponse(refusal, status_code=403)(scope, receive, send)
+            await PlainTextResponse(refusal, status_code=status)(scope, receive, send)
 
 
 @asynccontextmanager

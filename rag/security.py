@@ -94,8 +94,11 @@ def networks(spec: Iterable[str]) -> list[Network]:
     for item in spec:
         if item == "*":
             found += [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
-        else:
+            continue
+        try:
             found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is neither an address nor a network.") from None
     return found
 
 

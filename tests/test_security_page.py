@@ -218,6 +218,8 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
     assert client_key("192.0.2.1", "203.0.113.7", remote, none) == "203.0.113.7"
     assert client_key("198.51.100.9", "203.0.113.7", remote, none) == FORWARDED_CLIENT
     assert client_key("192.0.2.1", "not-an-address", remote, none) == FORWARDED_CLIENT
+    with pytest.raises(ValueError, match="neither an address nor a network"):
+        networks(["proxy.example.org"])
 
 
 def test_the_open_page_setting_is_needed_beyond_loopback(tmp_path, monkeypatch) -> None:
