@@ -222,19 +222,6 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
         networks(["proxy.example.org"])
 
 
-def test_the_open_page_setting_is_needed_beyond_loopback(tmp_path, monkeypatch) -> None:
-    import app
-
-    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
-    monkeypatch.setattr(app, "bind_address", lambda: "0.0.0.0")
-    assert "with no account" in (app.open_page_refusal() or "")
-    monkeypatch.setenv("RAG_ALLOW_OPEN_PAGE", "true")
-    get_settings.cache_clear()
-    assert app.open_page_refusal() is None
-    get_settings.cache_clear()
-
-
 # --- The served page ---------------------------------------------------------------------
 
 
@@ -446,3 +433,10 @@ def test_the_page_is_refused_beyond_loopback_without_an_account(tmp_path: Path) 
         Accounts(make_settings(data_dir)).add("ann", PASSWORD, "admin")
         assert http(url + "/")[0] == 200
         assert websocket_status(url, f"127.0.0.1:{port}", None) == 101
+
+
+def test_the_open_page_setting_serves_it_beyond_loopback(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with page_server(data_dir, "--server.address", "0.0.0.0", RAG_ALLOW_OPEN_PAGE="true") as url:
+        assert http(url + "/")[0] == 200
+        assert websocket_status(url, f"127.0.0.1:{url.rsplit(':', 1)[1]}", None) == 101
