@@ -21,7 +21,12 @@ Invariants:
   key (``rag user token``): none or an unknown one gives 401, a role too low gives 403.
   With no account the API is open, and ``rag serve`` then refuses any address other than
   loopback; a server bound beyond loopback requires a key even if all accounts are removed.
-  Open, it also refuses requests sent by web pages (a foreign ``Origin`` or ``Host``).
+  Open, it also refuses requests sent by web pages (a foreign ``Origin`` or ``Host``, and
+  ``Origin: null``).
+- Sizes are bounded before they are buffered: a request line and headers over
+  ``MAX_HEADER_BYTES`` get 431, a JSON body over ``MAX_JSON_BYTES`` or an upload over
+  ``MAX_UPLOAD_FILES`` files of ``RAG_MAX_FILE_MB`` gets 413, chunked or not.
+- A streamed answer whose client disconnects closes its LLM request (``close_tokens``).
 - Errors are OpenAI-style ``{"error": {"message", "type", "code"}}`` bodies whose message is
   safe to show; unexpected failures say only "internal error" (details go to the log). The
   LLM server's API key is never in a response: it lives only in ``Settings`` and LLM errors
