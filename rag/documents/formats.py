@@ -13,6 +13,11 @@ their own. Tables become one line per row, cells joined by `` | ``.
 PDF pages without a text layer (scans) are read by Tesseract: each page is rendered at
 ``OCR_DPI`` by pdfium and its text marked ``ocr`` so a citation can say it was machine-read.
 Tesseract runs single-threaded (``OMP_THREAD_LIMIT=1`` unless set), one process per core.
+
+Bounds, so that a small file cannot cost unbounded time or memory: a file's text stops at
+``RAG_MAX_TEXT_CHARS`` (``TextLimit``: Word and OpenDocument zips are checked from their index
+first, then while their text is built; PDFs page by page), and no page is rendered for OCR
+past ``OCR_MAX_PIXELS``. Both raise ``FormatError`` saying "too large".
 """
 
 from __future__ import annotations

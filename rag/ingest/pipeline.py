@@ -8,6 +8,9 @@ record is missing is therefore always redone from scratch, never duplicated.
 Files are read and chunked only as the embedder reaches them, so memory holds the files of
 the batch in flight rather than the corpus; progress is counted in source bytes for the
 same reason (a file's chunk count is known once it is read).
+
+Exact repeats inside one file are indexed once (``drop_repeats``): a repeated chunk is not
+stored, a repeated sentence gets no vector and is never scored.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ English question shares with it (names, numbers, cognates), so its weight in the
 scales with its *coverage*: the share of the question's content words found in the corpus
 vocabulary. A French question gets the full lexical weight, an English one mostly the dense
 rankings; no language detector is needed.
+
+Every ranking breaks equal scores by chunk id (``ordered``) and a chunk's sentences keep
+their order, so one question gets the same passages in every process.
 """
 
 from __future__ import annotations
