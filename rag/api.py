@@ -21,7 +21,12 @@ Invariants:
   key (``rag user token``): none or an unknown one gives 401, a role too low gives 403.
   With no account the API is open, and ``rag serve`` then refuses any address other than
   loopback; a server bound beyond loopback requires a key even if all accounts are removed.
-  Open, it also refuses requests sent by web pages (a foreign ``Origin`` or ``Host``).
+  Open, it also refuses requests sent by web pages (a foreign ``Origin`` or ``Host``, and
+  ``Origin: null``).
+- Sizes are bounded before they are buffered: a request line and headers over
+  ``MAX_HEADER_BYTES`` get 431, a JSON body over ``MAX_JSON_BYTES`` or an upload over
+  ``MAX_UPLOAD_FILES`` files of ``RAG_MAX_FILE_MB`` gets 413, chunked or not.
+- A streamed answer whose client disconnects closes its LLM request (``close_tokens``).
 - Errors are OpenAI-style ``{"error": {"message", "type", "code"}}`` bodies whose message is
   safe to show; unexpected failures say only "internal error" (details go to the log). The
   LLM server's API key is never in a response: it lives only in ``Settings`` and LLM errors
@@ -37,7 +42,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlparse
@@ -50,6 +55,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Message
 
 from rag.accounts.users import AccountError, Accounts, Role, User
 from rag.answering.extractive import Answer, QuestionError
@@ -66,16 +72,32 @@ MAX_TOP_K = 50
 # A question is at most a few thousand characters (``check_question``); a long chat history
 # in a JSON body stays far below this.
 MAX_JSON_BYTES = 1 << 20
+# A request line and headers: browsers send under 8 KiB (cookies included); nginx allows
+# 4 x 8 KiB, Node 16 KiB. Past this the server answers 431 without reading further.
+MAX_HEADER_BYTES = 32 * 1024
+_TOO_LARGE_BODY = b"Request line and headers over 32 KiB.\n"
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
+)
+
+
+class ContentPart(BaseModel):
+    """One OpenAI content part; only ``text`` parts are read, and their text must be a string."""
+
+    type: str
+    text: str | None = None
 
 
 class ChatMessage(BaseModel):
     role: str
     # A string, or OpenAI content parts ([{"type": "text", "text": ...}, ...]).
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+            return "".join(p.text or "" for p in self.content if p.type == "text")
         return self.content or ""
 
 
@@ -149,10 +171,13 @@ def check_local(request: Request) -> None:
     A web page in the user's browser could otherwise post to it (a multipart upload or a
     text/plain body needs no CORS preflight), or read from it after pointing its own
     domain at 127.0.0.1 (DNS rebinding): the first carries a foreign ``Origin``, the second
-    a foreign ``Host``.
+    a foreign ``Host``. ``Origin: null`` (a sandboxed iframe, a ``file:`` page, a redirect)
+    names no local page, so it is foreign too; only clients that send no ``Origin`` at all
+    (scripts, ``curl``, the ``openai`` client) or a loopback one are served.
     """
-    origin = urlparse(request.headers.get("origin", "")).hostname
-    if not is_loopback(request.url.hostname or "") or (origin and not is_loopback(origin)):
+    origin = request.headers.get("origin")
+    foreign_origin = origin is not None and not is_loopback(urlparse(origin).hostname or "")
+    if not is_loopback(request.url.hostname or "") or foreign_origin:
         raise HTTPException(
             403, "Sign-in is off: this server answers local clients only (see `rag user add`)."
         )
@@ -189,6 +214,8 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
             raise HTTPException(413, f"Request body over {MAX_JSON_BYTES >> 20} MiB.")
     try:
         return model.model_validate(json.loads(data))
+    except RecursionError:
+        raise HTTPException(400, "Invalid request: the JSON is nested too deeply.") from None
     except ValueError as exc:
         if isinstance(exc, ValidationError) and exc.errors():
             first = exc.errors()[0]
@@ -261,8 +288,9 @@ async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) ->
 
     yield event({"role": "assistant", "content": ""})
     shown = []
+    tokens = iter(stream)
     try:
-        async for token in iterate_in_threadpool(iter(stream)):
+        async for token in iterate_in_threadpool(tokens):
             shown.append(token)
             yield event({"content": token})
         answer = await run_in_threadpool(stream.finalize)
@@ -271,10 +299,25 @@ async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) ->
         failure = {"error": {"message": "Internal error; see the server log.", "code": 500}}
         yield f"data: {json.dumps(failure)}\n\n"
         return
+    finally:
+        close_tokens(tokens)
     if answer.text.strip() != "".join(shown).strip():
         yield event({"content": ("\n\n" if shown else "") + answer.text})
     yield event(answer_extras(answer), finish="stop")
     yield "data: [DONE]\n\n"
+
+
+def close_tokens(tokens: Iterator[str]) -> None:
+    """Stop an answer's token stream, closing its LLM request (a no-op once it has ended).
+
+    A client that disconnects mid-answer cancels ``_sse``; without this the upstream LLM
+    request would stream on to its end, holding a connection and costing tokens. The
+    threadpool call reading the next token has returned by then (anyio waits for it), so
+    the generator is not running.
+    """
+    close = getattr(tokens, "close", None)
+    if close is not None:
+        close()
 
 
 async def ask(request: Request) -> Response:
@@ -297,16 +340,41 @@ async def get_document(request: Request) -> Response:
     return JSONResponse({"id": wanted, "text": text})
 
 
+def limited_body(request: Request, limit: int, message: str) -> Request:
+    """``request`` whose body fails with 413 past ``limit`` bytes, however it is sent.
+
+    A ``Content-Length`` over the limit is refused before anything is read; a chunked body
+    (no length) is counted as it streams in, so it cannot get past the check either.
+    """
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise HTTPException(413, message)
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        event = await request.receive()
+        received += len(event.get("body", b""))
+        if received > limit:
+            raise HTTPException(413, message)
+        return event
+
+    return Request(request.scope, receive)
+
+
 async def upload_documents(request: Request) -> Response:
     await authorize(request, "editor")
     service: RagService = request.app.state.service
     limit_mb = service.settings.max_file_mb
-    length = request.headers.get("content-length", "")
-    if limit_mb and length.isdigit() and int(length) > limit_mb * MAX_UPLOAD_FILES * 2**20:
-        raise HTTPException(413, f"Upload over {MAX_UPLOAD_FILES} files of {limit_mb:g} MB.")
+    if limit_mb > 0:
+        limit = int(limit_mb * MAX_UPLOAD_FILES * 2**20)
+        message = f"Upload over {MAX_UPLOAD_FILES} files of {limit_mb:g} MB."
+        request = limited_body(request, limit, message)
     try:
         form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=MAX_UPLOAD_FILES)
     except HTTPException as exc:
+        if exc.status_code == 413:
+            raise
         raise HTTPException(400, f"Invalid upload: {exc.detail}") from None
     files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
     if not files:
@@ -364,6 +432,44 @@ def create_app(settings: Settings, *, require_auth: bool = False) -> Starlette:
     return app
 
 
+def header_limited_protocol() -> type:
+    """uvicorn's HTTP protocol, answering 431 to a request whose line and headers pass
+    ``MAX_HEADER_BYTES``.
+
+    uvicorn (httptools) buffers a request's headers whatever their size before the app sees
+    them: a 200 MB header was read in full before its 401. Bytes are fed to the parser no
+    further than the limit until the headers are complete, so no more is ever buffered.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeaderLimited(HttpToolsProtocol):
+        header_bytes = 0
+        headers_done = False
+
+        def data_received(self, data: bytes) -> None:
+            while data and not self.headers_done and not self.transport.is_closing():
+                room = MAX_HEADER_BYTES - self.header_bytes
+                if room <= 0:
+                    self.transport.write(HEADERS_TOO_LARGE)
+                    self.transport.close()
+                    return
+                piece, data = data[:room], data[room:]
+                self.header_bytes += len(piece)
+                super().data_received(piece)
+            if data and not self.transport.is_closing():
+                super().data_received(data)
+
+        def on_headers_complete(self) -> None:
+            self.headers_done = True
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self.headers_done, self.header_bytes = False, 0
+            super().on_message_complete()
+
+    return HeaderLimited
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run the API under uvicorn; beyond loopback only with sign-in on."""
     import uvicorn
@@ -374,4 +480,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
             "Add one with `rag user add NAME --role admin` first, or serve on 127.0.0.1."
         )
     app = create_app(settings, require_auth=not is_loopback(host))
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        server_header=False,
+        http=header_limited_protocol(),
+    )

@@ -10,6 +10,7 @@ import argparse
 import getpass
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -27,6 +28,13 @@ if TYPE_CHECKING:
     from rag.documents.citations import Citation
     from rag.service import RagService
 
+# Characters a terminal acts on rather than prints: C0 controls but tab and line feed (ESC
+# starts colour, cursor, title and clipboard sequences; CR overwrites the line), DEL, C1
+# controls (U+009B is a one-character CSI) and the bidirectional overrides and isolates
+# that make text display in another order than it reads.
+_TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C1 controls survive ``json.dumps(ensure_ascii=False)``; JSON output escapes them.
+_C1 = re.compile("[\x7f-\x9f]")
 DEFAULT_CORPUS = Path("seeds")
 EXIT_USAGE = 2
 EXIT_FAILED_FILES = 3
@@ -83,6 +91,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def shown(text: str) -> str:
+    """Document or user text made safe to print: terminal controls removed.
+
+    Document text, file names and server messages reach the terminal through ``rag``;
+    an escape sequence in a document must not recolour, retitle or rewrite the screen.
+    """
+    return _TERMINAL_CONTROLS.sub("", text)
+
+
+def json_line(data: object) -> str:
+    """``data`` as one JSON line, non-ASCII kept but every control character escaped."""
+    text = json.dumps(data, ensure_ascii=False)
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from rag.service import RagService
 
@@ -99,9 +122,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         paths, rebuild=args.rebuild, prune=args.prune, show_progress=sys.stderr.isatty()
     )
     for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {shown(note)}", file=sys.stderr)
     for path, reason in report.failed:
-        print(f"failed: {path}: {reason}", file=sys.stderr)
+        print(f"failed: {shown(path)}: {shown(reason)}", file=sys.stderr)
     print(report.summary())
     if report.failed and not (report.added or report.updated or report.unchanged):
         return EXIT_FAILED_FILES
@@ -126,7 +149,7 @@ def watch_until_interrupted(paths: list[Path], service: RagService) -> int:
     previous = signal.signal(signal.SIGINT, on_interrupt)
     print("indexing, then watching for changes (Ctrl-C to stop)", file=sys.stderr)
     try:
-        watch(paths, service, stop, out=lambda line: print(line, flush=True))
+        watch(paths, service, stop, out=lambda line: print(shown(line), flush=True))
     finally:
         signal.signal(signal.SIGINT, previous)
     print("stopped; the index matches the files as last seen", file=sys.stderr)
@@ -141,15 +164,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     stream = RagService().ask_stream(args.question, top_k=args.k)
     if args.json:
-        print(json.dumps(stream.finalize().to_json(), ensure_ascii=False))
+        print(json_line(stream.finalize().to_json()))
         return 0
-    shown = []
+    streamed = []
     for token in stream:
-        print(token, end="", flush=True)
-        shown.append(token)
+        print(shown(token), end="", flush=True)
+        streamed.append(token)
     answer = stream.finalize()
-    if answer.text.strip() != "".join(shown).strip():  # a fallback replaced what streamed
-        print(("\n\n" if shown else "") + answer.text, end="")
+    if answer.text.strip() != "".join(streamed).strip():  # a fallback replaced what streamed
+        print(("\n\n" if streamed else "") + shown(answer.text), end="")
     print()
     _print_citations(answer.citations)
     if answer.confidence is not None:
@@ -159,8 +182,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(CLOSEST_HEADING)
         _print_citations(answer.closest, quotes=True)
     if answer.note:
-        print(f"note: {answer.note}", file=sys.stderr)
-    print(f"({answer.mode})", file=sys.stderr)
+        print(f"note: {shown(answer.note)}", file=sys.stderr)
+    print(f"({shown(answer.mode)})", file=sys.stderr)
     return 0
 
 
@@ -170,9 +193,9 @@ def _print_citations(citations: list[Citation], quotes: bool = False) -> None:
         flag = "" if c.verified else " (unverified)"
         page = f" page {c.page}" if c.page else ""
         ocr = " (OCR)" if c.ocr else ""
-        print(f"  [{c.n}] {c.source}:{c.line}{page}{ocr} (chars {c.start}-{c.end}){flag}")
+        print(f"  [{c.n}] {shown(c.source)}:{c.line}{page}{ocr} (chars {c.start}-{c.end}){flag}")
         if quotes:
-            print(f"      “{' '.join(c.quote.split())}”")
+            print(f"      “{shown(' '.join(c.quote.split()))}”")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -224,7 +247,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     elif args.user_command == "list":
         for user in accounts.list():
             created = time.strftime("%Y-%m-%d", time.localtime(user.created))
-            print(f"{user.name}\t{user.role}\t{created}")
+            print(f"{shown(user.name)}\t{user.role}\t{created}")
     else:
         print(accounts.new_key(args.name))
     return 0
@@ -249,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {shown(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         20.0,
         description="Files over this many MB (MiB) are skipped and reported; 0 = no limit.",
     )
+    max_text_chars: int = Field(
+        5_000_000,
+        ge=0,
+        description="Files whose text passes this many characters are skipped and reported "
+        "as too large (a Word, OpenDocument or PDF file is stopped as soon as it does: "
+        "a 36 KB Word file can unzip to millions); the longest CIDRE novel has 1.5 million; "
+        "0 = no limit.",
+    )
     watch_dir: Path | None = Field(
         None,
         description="A folder the app indexes when it starts and keeps in step while it runs "

@@ -8,6 +8,7 @@ an exception with a message fit to show as is.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from rag.answering.generate import Generator, fallback
 from rag.answering.llm import History, LLMError
 from rag.config import Settings, get_settings
 from rag.datadir import StoreError, write_lock
-from rag.documents.citations import SourceCache
+from rag.documents.citations import indexed_text, stored_text
 from rag.embedding.embedders import Embedder, EmbeddingError, make_embedder
 from rag.index.lexical import LexicalCache, LexicalIndex
 from rag.index.store import FileRecord, Store, open_store
@@ -161,6 +162,7 @@ class RagService:
                 progress=progress,
                 show_progress=show_progress,
                 max_file_mb=self.settings.max_file_mb,
+                max_text_chars=self.settings.max_text_chars,
             )
         return report
 
@@ -257,11 +259,22 @@ class RagService:
         report.failed = failed + report.failed
         return report
 
-    @staticmethod
-    def document_text(ref: str) -> str | None:
-        """The text citation offsets point into: a citation's ``extracted`` file, or its
-        ``source`` for plain text and Markdown (None if it is gone)."""
-        return SourceCache().text(ref)
+    def document_text(self, ref: str) -> str | None:
+        """The indexed text citation offsets point into: a citation's ``extracted`` file, or
+        its ``source`` for plain text and Markdown.
+
+        None when ``ref`` is neither a text this index stored nor an indexed file whose
+        bytes still hash as recorded: the API and the page's viewer show what was indexed,
+        never what a path points to now (``rag.documents.citations.indexed_text``).
+        """
+        path = Path(ref)
+        folder = path.parent
+        if folder.parent == self.settings.data_dir / "extracted":  # <hash>/<part>.txt
+            hashed = re.fullmatch("[0-9a-f]{24}", folder.name) and ".." not in path.parts
+            return stored_text(path) if hashed else None
+        with self._reading() as store:
+            record = store.file_record(ref)
+        return indexed_text(path, record.sha256) if record else None
 
     def document_refs(self) -> list[str]:
         """Every text a citation of this index can point into, and nothing else.

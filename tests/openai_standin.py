@@ -31,6 +31,8 @@ class Behaviour:
     delay: float = 0.0
     malformed: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    pace: float = 0.0  # seconds between streamed pieces (0: the whole reply at once)
+    partial_key: bool = False  # an error echoing the key's head and tail only
 
 
 def reply(text: ReplyText) -> Behaviour:
@@ -41,6 +43,17 @@ def reply(text: ReplyText) -> Behaviour:
 def error(status: int, **headers: str) -> Behaviour:
     """An HTTP error with an OpenAI-style body (which echoes the key, as careless servers do)."""
     return Behaviour(status=status, headers={k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def partial_echo(status: int) -> Behaviour:
+    """An HTTP error quoting the key in part, as OpenAI's "Incorrect API key provided" does."""
+    return Behaviour(status=status, partial_key=True)
+
+
+def paced(text: str, seconds: float) -> Behaviour:
+    """A completion streamed one piece every ``seconds``, so a client can leave mid-way
+    (``StandIn.streams`` records whether it did)."""
+    return Behaviour(text=text, pace=seconds)
 
 
 def slow(seconds: float, text: str = "Trop tard.") -> Behaviour:
@@ -59,6 +72,9 @@ class StandIn:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.keys: list[str] = []
+        # How each paced stream ended: "complete", or "abandoned" when the client closed
+        # the connection before the last piece.
+        self.streams: list[str] = []
         self._queue: list[Behaviour] = []
         self._last = error(500)
         self._lock = threading.Lock()
@@ -77,6 +93,7 @@ class StandIn:
             self._queue = list(behaviours)
             self.requests.clear()
             self.keys.clear()
+            self.streams.clear()
 
     def next(self, body: dict[str, Any], key: str) -> Behaviour:
         with self._lock:
@@ -107,7 +124,8 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
 
         def _respond(self, behaviour: Behaviour, body: dict[str, Any], key: str) -> None:
             if behaviour.status != 200:
-                message = f"scripted HTTP {behaviour.status} (key presented: {key})"
+                shown = f"{key[:12]}{'*' * 20}{key[-4:]}" if behaviour.partial_key else key
+                message = f"scripted HTTP {behaviour.status} (key presented: {shown})"
                 payload = {"error": {"message": message, "type": "stand_in", "code": None}}
                 self._send(behaviour.status, "application/json", json.dumps(payload), behaviour)
                 return
@@ -121,9 +139,27 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             else:
                 events = [json.dumps(_chunk(piece)) for piece in _pieces(text)]
                 events += [json.dumps(_chunk(None, finish="stop")), "[DONE]"]
+            if behaviour.pace:
+                self._stream_paced(events, behaviour.pace)
+                return
             self._send(
                 200, "text/event-stream", "".join(f"data: {e}\n\n" for e in events), behaviour
             )
+
+        def _stream_paced(self, events: list[str], pace: float) -> None:
+            """The events one at a time, until the last or until the client is gone."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()  # no length: the body ends when the connection closes
+            try:
+                for event in events:
+                    self.wfile.write(f"data: {event}\n\n".encode())
+                    self.wfile.flush()
+                    time.sleep(pace)
+            except (BrokenPipeError, ConnectionResetError):
+                standin.streams.append("abandoned")
+                raise
+            standin.streams.append("complete")
 
         def _send(self, status: int, ctype: str, data: str, behaviour: Behaviour) -> None:
             raw = data.encode()

@@ -76,7 +76,7 @@ def test_long_single_line_is_chunked_with_exact_offsets(
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     phrase = "le port de Marseille accueille des ferries et des cargos chaque jour"
-    line = " ".join([phrase] * 330)  # ~23 KB on one line, without a sentence end
+    line = " ".join(f"{phrase} {i}" for i in range(330))  # ~24 KB on one line, no sentence end
     (corpus / "line.txt").write_text(line, encoding="utf-8")
     report = service.ingest([corpus], show_progress=False)
     assert report.added == 1 and report.chunks_embedded > 5

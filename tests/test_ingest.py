@@ -185,7 +185,7 @@ def test_files_are_read_as_the_embedder_reaches_them(
     loaded: list[str] = []
     real_load = ingest.load_file
     monkeypatch.setattr(
-        ingest, "load_file", lambda path: loaded.append(path.name) or real_load(path)
+        ingest, "load_file", lambda path, *rest: loaded.append(path.name) or real_load(path, *rest)
     )
     loaded_at_embed: list[int] = []
     real_embed = fake_embedder.embed_passages

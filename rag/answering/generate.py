@@ -40,6 +40,7 @@ from rag.answering.llm import (
     Prompts,
     answer_messages,
     condense,
+    http_client,
     make_llm,
     stream_reply,
 )
@@ -49,6 +50,7 @@ from rag.index.lexical import tokenize
 from rag.retrieval.hybrid import Retrieval, SentenceScore
 
 if TYPE_CHECKING:
+    import httpx
     from llama_index.llms.openai_like import OpenAILike
 
 # A marker and the whitespace before it (dropped with it): [3], [1, 2].
@@ -77,7 +79,8 @@ class Generator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.prompts = Prompts.load()
-        self.llm = make_llm(settings)
+        self.http = http_client()  # closed if the answer is abandoned (``stream_reply``)
+        self.llm = make_llm(settings, self.http)
 
     def standalone(self, question: str, history: History) -> str:
         """``question`` rewritten to stand on its own (as is without history); may raise
@@ -89,7 +92,7 @@ class Generator:
     def stream(self, question: str, retrieval: Retrieval, extractive: Answer) -> AnswerStream:
         """The LLM's answer over ``retrieval``, checked when finalized; ``extractive`` is the
         fallback when the call fails."""
-        generation = _Generation(self.llm, self.settings, retrieval, extractive)
+        generation = _Generation(self.llm, self.settings, retrieval, extractive, self.http)
         messages = answer_messages(self.prompts, question, retrieval.nodes)
         return AnswerStream(generation.tokens(messages), generation.answer)
 
@@ -103,8 +106,10 @@ class _Generation:
         settings: Settings,
         retrieval: Retrieval,
         extractive: Answer,
+        http: httpx.Client,
     ) -> None:
         self.llm = llm
+        self.http = http
         self.settings = settings
         self.retrieval = retrieval
         self.extractive = extractive
@@ -116,9 +121,13 @@ class _Generation:
         return f"llm:{self.settings.llm_model}"
 
     def tokens(self, messages: list[ChatMessage]) -> Iterator[str]:
-        """The visible text; a refusal streams as the refusal text, never as the sentinel."""
+        """The visible text; a refusal streams as the refusal text, never as the sentinel.
+
+        Closed early (the reader left), it closes the reply's stream, which ends the request.
+        """
+        replies = stream_reply(self.llm, messages, self.settings, self.http)
         try:
-            for delta in stream_reply(self.llm, messages, self.settings):
+            for delta in replies:
                 if piece := self.reply.feed(delta):
                     yield piece
         except LLMError as error:
@@ -126,6 +135,8 @@ class _Generation:
         else:
             if piece := self.reply.close():
                 yield piece
+        finally:
+            replies.close()
         if self.reply.refused:
             yield NO_ANSWER
 

@@ -27,6 +27,7 @@ from rag.config import Settings
 from rag.errors import RagError
 
 if TYPE_CHECKING:  # the OpenAI stack costs ~0.7 s to import; extractive mode never needs it
+    import httpx
     from llama_index.llms.openai_like import OpenAILike
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
@@ -39,8 +40,20 @@ HISTORY_CHARS = 600
 # What the model replies, alone, when the passages do not answer (``prompts/system.txt`` rule
 # 4): one fixed token a program can recognise, whatever the question's language.
 NOT_IN_DOCUMENTS = "NOT_IN_DOCUMENTS"
-# A document must not be able to close its own block (or the list) and speak as the prompt.
-_DELIMITER = re.compile(r"<(/?)(passages?)\b", re.IGNORECASE)
+# A document must not be able to close its own block (or the list, or the condensed
+# conversation) and speak as the prompt. Models read tags loosely, so every spelling a model
+# might take for one is defused: any case, spaces or invisible characters inside
+# (``</ passage>``, ``< /PASSAGE>``), HTML entities (``&lt;/passage&gt;``, ``&#60;``,
+# ``&#x3c;``) and full-width or small-form brackets and slashes (``＜／passage＞``).
+_LT = r"(?:<|＜|﹤|&lt;?|&#0*60;?|&#x0*3c;?)"
+_SLASH = r"(?:/|／|&#0*47;?|&#x0*2f;?|&sol;?)"
+_GAP = r"[\s\u200b-\u200f\u2060\ufeff]*"
+_DELIMITER = re.compile(
+    rf"{_LT}{_GAP}(?P<slash>{_SLASH})?{_GAP}(?P<name>passages?|conversation)\b", re.IGNORECASE
+)
+# A key's fragment this long echoed in an error is masked: 8 random characters are not
+# guessed, and no shorter run of an OpenAI-style key occurs in an error message by chance.
+KEY_FRAGMENT_CHARS = 8
 
 History = Sequence[tuple[str, str]]
 """Earlier turns of a conversation as ``(role, content)``, role ``user`` or ``assistant``."""
@@ -68,8 +81,9 @@ class LLMError(RagError):
         self.message = message
 
 
-def make_llm(settings: Settings) -> OpenAILike:
-    """The chat model the settings describe (``settings.llm_enabled`` must be true)."""
+def make_llm(settings: Settings, http: httpx.Client | None = None) -> OpenAILike:
+    """The chat model the settings describe (``settings.llm_enabled`` must be true), sending
+    its requests through ``http`` when given (so that the caller can cut them off)."""
     from llama_index.llms.openai_like import OpenAILike
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else NO_KEY
@@ -81,7 +95,15 @@ def make_llm(settings: Settings) -> OpenAILike:
         timeout=settings.llm_timeout,
         max_retries=settings.llm_max_retries,
         temperature=settings.temperature,
+        http_client=http,
     )
+
+
+def http_client() -> httpx.Client:
+    """An HTTP client for one question's LLM calls, with the ``openai`` client's defaults."""
+    import openai
+
+    return openai.DefaultHttpxClient()
 
 
 def format_passages(passages: Sequence[NodeWithScore]) -> str:
@@ -92,9 +114,15 @@ def format_passages(passages: Sequence[NodeWithScore]) -> str:
         attrs = f'id="{n}" source="{html.escape(Path(meta["source"]).name)}"'
         if meta.get("title"):
             attrs += f' title="{html.escape(meta["title"])}"'
-        text = _DELIMITER.sub(r"‹\1\2", hit.node.get_content())
+        text = defuse(hit.node.get_content())
         blocks.append(f"<passage {attrs}>\n{text}\n</passage>")
     return "\n".join(blocks)
+
+
+def defuse(text: str) -> str:
+    """``text`` with anything a model could read as one of the prompt's tags made inert
+    (its bracket becomes ``‹``, its slash ``/``; the rest is left as written)."""
+    return _DELIMITER.sub(lambda m: "‹" + ("/" if m.group("slash") else "") + m.group("name"), text)
 
 
 def answer_messages(
@@ -111,15 +139,28 @@ def answer_messages(
 def condense_messages(prompts: Prompts, history: History, question: str) -> list[ChatMessage]:
     """The request that rewrites a follow-up into a standalone question."""
     lines = [
-        f"{'User' if role == 'user' else 'Assistant'}: {' '.join(content.split())[:HISTORY_CHARS]}"
+        f"{'User' if role == 'user' else 'Assistant'}: "
+        + defuse(" ".join(content.split())[:HISTORY_CHARS])
         for role, content in history[-HISTORY_MESSAGES:]
     ]
     prompt = prompts.condense.format(history="\n".join(lines), question=question)
     return [ChatMessage(role="user", content=prompt)]
 
 
-def stream_reply(llm: OpenAILike, messages: list[ChatMessage], settings: Settings) -> Iterator[str]:
-    """The reply's text as it arrives; any failure is raised as ``LLMError``."""
+def stream_reply(
+    llm: OpenAILike,
+    messages: list[ChatMessage],
+    settings: Settings,
+    http: httpx.Client | None = None,
+) -> Iterator[str]:
+    """The reply's text as it arrives; any failure is raised as ``LLMError``.
+
+    Closing this generator before the reply ends (a client gone mid-answer) closes ``http``,
+    the client ``llm`` sends through, so the server stops generating. Closing the response
+    alone cannot be done from here: the ``openai`` stream holding it sits in a reference
+    cycle (the stream and its own generator) and stayed open until the garbage collector
+    ran; a stand-in server streamed on to the end of a 36-second reply.
+    """
     import httpx
     import openai
 
@@ -129,6 +170,10 @@ def stream_reply(llm: OpenAILike, messages: list[ChatMessage], settings: Setting
                 yield chunk.delta
     except (openai.OpenAIError, httpx.HTTPError, ValueError) as exc:
         raise describe_failure(exc, settings) from None
+    except GeneratorExit:
+        if http is not None:
+            http.close()
+        raise
 
 
 def condense(
@@ -190,6 +235,32 @@ def _where(settings: Settings) -> str:
 def _scrubbed(error: LLMError, settings: Settings) -> LLMError:
     """The error with the API key masked, whatever the server echoed back."""
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-    if key and key in error.message:
-        return LLMError(error.reason, error.message.replace(key, "***"))
-    return error
+    return LLMError(error.reason, mask_key(error.message, key))
+
+
+def mask_key(text: str, key: str) -> str:
+    """``text`` with every run of ``KEY_FRAGMENT_CHARS`` or more characters of ``key`` masked.
+
+    Servers echo keys in part too ("Incorrect API key provided: sk-proj-abcd****wxyz"):
+    masking only the whole key left the echoed head and tail readable.
+    """
+    if len(key) < KEY_FRAGMENT_CHARS:
+        return text.replace(key, "***") if key else text
+    out, i = [], 0
+    while i < len(text):
+        length = _shared_run(text, i, key)
+        if length >= KEY_FRAGMENT_CHARS:
+            out.append("***")
+            i += length
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _shared_run(text: str, start: int, key: str) -> int:
+    """The length of the longest run of ``text`` from ``start`` that occurs in ``key``."""
+    length = 0
+    while start + length < len(text) and text[start : start + length + 1] in key:
+        length += 1
+    return length

@@ -8,11 +8,13 @@ changed or vanished since indexing, the citation is dropped rather than shown wr
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rag.documents.formats import FormatError, read_text
+from rag.documents.formats import FormatError, decode, read_text
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,39 @@ class Span:
     def ref(self) -> str:
         """The file the offsets point into."""
         return self.extracted or self.source
+
+
+def indexed_text(path: Path, sha256: str) -> str | None:
+    """The text of a source file if it is still exactly the file that was indexed.
+
+    None when its bytes no longer hash to ``sha256`` or when a symbolic link is anywhere on
+    its path (ingest records resolved paths, so a link there now was put in since): a file
+    replaced by a link to a private file is never read, let alone served.
+    """
+    if os.path.realpath(path) != str(path):
+        return None
+    try:
+        data = read_unlinked(path)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return None
+        return decode(data)[0]
+    except (OSError, FormatError):
+        return None
+
+
+def stored_text(path: Path) -> str | None:
+    """A text ingest stored (a PDF page's, an HTML or Word file's), if it is there."""
+    try:
+        return read_unlinked(path).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def read_unlinked(path: Path) -> bytes:
+    """The bytes of ``path``; ``OSError`` if its last component is a symbolic link."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
 
 
 class SourceCache:

@@ -13,6 +13,11 @@ their own. Tables become one line per row, cells joined by `` | ``.
 PDF pages without a text layer (scans) are read by Tesseract: each page is rendered at
 ``OCR_DPI`` by pdfium and its text marked ``ocr`` so a citation can say it was machine-read.
 Tesseract runs single-threaded (``OMP_THREAD_LIMIT=1`` unless set), one process per core.
+
+Bounds, so that a small file cannot cost unbounded time or memory: a file's text stops at
+``RAG_MAX_TEXT_CHARS`` (``TextLimit``: Word and OpenDocument zips are checked from their index
+first, then while their text is built; PDFs page by page), and no page is rendered for OCR
+past ``OCR_MAX_PIXELS``. Both raise ``FormatError`` saying "too large".
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import zipfile
 from bisect import bisect_right
 from collections import ChainMap
 from collections.abc import Iterable, Iterator
@@ -40,6 +46,15 @@ SUPPORTED_LABEL = ", ".join(SUPPORTED_SUFFIXES)
 
 # Tesseract's documentation asks for at least 300 dpi; more only costs time.
 OCR_DPI = 300
+# An A2 page at 300 dpi is 34.9 megapixels (A4: 8.7): larger pages are refused, not
+# rendered. A 435-byte PDF declaring a huge page asked pdfium for a 3.6 GB bitmap.
+OCR_MAX_PIXELS = 40_000_000
+# Unzipped XML allowed per character of text: the first 300 PIAF passages as heading and
+# paragraph pairs (215,545 characters) unzip to 5.0 bytes a character as Word (python-docx)
+# and 1.1 as OpenDocument (odfpy); 25 leaves room for heavy formatting (runs, tables) while
+# a zip bomb's gigabytes are refused from the zip's index alone.
+XML_BYTES_PER_CHAR = 25
+MB = 1024 * 1024
 # French first (the corpus language), English for the rest; missing language data is skipped.
 OCR_LANGUAGES = ("fra", "eng")
 NEEDS_OCR = "needs OCR (install tesseract-ocr)"
@@ -116,27 +131,68 @@ def decode(data: bytes) -> tuple[str, str]:
         return data.decode("latin-1"), "latin-1"
 
 
-def extract(suffix: str, data: bytes) -> tuple[list[Part], str]:
-    """The parts of a file and the encoding used (``"pdf"`` for PDFs)."""
+def extract(suffix: str, data: bytes, max_chars: int = 0) -> tuple[list[Part], str]:
+    """The parts of a file and the encoding used (``"pdf"`` for PDFs).
+
+    A file whose text passes ``max_chars`` (0: no limit) raises ``TooMuchText``; Word,
+    OpenDocument and PDF files are stopped as soon as they pass it, before the rest is
+    decompressed or read.
+    """
+    limit = TextLimit(max_chars)
     if suffix == ".pdf":
-        return _pdf_pages(data), "pdf"
-    if suffix == ".docx":
-        return [_docx_text(data)], "utf-8"
-    if suffix == ".odt":
-        return [_odt_text(data)], "utf-8"
-    text, encoding = decode(data)
-    if suffix in (".html", ".htm"):
-        return [Part(_html_main_text(text), extracted=True)], encoding
-    if suffix == ".md":
-        return [Part(text, headings=markdown_headings(text))], encoding
-    return [Part(text)], encoding
+        parts, encoding = _pdf_pages(data, limit), "pdf"
+    elif suffix == ".docx":
+        parts, encoding = [_docx_text(data, limit)], "utf-8"
+    elif suffix == ".odt":
+        parts, encoding = [_odt_text(data, limit)], "utf-8"
+    else:
+        text, encoding = decode(data)
+        if suffix in (".html", ".htm"):
+            parts = [Part(_html_main_text(text), extracted=True)]
+        elif suffix == ".md":
+            parts = [Part(text, headings=markdown_headings(text))]
+        else:
+            parts = [Part(text)]
+    limit.check(sum(len(part.text) for part in parts))
+    return parts, encoding
+
+
+class TooMuchText(FormatError):
+    """A file whose text is over the limit (a decompression bomb, or simply too big)."""
+
+
+@dataclass(frozen=True)
+class TextLimit:
+    """The most characters of text one file may yield (0: no limit), and the bound on the
+    XML a Word or OpenDocument file may unzip to for that much text."""
+
+    chars: int
+
+    def check(self, chars: int) -> None:
+        if self.chars and chars > self.chars:
+            raise TooMuchText(
+                f"too large (over {self.chars:,} characters of text, RAG_MAX_TEXT_CHARS)"
+            )
+
+    def check_zip(self, data: bytes) -> None:
+        """Refuse a zip whose XML unzips to more than ``XML_BYTES_PER_CHAR`` bytes a
+        character of the limit, before any of it is decompressed (sizes from its index)."""
+        if not self.chars:
+            return
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            size = sum(i.file_size for i in archive.infolist() if i.filename.endswith(".xml"))
+        if size > XML_BYTES_PER_CHAR * self.chars:
+            raise TooMuchText(
+                f"too large ({size / MB:,.0f} MB of XML once unzipped, over the "
+                f"{XML_BYTES_PER_CHAR * self.chars / MB:,.0f} MB that RAG_MAX_TEXT_CHARS allows)"
+            )
 
 
 def markdown_headings(text: str) -> Headings:
     return tuple((m.start(), m.group(1).strip()) for m in _MD_HEADING.finditer(text))
 
 
-def _pdf_pages(data: bytes) -> list[Part]:
+def _pdf_pages(data: bytes, limit: TextLimit) -> list[Part]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -145,7 +201,10 @@ def _pdf_pages(data: bytes) -> list[Part]:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise FormatError("encrypted PDF (password required)")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages = []
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            limit.check(sum(map(len, pages)))
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise FormatError(f"corrupt or unreadable PDF ({exc})") from None
     scanned = [n for n, text in enumerate(pages, 1) if not text.strip()]
@@ -168,10 +227,12 @@ def _ocr_pages(data: bytes, pages: list[int]) -> dict[int, str]:
     """
     import pypdfium2 as pdfium
 
-    languages = ocr_languages()
     document = pdfium.PdfDocument(data)
     read: dict[int, str] = {}
     try:
+        for n in pages:
+            check_render_size(document[n - 1], n)
+        languages = ocr_languages()
         with ThreadPoolExecutor(OCR_WORKERS) as pool:
             for start in range(0, len(pages), OCR_WORKERS):
                 batch = pages[start : start + OCR_WORKERS]
@@ -184,6 +245,19 @@ def _ocr_pages(data: bytes, pages: list[int]) -> dict[int, str]:
     finally:
         document.close()
     return read
+
+
+def check_render_size(page: Any, number: int) -> None:
+    """Refuse (``FormatError``) a page whose bitmap at ``OCR_DPI`` would pass
+    ``OCR_MAX_PIXELS``: a page's declared size costs a PDF a few bytes, its bitmap does not.
+    Checked for every page before any is rendered, and whether or not Tesseract is here."""
+    width, height = page.get_size()  # points, 1/72 inch
+    pixels = width * height * (OCR_DPI / 72) ** 2
+    if pixels > OCR_MAX_PIXELS:
+        raise FormatError(
+            f"too large (page {number} would render to {pixels / 1e6:,.0f} megapixels "
+            f"for OCR, over {OCR_MAX_PIXELS / 1e6:,.0f})"
+        )
 
 
 def ocr_languages() -> str:
@@ -242,12 +316,14 @@ def _html_main_text(html: str) -> str:
 
 
 class _Lines:
-    """Extracted text built line by line, remembering which lines are headings."""
+    """Extracted text built line by line, remembering which lines are headings; it stops
+    the extraction (``TooMuchText``) once the text passes ``limit``."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: TextLimit) -> None:
         self.lines: list[str] = []
         self.headings: list[tuple[int, str]] = []
         self.size = 0
+        self.limit = limit
 
     def add(self, text: str, *, heading: bool = False) -> None:
         line = _SPACES.sub(" ", text).strip()
@@ -257,6 +333,7 @@ class _Lines:
             self.headings.append((self.size, line))
         self.lines.append(line)
         self.size += len(line) + 1
+        self.limit.check(self.size)
 
     def row(self, cells: Iterable[str]) -> None:
         self.add(CELL_SEPARATOR.join(_SPACES.sub(" ", cell).strip() for cell in cells))
@@ -267,15 +344,16 @@ class _Lines:
         return Part("\n".join(self.lines), extracted=True, headings=tuple(self.headings))
 
 
-def _docx_text(data: bytes) -> Part:
+def _docx_text(data: bytes, limit: TextLimit) -> Part:
     """Body paragraphs and tables in document order (headers, footers, notes left out)."""
     import docx
     from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
 
     try:
+        limit.check_zip(data)
         document = docx.Document(io.BytesIO(data))
-        out = _Lines()
+        out = _Lines(limit)
         for block in document.iter_inner_content():
             if isinstance(block, Table):
                 for row in block.rows:
@@ -288,15 +366,16 @@ def _docx_text(data: bytes) -> Part:
     return out.part("Word file")
 
 
-def _odt_text(data: bytes) -> Part:
+def _odt_text(data: bytes, limit: TextLimit) -> Part:
     """Headings, paragraphs, lists and tables of the body, in document order."""
     from xml.sax import SAXException
 
     from odf.opendocument import load
 
     try:
+        limit.check_zip(data)
         body = load(io.BytesIO(data)).text
-        out = _Lines()
+        out = _Lines(limit)
         _odt_walk(body.childNodes, out)
     except (BadZipFile, KeyError, ValueError, SAXException) as exc:
         raise FormatError(f"corrupt or unreadable OpenDocument file ({exc})") from None

@@ -153,10 +153,13 @@ class Store:
     def file_records(self) -> dict[str, FileRecord]:
         """All fully ingested files, by source path."""
         got = _get_all(self.files, ["metadatas"])
-        return {
-            m["source"]: FileRecord(m["source"], m["sha256"], int(m["chunks"]), m["title"])
-            for m in got["metadatas"] or []
-        }
+        return {m["source"]: _record(m) for m in got["metadatas"] or []}
+
+    def file_record(self, source: str) -> FileRecord | None:
+        """The manifest record of one file, if it is fully ingested (one small read)."""
+        got = self.files.get(ids=[source], include=["metadatas"])
+        metas = got["metadatas"] or []
+        return _record(metas[0]) if metas else None
 
     def record_file(self, rec: FileRecord) -> None:
         self.record_files([rec])
@@ -263,6 +266,10 @@ class Store:
             self.stamps.upsert(
                 ids=[_STAMP_ID], embeddings=[_NO_VECTOR], metadatas=[{"token": uuid.uuid4().hex}]
             )
+
+
+def _record(meta: dict[str, Any]) -> FileRecord:
+    return FileRecord(meta["source"], meta["sha256"], int(meta["chunks"]), meta["title"])
 
 
 def _get_all(collection: Any, include: list[str]) -> dict[str, list]:

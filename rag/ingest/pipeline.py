@@ -8,6 +8,9 @@ record is missing is therefore always redone from scratch, never duplicated.
 Files are read and chunked only as the embedder reaches them, so memory holds the files of
 the batch in flight rather than the corpus; progress is counted in source bytes for the
 same reason (a file's chunk count is known once it is read).
+
+Exact repeats inside one file are indexed once (``drop_repeats``): a repeated chunk is not
+stored, a repeated sentence gets no vector and is never scored.
 """
 
 from __future__ import annotations
@@ -46,7 +49,18 @@ from rag.index.store import FileRecord, Store
 # Bookkeeping a retrieved chunk carries but neither the embedder nor the LLM should read;
 # "headings" are the (offset, title) pairs of the headings inside the chunk, as JSON, so a
 # sentence's section is known from its chunk alone (the answer step cuts short ones again).
-_INTERNAL_KEYS = ("source", "start", "end", "file_sha256", "text_ref", "headings")
+# "repeats" lists, as JSON, the chunk's sentences that repeat earlier text of the file, and
+# "copies" counts a chunk's exact repeats in the file (``drop_repeats``).
+_INTERNAL_KEYS = (
+    "source",
+    "start",
+    "end",
+    "file_sha256",
+    "text_ref",
+    "headings",
+    "repeats",
+    "copies",
+)
 _TITLE_MAX = 200
 MB = 1024 * 1024
 _UPLOAD_NAME_MAX = 200
@@ -117,14 +131,18 @@ class IngestReport:
         )
 
 
-def load_file(path: Path) -> LoadedFile:
-    """Read, hash and extract one file, turning OS and format problems into ``IngestError``."""
+def load_file(path: Path, max_text_chars: int = 0) -> LoadedFile:
+    """Read, hash and extract one file, turning OS and format problems into ``IngestError``.
+
+    A file yielding over ``max_text_chars`` characters of text (0: no limit) is refused as
+    too large, before the rest of it is extracted (``rag.documents.formats.extract``).
+    """
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise IngestError(f"{path}: unsupported file type (supported: {SUPPORTED_LABEL})")
     try:
         data = path.read_bytes()
-        parts, encoding = extract(suffix, data)
+        parts, encoding = extract(suffix, data, max_text_chars)
     except OSError as exc:
         raise IngestError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except FormatError as exc:
@@ -364,7 +382,39 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
                     excluded_llm_metadata_keys=list(_INTERNAL_KEYS),
                 )
             )
-    return nodes
+    return drop_repeats(nodes)
+
+
+def drop_repeats(nodes: list[TextNode]) -> list[TextNode]:
+    """One file's chunks with exact repeats kept once: a repeated chunk is dropped (its
+    first copy counts it in ``copies``) and a repeated sentence gets no vector or score
+    (its chunk lists it in ``repeats``).
+
+    2,300 identical lines in one file were 2,300 identical vectors: they filled the
+    nearest-neighbour candidates, hid the other documents, and their ties were broken
+    differently in each process (an answer in 1 of 4 runs). Kept once, they rank once.
+    """
+    kept: dict[str, TextNode] = {}
+    seen: set[str] = set()
+    for node in nodes:
+        first = kept.get(node.text)
+        if first is not None:
+            first.metadata["copies"] = first.metadata.get("copies", 1) + 1
+            continue
+        kept[node.text] = node
+        repeats = []
+        for j, (start, end) in enumerate(sentence_spans(node.text)):
+            if node.text[start:end] in seen:
+                repeats.append(j)
+            seen.add(node.text[start:end])
+        if repeats:
+            node.metadata["repeats"] = json.dumps(repeats)
+    return list(kept.values())
+
+
+def repeated_chunks(nodes: list[TextNode]) -> int:
+    """How many chunks ``drop_repeats`` left out of these (for the ingest note)."""
+    return sum(node.metadata.get("copies", 1) - 1 for node in nodes)
 
 
 def _chunk_spans(text: str, splitter: SentenceSplitter) -> Iterator[tuple[int, int]]:
@@ -454,6 +504,7 @@ def ingest(
     progress: ProgressFn | None = None,
     show_progress: bool = True,
     max_file_mb: float | None = None,
+    max_text_chars: int = 0,
 ) -> IngestReport:
     """Bring the index in line with ``paths``; returns counts for the summary line."""
     report = IngestReport()
@@ -470,7 +521,9 @@ def ingest(
     if gone:
         stamp.renew()
         store.forget_files(gone)
-    chunked = _chunk_files(todo, known, report, extracted_root, chunk_size, chunk_overlap)
+    chunked = _chunk_files(
+        todo, known, report, extracted_root, (chunk_size, chunk_overlap), max_text_chars
+    )
     total = sum(_size(path) for path in todo)
     bar = tqdm(
         total=total,
@@ -535,8 +588,8 @@ def _chunk_files(
     known: dict[str, FileRecord],
     report: IngestReport,
     extracted_root: Path,
-    chunk_size: int,
-    chunk_overlap: int,
+    chunking: tuple[int, int],
+    max_text_chars: int,
 ) -> Iterator[ChunkedFile]:
     """Each file loaded and chunked only when the embedder reaches it.
 
@@ -545,23 +598,26 @@ def _chunk_files(
     """
     splitter = None  # built on first use: its token counter takes a while to load
     for path in todo:
-        loaded = _load_changed(path, known, report)
+        loaded = _load_changed(path, known, report, max_text_chars)
         if loaded is None:
             yield ChunkedFile(None, [], _size(path))
             continue
         store_extracted(loaded, extracted_root)
         if splitter is None:
-            splitter = make_splitter(chunk_size, chunk_overlap)
-        yield ChunkedFile(loaded, chunk_file(loaded, splitter, extracted_root), _size(path))
+            splitter = make_splitter(*chunking)
+        nodes = chunk_file(loaded, splitter, extracted_root)
+        if repeated := repeated_chunks(nodes):
+            report.notes.append(f"{path}: {repeated} chunks repeat earlier text; stored once")
+        yield ChunkedFile(loaded, nodes, _size(path))
 
 
 def _load_changed(
-    path: Path, known: dict[str, FileRecord], report: IngestReport
+    path: Path, known: dict[str, FileRecord], report: IngestReport, max_text_chars: int
 ) -> LoadedFile | None:
     """``path`` loaded if its content is new or changed (counted as added or updated), else
     None (counted as unchanged, or reported as failed)."""
     try:
-        loaded = load_file(path)
+        loaded = load_file(path, max_text_chars)
     except IngestError as exc:
         report.failed.append(Failure(str(path), str(exc).removeprefix(f"{path}: ")))
         return None
@@ -590,15 +646,19 @@ def _unchanged(path: Path, previous: FileRecord | None) -> bool:
 
 
 def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
-    """(id, text, metadata) for each sentence of a chunk, with absolute offsets.
+    """(id, text, metadata) for each sentence of a chunk, with absolute offsets; a sentence
+    repeating earlier text of its file is left out (``drop_repeats``).
 
     A heading inside the chunk (its ``headings`` metadata) starts a new section for the
     sentences after it; the others are in the chunk's section.
     """
     meta = node.metadata
     inner = Sections(tuple(map(tuple, json.loads(meta.get("headings", "[]")))))
+    repeats = set(json.loads(meta.get("repeats", "[]")))
     out = []
     for j, (start, end) in enumerate(sentence_spans(node.text, meta["start"])):
+        if j in repeats:  # the file's first copy of this sentence stands for it
+            continue
         local = start - meta["start"]
         text = node.text[local : end - meta["start"]]
         line = meta["line"] + node.text.count("\n", 0, local)

@@ -7,6 +7,9 @@ English question shares with it (names, numbers, cognates), so its weight in the
 scales with its *coverage*: the share of the question's content words found in the corpus
 vocabulary. A French question gets the full lexical weight, an English one mostly the dense
 rankings; no language detector is needed.
+
+Every ranking breaks equal scores by chunk id (``ordered``) and a chunk's sentences keep
+their order, so one question gets the same passages in every process.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ _KEEP = (
     "headings",
     "text_ref",
     "ocr",
+    "repeats",
 )
 
 
@@ -112,7 +116,19 @@ def fuse(rankings: list[Ranking], weights: list[float], k: int) -> list[tuple[st
     for ranking, weight in zip(rankings, weights, strict=True):
         for rank, cid in enumerate(ranking.ids):
             scores[cid] = scores.get(cid, 0.0) + weight / (RRF_K + rank + 1)
-    return sorted(scores.items(), key=lambda kv: -kv[1])[:k]
+    return ordered(scores)[:k]
+
+
+def ordered(scores: dict[str, float]) -> list[tuple[str, float]]:
+    """(id, score) pairs best first, equal scores by id: a ranking that is the same in every
+    process (set and dict orders, and Chroma's among equal distances, are not)."""
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def ranking(scores: dict[str, float]) -> Ranking:
+    """The ranking of these scores (see ``ordered``)."""
+    pairs = ordered(scores)
+    return Ranking([cid for cid, _ in pairs], [score for _, score in pairs])
 
 
 def hybrid(dense: Ranking, lex: LexicalHits, k: int) -> list[tuple[str, float]]:
@@ -138,7 +154,7 @@ class HybridRetriever(BaseRetriever):
     def chunk_ranking(self, qvec: np.ndarray) -> Ranking:
         """Chunks nearest to the question (cosine similarity scores)."""
         hits = self.store.nearest_chunks(qvec.tolist(), CHUNK_CANDIDATES)
-        return Ranking([hit.id for hit in hits], [hit.similarity for hit in hits])
+        return ranking({hit.id: hit.similarity for hit in hits})
 
     def sentence_ranking(self, qvec: np.ndarray) -> Ranking:
         """Chunks ordered by their best sentence's similarity to the question.
@@ -155,8 +171,8 @@ class HybridRetriever(BaseRetriever):
         ][:SENTENCE_CANDIDATES]
         best: dict[str, float] = {}
         for chunk_id, similarity in kept:
-            best.setdefault(chunk_id, similarity)
-        return Ranking(list(best), list(best.values()))
+            best[chunk_id] = max(similarity, best.get(chunk_id, similarity))
+        return ranking(best)
 
     def dense_ranking(self, qvec: np.ndarray) -> Ranking:
         """Chunk similarity plus its best sentence's, each floored at the arm's last score.
@@ -174,11 +190,14 @@ class HybridRetriever(BaseRetriever):
             + SENTENCE_WEIGHT * sentence_score.get(cid, sentence_floor)
             for cid in chunk_score.keys() | sentence_score.keys()
         }
-        ranked = sorted(combined.items(), key=lambda kv: -kv[1])[:CHUNK_CANDIDATES]
-        return Ranking([cid for cid, _ in ranked], [score for _, score in ranked])
+        ranked = ranking(combined)
+        return Ranking(ranked.ids[:CHUNK_CANDIDATES], ranked.scores[:CHUNK_CANDIDATES])
 
     def lexical_search(self, query: str) -> LexicalHits:
-        return self.lexical.search(query, CHUNK_CANDIDATES)
+        """BM25's hits, equal scores in id order (see ``ordered``)."""
+        hits = self.lexical.search(query, CHUNK_CANDIDATES)
+        ranked = ranking(dict(zip(hits.ids, hits.scores)))
+        return LexicalHits(ranked.ids, ranked.scores, hits.coverage)
 
     def rankings(self, query: str) -> tuple[np.ndarray, Ranking, LexicalHits]:
         """Question vector, the dense ranking, and BM25's hits with their coverage."""
@@ -231,9 +250,14 @@ class HybridRetriever(BaseRetriever):
         if short:
             embedded = self.embedder.embed_passages([s.text for s in short])
             vectors = np.vstack([vectors, np.asarray(embedded, dtype=np.float32)])
+        place = {sid: i for i, (sid, _, _) in enumerate(records)}
+        scored = sorted(  # in the chunks' order, whatever order Chroma returned them in
+            zip(stored + short, vectors @ qvec, vectors),
+            key=lambda found: (place.get(found[0].id, len(place)), found[0].id),
+        )
         return [
             SentenceScore(s.meta["chunk_id"], s.text, float(sim), s.meta, vector)
-            for s, sim, vector in zip(stored + short, vectors @ qvec, vectors)
+            for s, sim, vector in scored
         ]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

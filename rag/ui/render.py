@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
+_IMAGE = re.compile(r"!\[")
 
 HIGHLIGHT_CLASS = "cite-hl"
 # Shown beside a citation whose page was scanned: its quote is what OCR read, not the print.
@@ -86,13 +87,23 @@ def confidence_label(confidence: float | None) -> str | None:
     return None if confidence is None else f"Confidence {confidence:.2f}"
 
 
+def export_text(text: str) -> str:
+    """Document or answer text for the Markdown export: its HTML shown, never run.
+
+    Markdown viewers render raw HTML (a document's ``<img src=...>`` would load, its
+    ``<script>`` might run) and fetch images (``![](https://tracker)``): ``&``, ``<`` and ``>``
+    become entities and an image's ``!`` is escaped. The text otherwise reads as written.
+    """
+    return _IMAGE.sub(r"\\![", html.escape(text, quote=False))
+
+
 def _citation_lines(cites: list[dict[str, Any]]) -> list[str]:
     """One Markdown list item per citation: number, file, place, the quote."""
     out = []
     for c in cites:
-        quote = c["quote"].replace("\n", " ")
-        where = citation_place(c).replace(" · ", ", ")
-        out.append(f"- [{c['n']}] {Path(c['source']).name}, {where}: “{quote}”")
+        quote = export_text(c["quote"].replace("\n", " "))
+        where = export_text(citation_place(c).replace(" · ", ", "))
+        out.append(f"- [{c['n']}] {export_text(Path(c['source']).name)}, {where}: “{quote}”")
     return [*out, ""] if out else out
 
 
@@ -102,7 +113,7 @@ def conversation_markdown(messages: Iterable[dict[str, Any]]) -> str:
     out = ["# Conversation", ""]
     for msg in messages:
         who = "Question" if msg["role"] == "user" else "Answer"
-        out += [f"**{who}:** {msg['content']}", ""]
+        out += [f"**{who}:** {export_text(msg['content'])}", ""]
         label = confidence_label(msg.get("confidence"))
         if label:
             out += [f"_{label}_", ""]
