@@ -46,16 +46,18 @@ NO_KEY = "not-needed"
 # Follow-up condensing sees this many recent messages, each cut to this many characters.
 HISTORY_MESSAGES = 6
 HISTORY_CHARS = 600
-# A standalone question is one sentence: PIAF's 3,835 questions have 4 to 43 words (median 12),
-# so 60 words leaves room for the names a rewrite adds; the request is capped at 4 tokens a word.
+# A standalone question is one sentence: the PIAF dev questions have 5 to 21 words (600 in
+# French, median 9) and 4 to 17 (33 in English), so 60 words leaves room for the names a
+# rewrite adds; the request is capped at 4 tokens a word.
 CONDENSED_MAX_WORDS = 60
 CONDENSE_MAX_TOKENS = 4 * CONDENSED_MAX_WORDS
-# An echo: this many consecutive words of the instructions (no answer repeats 8 words of its
-# rules), or the markup that wraps passages and conversations.
+# An echo: this many consecutive words of the instructions (shorter runs, such as "in the
+# language of the question", can occur in an honest answer), or the markup that wraps
+# passages and conversations.
 ECHO_WORDS = 8
 _ECHO_MARKUP = re.compile(r"</?\s*(?:passages?|conversation)\b", re.IGNORECASE)
 # Visible text held back until later text shows it is no echo: 8 words of the rules fit in it
-# (the longest 8-word run of ``prompts/system.txt`` is 62 characters).
+# (the longest 8-word run of ``prompts/system.txt`` is 65 characters).
 ECHO_HOLD_CHARS = 160
 # How the note of an answer cut short starts (the API reports it as finish_reason "length").
 CUT_NOTE = "The answer was cut at"
