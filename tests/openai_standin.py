@@ -6,6 +6,11 @@ stream, one JSON object otherwise) from a queue of scripted behaviours, and reco
 request body, so the tests drive the real ``openai`` client and LlamaIndex through success
 and each failure mode without a network. When the queue runs out the last behaviour repeats,
 like a server that keeps failing the same way.
+
+Like llama.cpp's server, it honours a request's ``max_tokens`` (one token is one streamed
+piece of 4 characters) and then ends with ``finish_reason`` ``length``. The misbehaviours
+a real small model showed are scripted too: ``echo()`` repeats the prompt, ``endless()``
+streams until the client hangs up, ``ramble()`` writes 1,000 tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Behaviour:
     status: int = 200
     delay: float = 0.0
     malformed: bool = False
+    endless: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     pace: float = 0.0  # seconds between streamed pieces (0: the whole reply at once)
     partial_key: bool = False  # an error echoing the key's head and tail only
@@ -59,6 +65,21 @@ def paced(text: str, seconds: float) -> Behaviour:
 def slow(seconds: float, text: str = "Trop tard.") -> Behaviour:
     """A completion that starts only after ``seconds`` (past the client's timeout)."""
     return Behaviour(text=text, delay=seconds)
+
+
+def echo() -> Behaviour:
+    """A model that repeats its whole prompt (system rules, passage markup and all)."""
+    return reply(lambda body: "\n\n".join(str(m["content"]) for m in body["messages"]))
+
+
+def endless(text: str = "Encore un mot, ") -> Behaviour:
+    """A stream that never ends: ``text`` again and again, a piece every 20 ms."""
+    return Behaviour(text=text, endless=True)
+
+
+def ramble(words: int = 1000) -> Behaviour:
+    """A 1,000-token reply about nothing in the documents (no ``max_tokens`` stops it here)."""
+    return reply(" ".join(f"blabla{i % 7}" for i in range(words)))
 
 
 def malformed() -> Behaviour:
@@ -134,11 +155,15 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 data = "{not json" if behaviour.malformed else json.dumps(_completion(text))
                 self._send(200, "application/json", data, behaviour)
                 return
+            if behaviour.endless:
+                self._stream_forever(text)
+                return
             if behaviour.malformed:
                 events = ["{not json"]
             else:
-                events = [json.dumps(_chunk(piece)) for piece in _pieces(text)]
-                events += [json.dumps(_chunk(None, finish="stop")), "[DONE]"]
+                pieces, finish = _limited(_pieces(text), body.get("max_tokens"))
+                events = [json.dumps(_chunk(piece)) for piece in pieces]
+                events += [json.dumps(_chunk(None, finish=finish)), "[DONE]"]
             if behaviour.pace:
                 self._stream_paced(events, behaviour.pace)
                 return
@@ -161,6 +186,17 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 raise
             standin.streams.append("complete")
 
+        def _stream_forever(self, text: str) -> None:
+            """SSE chunks until the client closes the connection (or 10 minutes pass)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                self.wfile.write(f"data: {json.dumps(_chunk(text))}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(0.02)
+
         def _send(self, status: int, ctype: str, data: str, behaviour: Behaviour) -> None:
             raw = data.encode()
             self.send_response(status)
@@ -177,6 +213,13 @@ def _handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
 def _pieces(text: str) -> list[str]:
     """Token-sized pieces (a few characters each), as a real model streams them."""
     return [text[i : i + 4] for i in range(0, len(text), 4)]
+
+
+def _limited(pieces: list[str], max_tokens: int | None) -> tuple[list[str], str]:
+    """The pieces a ``max_tokens`` budget allows, and the finish reason."""
+    if max_tokens is not None and len(pieces) > max_tokens:
+        return pieces[:max_tokens], "length"
+    return pieces, "stop"
 
 
 def _chunk(content: str | None, finish: str | None = None) -> dict[str, Any]:

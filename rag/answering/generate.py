@@ -17,13 +17,17 @@ token is never shown, and turned into the product's refusal: the standard text, 
 citations, the extractive answer's confidence and closest passages.
 
 Any LLM failure, an empty reply included, yields the extractive answer, labelled as a
-fallback, with the reason in its note. A refusal is never replaced by that fallback.
+fallback, with the reason in its note. A refusal is never replaced by that fallback. A reply
+that echoes the prompt (``EchoGuard``) is such a failure, and none of it is shown. A reply cut
+by the question's deadline or by ``max_tokens`` (``ReplyCut``) ends with what came, checked
+like any reply, and the cut in its note.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 import unicodedata
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
@@ -35,9 +39,11 @@ from llama_index.core.llms import ChatMessage
 from rag.answering.extractive import NO_ANSWER, Answer, AnswerStream
 from rag.answering.llm import (
     NOT_IN_DOCUMENTS,
+    EchoGuard,
     History,
     LLMError,
     Prompts,
+    ReplyCut,
     answer_messages,
     condense,
     http_client,
@@ -81,18 +87,22 @@ class Generator:
         self.prompts = Prompts.load()
         self.http = http_client()  # closed if the answer is abandoned (``stream_reply``)
         self.llm = make_llm(settings, self.http)
+        # One deadline for the whole question: the follow-up rewrite and the answer.
+        self.deadline = time.monotonic() + settings.llm_deadline
 
     def standalone(self, question: str, history: History) -> str:
         """``question`` rewritten to stand on its own (as is without history); may raise
         ``LLMError``."""
         if not history:
             return question
-        return condense(self.llm, self.prompts, history, question, self.settings)
+        return condense(self.llm, self.prompts, history, question, self.settings, self.deadline)
 
     def stream(self, question: str, retrieval: Retrieval, extractive: Answer) -> AnswerStream:
         """The LLM's answer over ``retrieval``, checked when finalized; ``extractive`` is the
         fallback when the call fails."""
         generation = _Generation(self.llm, self.settings, retrieval, extractive, self.http)
+        generation.deadline = self.deadline
+        generation.guard = EchoGuard(self.prompts.system, self.prompts.answer)
         messages = answer_messages(self.prompts, question, retrieval.nodes)
         return AnswerStream(generation.tokens(messages), generation.answer)
 
@@ -115,6 +125,9 @@ class _Generation:
         self.extractive = extractive
         self.reply = ReplyStream(len(retrieval.nodes))
         self.error: LLMError | None = None
+        self.cut: ReplyCut | None = None
+        self.deadline: float | None = None
+        self.guard = EchoGuard()
 
     @property
     def mode(self) -> str:
@@ -125,30 +138,50 @@ class _Generation:
 
         Closed early (the reader left), it closes the reply's stream, which ends the request.
         """
-        replies = stream_reply(self.llm, messages, self.settings, self.http)
+        replies = stream_reply(self.llm, messages, self.settings, self.http, self.deadline)
         try:
             for delta in replies:
-                if piece := self.reply.feed(delta):
+                if piece := self.guard.feed(self.reply.feed(delta), self.reply.raw):
                     yield piece
+                if self.guard.echoed:
+                    return
         except LLMError as error:
             self.error = error
-        else:
-            if piece := self.reply.close():
-                yield piece
+        except ReplyCut as cut:
+            self.cut = cut
         finally:
             replies.close()
+        if self.error is None and (piece := self._rest()):
+            yield piece
         if self.reply.refused:
             yield NO_ANSWER
 
+    def _rest(self) -> str:
+        """The visible text still held back once the reply has ended."""
+        return self.guard.feed(self.reply.close(), self.reply.raw) + self.guard.flush(
+            self.reply.raw
+        )
+
     def answer(self) -> Answer:
         """The checked answer; the model's refusal stands even if the stream broke after it."""
+        if self.guard.echoed:
+            self.error = LLMError(
+                "echo", "The LLM repeated its instructions or the passages instead of answering."
+            )
+            return fallback(self.extractive, self.error)
         if self.reply.refused:
             return refusal(self.extractive, self.mode)
         if self.error is None and not self.reply.text:
-            self.error = LLMError("empty reply", "The LLM returned an empty answer.")
+            self.error = (
+                LLMError(self.cut.reason, self.cut.message)
+                if self.cut
+                else LLMError("empty reply", "The LLM returned an empty answer.")
+            )
         if self.error is not None:
             return fallback(self.extractive, self.error)
         answer = build_answer(self.reply, self.retrieval, self.mode)
+        if self.cut is not None:
+            answer = replace(answer, note=" ".join(filter(None, [answer.note, self.cut.message])))
         return replace(answer, confidence=self.extractive.confidence)
 
 

@@ -8,12 +8,22 @@ honours ``Retry-After``). LlamaIndex's extra retry layer only acts on non-stream
 where it would multiply those attempts. Prompts are re-read on every question, so an edited
 file under ``prompts/`` takes effect without a restart. Failure messages are scrubbed of the
 API key, whatever the server echoed back.
+
+Bounds on what a model may do (a real llama.cpp server once streamed for 992 s, echoed its
+prompt, and rewrote a follow-up into a 1,000-token ramble): every request carries
+``max_tokens``; a reply stops at the question's deadline (``RAG_LLM_DEADLINE``, checked on
+every streamed chunk; a silent server is cut by ``RAG_LLM_TIMEOUT`` per read) and is then
+ended by ``ReplyCut``; a reply that reproduces the instructions or the passage markup is an
+echo (``EchoGuard``), never shown; and a condensed follow-up that is empty, longer than
+``CONDENSED_MAX_WORDS``, an echo or shares no word with the conversation is replaced by the
+user's own words.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -37,6 +47,21 @@ NO_KEY = "not-needed"
 # Follow-up condensing sees this many recent messages, each cut to this many characters.
 HISTORY_MESSAGES = 6
 HISTORY_CHARS = 600
+# A standalone question is one sentence: the PIAF dev questions have 5 to 21 words (600 in
+# French, median 9) and 4 to 17 (33 in English), so 60 words leaves room for the names a
+# rewrite adds; the request is capped at 4 tokens a word.
+CONDENSED_MAX_WORDS = 60
+CONDENSE_MAX_TOKENS = 4 * CONDENSED_MAX_WORDS
+# An echo: this many consecutive words of the instructions (shorter runs, such as "in the
+# language of the question", can occur in an honest answer), or the markup that wraps
+# passages and conversations.
+ECHO_WORDS = 8
+_ECHO_MARKUP = re.compile(r"</?\s*(?:passages?|conversation)\b", re.IGNORECASE)
+# Visible text held back until later text shows it is no echo: 8 words of the rules fit in it
+# (the longest 8-word run of ``prompts/system.txt`` is 65 characters).
+ECHO_HOLD_CHARS = 160
+# How the note of an answer cut short starts (the API reports it as finish_reason "length").
+CUT_NOTE = "The answer was cut at"
 # What the model replies, alone, when the passages do not answer (``prompts/system.txt`` rule
 # 4): one fixed token a program can recognise, whatever the question's language.
 NOT_IN_DOCUMENTS = "NOT_IN_DOCUMENTS"
@@ -72,6 +97,15 @@ class Prompts:
         return cls(**{f.name: (folder / f"{f.name}.txt").read_text("utf-8") for f in fields(cls)})
 
 
+class ReplyCut(RagError):
+    """A reply ended early (the deadline, or ``max_tokens``): what came is kept, with a note."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
 class LLMError(RagError):
     """A failed LLM call: ``reason`` labels the fallback mode, ``message`` is for the user."""
 
@@ -96,6 +130,7 @@ def make_llm(settings: Settings, http: httpx.Client | None = None) -> OpenAILike
         max_retries=settings.llm_max_retries,
         temperature=settings.temperature,
         http_client=http,
+        max_tokens=settings.llm_max_tokens,
     )
 
 
@@ -152,8 +187,10 @@ def stream_reply(
     messages: list[ChatMessage],
     settings: Settings,
     http: httpx.Client | None = None,
+    deadline: float | None = None,
 ) -> Iterator[str]:
-    """The reply's text as it arrives; any failure is raised as ``LLMError``.
+    """The reply's text as it arrives; any failure is raised as ``LLMError``, a reply cut by
+    ``deadline`` (``time.monotonic()``) or by ``max_tokens`` ends with ``ReplyCut``.
 
     Closing this generator before the reply ends (a client gone mid-answer) closes ``http``,
     the client ``llm`` sends through, so the server stops generating. Closing the response
@@ -164,24 +201,132 @@ def stream_reply(
     import httpx
     import openai
 
+    replies = iter(())
     try:
-        for chunk in llm.stream_chat(messages):
+        replies = llm.stream_chat(messages)
+        for chunk in replies:
             if chunk.delta:
                 yield chunk.delta
+            if deadline is not None and time.monotonic() > deadline:
+                raise ReplyCut("deadline", cut_message("deadline", settings))
+            if _finish_reason(chunk.raw) == "length":
+                raise ReplyCut("length", cut_message("length", settings))
     except (openai.OpenAIError, httpx.HTTPError, ValueError) as exc:
         raise describe_failure(exc, settings) from None
     except GeneratorExit:
         if http is not None:
             http.close()
         raise
+    finally:
+        getattr(replies, "close", lambda: None)()  # a reply cut short ends its HTTP stream
+
+
+def _finish_reason(raw: object) -> str | None:
+    """The ``finish_reason`` of a streamed chunk (an ``openai`` object or a dict)."""
+    choices = getattr(raw, "choices", None) or (
+        raw.get("choices") if isinstance(raw, dict) else None
+    )
+    if not choices:
+        return None
+    first = choices[0]
+    return first.get("finish_reason") if isinstance(first, dict) else first.finish_reason
+
+
+def cut_message(reason: str, settings: Settings) -> str:
+    """The note of an answer cut short (it starts with ``CUT_NOTE``), naming the setting that
+    bounds it."""
+    if reason == "deadline":
+        return (
+            f"{CUT_NOTE} the {settings.llm_deadline:g} s deadline "
+            "(RAG_LLM_DEADLINE); what came by then is shown."
+        )
+    return (
+        f"{CUT_NOTE} {settings.llm_max_tokens} tokens (RAG_LLM_MAX_TOKENS); "
+        "what came by then is shown."
+    )
 
 
 def condense(
-    llm: OpenAILike, prompts: Prompts, history: History, question: str, settings: Settings
+    llm: OpenAILike,
+    prompts: Prompts,
+    history: History,
+    question: str,
+    settings: Settings,
+    deadline: float | None = None,
 ) -> str:
-    """A standalone version of a follow-up question (the question itself if the reply is empty)."""
-    reply = "".join(stream_reply(llm, condense_messages(prompts, history, question), settings))
-    return " ".join(reply.split()) or question
+    """A standalone version of a follow-up question, or the question itself when the rewrite
+    is unusable (``usable_condensed``)."""
+    messages = condense_messages(prompts, history, question)
+    # LlamaIndex lets the model's own max_tokens override a per-call one: bound a copy.
+    bounded = llm.model_copy(update={"max_tokens": CONDENSE_MAX_TOKENS})
+    parts: list[str] = []
+    try:
+        for delta in stream_reply(bounded, messages, settings, deadline):
+            parts.append(delta)
+    except ReplyCut:
+        return question  # cut short: not a whole question
+    guard = EchoGuard(prompts.condense)
+    reply = " ".join("".join(parts).split())
+    return reply if usable_condensed(reply, guard, history, question) else question
+
+
+def usable_condensed(reply: str, guard: EchoGuard, history: History, question: str) -> bool:
+    """Whether a rewritten follow-up may replace the user's words: not empty, one question's
+    length, no echo of the prompt, and about the conversation (it shares a word with it)."""
+    words = reply.split()
+    if not words or len(words) > CONDENSED_MAX_WORDS or guard.echoes(reply):
+        return False
+    said = _words(" ".join([question, *(content for _, content in history)]))
+    return bool(_words(reply) & said)
+
+
+def _words(text: str) -> set[str]:
+    """Lower-cased words of three letters or more (what two phrasings of a topic share)."""
+    return {w for w in re.findall(r"\w{3,}", text.casefold())}
+
+
+class EchoGuard:
+    """Holds back a reply's visible text until it is known not to echo the prompt.
+
+    An echo reproduces ``ECHO_WORDS`` consecutive words of the instructions, or the passage
+    markup. The last ``ECHO_HOLD_CHARS`` of visible text wait for the text after them, so
+    an echo is caught before any of it is shown.
+    """
+
+    def __init__(self, *instructions: str) -> None:
+        self.runs: set[tuple[str, ...]] = set()
+        for text in instructions:
+            self.runs |= _runs(re.sub(r"\{\w+\}", " ", text))
+        self.echoed = False
+        self._held = ""
+
+    def echoes(self, raw: str) -> bool:
+        """Whether ``raw`` (the reply so far, or its recent end) echoes the prompt."""
+        return bool(_ECHO_MARKUP.search(raw)) or not self.runs.isdisjoint(_runs(raw))
+
+    def feed(self, piece: str, raw: str) -> str:
+        """Visible ``piece`` in, given the raw reply so far; out, what may be shown now."""
+        if self.echoed or self.echoes(raw[-4 * ECHO_HOLD_CHARS :]):
+            self.echoed = True
+            return ""
+        self._held += piece
+        cut = max(0, len(self._held) - ECHO_HOLD_CHARS)
+        shown, self._held = self._held[:cut], self._held[cut:]
+        return shown
+
+    def flush(self, raw: str) -> str:
+        """The held text once the reply is complete (nothing if it was an echo)."""
+        shown = self.feed("", raw)
+        if self.echoed:
+            return ""
+        shown, self._held = shown + self._held, ""
+        return shown
+
+
+def _runs(text: str) -> set[tuple[str, ...]]:
+    """Every run of ``ECHO_WORDS`` consecutive lower-cased words of ``text``."""
+    words = re.findall(r"\w+", text.casefold())
+    return {tuple(words[i : i + ECHO_WORDS]) for i in range(len(words) - ECHO_WORDS + 1)}
 
 
 def describe_failure(exc: Exception, settings: Settings) -> LLMError:

@@ -28,8 +28,13 @@ def chroma_settings() -> ChromaSettings:
 
 
 def open_client(settings: Settings) -> Any:
-    """Embedded ``PersistentClient`` by default, ``HttpClient`` when a server URL is set."""
+    """Embedded ``PersistentClient`` by default, ``HttpClient`` when a server URL is set.
+
+    Either way the data dir is checked, or marked as ours when new: in server mode it still
+    holds the BM25 index, extracted texts and the account database.
+    """
     if settings.chroma_url:
+        check_data_dir(settings.data_dir)
         url = urlparse(settings.chroma_url)
         try:
             return chromadb.HttpClient(
