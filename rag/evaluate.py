@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from rag.config import Settings
 from rag.errors import RagError
-from rag.retrieval.hybrid import CHUNK_CANDIDATES, HybridRetriever, hybrid
+from rag.retrieval.fusion import hybrid
+from rag.retrieval.hybrid import CHUNK_CANDIDATES, HybridRetriever
 from rag.service import RagService
 
 Mode = str  # "hybrid" | "dense" | "bm25"

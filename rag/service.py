@@ -29,8 +29,10 @@ from rag.datadir import StoreError, write_lock
 from rag.documents.citations import SourceCache
 from rag.embedding.embedders import Embedder, EmbeddingError, make_embedder
 from rag.index.lexical import LexicalCache, LexicalIndex
-from rag.index.store import FileRecord, Store, open_store
-from rag.ingest.pipeline import IngestReport, ProgressFn, ingest, save_uploads
+from rag.index.records import FileRecord
+from rag.index.store import Store, open_store
+from rag.ingest.pipeline import IngestReport, ProgressFn, ingest
+from rag.ingest.uploads import save_uploads
 from rag.retrieval.hybrid import HybridRetriever, Retrieval
 
 __all__ = [

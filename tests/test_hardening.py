@@ -11,7 +11,7 @@ import pytest
 
 from rag.documents.formats import read_text
 from rag.index.store import StoreError
-from rag.ingest.pipeline import MB, discover
+from rag.ingest.files import MB, discover
 from rag.service import RagService
 from tests.conftest import SEED, make_settings, run_cli
 

@@ -30,24 +30,11 @@ from rag.embedding.embedders import EmbeddingError
 from rag.errors import RagError
 from rag.evaluate import Outcome, read_jsonl
 from rag.index.lexical import LexicalHits
-from rag.ingest.pipeline import (
-    MB,
-    IngestError,
-    safe_upload_path,
-    save_uploads,
-    sentence_spans,
-    split_sentences,
-    too_large,
-)
-from rag.retrieval.hybrid import (
-    RRF_K,
-    Ranking,
-    Retrieval,
-    SentenceScore,
-    fuse,
-    hybrid,
-    lexical_weight,
-)
+from rag.ingest.files import MB, IngestError, too_large
+from rag.ingest.uploads import safe_upload_path, save_uploads
+from rag.retrieval.fusion import RRF_K, Ranking, fuse, hybrid, lexical_weight
+from rag.retrieval.hybrid import Retrieval, SentenceScore
+from rag.text import sentence_spans, split_sentences
 
 
 def test_fuse_adds_weighted_reciprocal_ranks() -> None:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rag.index.lexical import fold, tokenize
+from rag.text import fold, tokenize
 
 _NUMBERS = """
     deux trois quatre cinq six sept huit neuf dix onze douze treize quatorze quinze seize

@@ -48,8 +48,9 @@ from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_FRENCH
 
 from rag.answering.answer_type import Asked, expected, support
 from rag.embedding.embedders import Embedder
-from rag.index.lexical import LexicalIndex, fold, stopwords, tokenize
+from rag.index.lexical import LexicalIndex
 from rag.retrieval.hybrid import Retrieval, SentenceScore
+from rag.text import fold, stopwords, tokenize
 
 MODEL_FILE = Path(__file__).with_name("confidence_model.json")
 # Weight of the idf-weighted share of question words in a sentence next to its cosine, and
