@@ -23,7 +23,7 @@ from rag.documents.citations import Citation
 from rag.documents.formats import read_text
 from rag.service import Evidence, RagService
 
-QUESTIONS = Path(__file__).parent / "data" / "seed_questions.jsonl"
+QUESTIONS = Path(__file__).resolve().parents[1] / "data" / "seed_questions.jsonl"
 ROWS = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
 DIRECT = [r for r in ROWS if r["kind"] == "direct"]
 NEAR_MISS = [r for r in ROWS if r["kind"] == "near_miss"]

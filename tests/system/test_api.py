@@ -25,9 +25,9 @@ from rag.api import document_id
 from rag.service import RagService
 from tests.browser import wait_http
 from tests.conftest import ROOT, make_settings, run_cli
+from tests.integration.test_llm import KURSK_CLAIM, KURSK_SENTENCE, SECRET, citing, llm_env
 from tests.openai_standin import StandIn, error, reply
 from tests.procs import free_port, stop
-from tests.test_llm import KURSK_CLAIM, KURSK_SENTENCE, SECRET, citing, llm_env
 
 KURSK = "How many workers are in Kursk?"
 KURSK_QUOTE = "plus de mille spécialistes nord-coréens"
