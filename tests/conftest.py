@@ -1,5 +1,6 @@
 """Shared fixtures: real embedder, real embedded Chroma, in temporary data dirs.
 
+Everything the tests read is inside the repository (the PIAF subset is tests/data/piaf/).
 This file is loaded for every test folder, tests/unit/ included, so it imports nothing heavy
 at module level: the service (LlamaIndex, Chroma) is imported by the fixtures that build one.
 """
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "seeds" / "000_a39d74119d63f477.txt"
-PIAF = ROOT.parent / "shared" / "eval" / "piaf"
+# The first 160 PIAF passages and the questions on them (MIT / CC BY-SA: see its README.md).
+PIAF = ROOT / "tests" / "data" / "piaf"
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:
