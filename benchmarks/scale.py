@@ -6,7 +6,7 @@ then measures, in this one process (peak RSS is per process, so run each size se
 ingest chunks/s, the embedder alone on the same batches (every ``--raw-stride``-th batch,
 a throughput sample), index size on disk, peak RSS, and warm ``RagService.ask`` p50/p95
 over benchmarks/data/cidre_questions.txt. Each run appends one JSON line to
-benchmarks/results/scale.jsonl; ``report`` prints the README table from it and draws
+benchmarks/results/scale.jsonl; ``report`` prints the table of docs/benchmarks.md from it and draws
 docs/scale_latency.png.
 
 ``latency --percent P`` re-measures only the ``ask`` latency on the index a run left in
@@ -266,7 +266,7 @@ def main() -> None:
     )
     again = sub.add_parser("latency", help="re-measure ask latency on a size's index")
     again.add_argument("--percent", type=float, required=True)
-    sub.add_parser("report", help="README table and latency plot from the results")
+    sub.add_parser("report", help="docs/benchmarks.md table and latency plot from the results")
     args = parser.parse_args()
     if args.command == "run":
         print(json.dumps(run(args.percent, args.raw_stride, args.resume), indent=1))

@@ -5,7 +5,7 @@ The confidence model is fitted on PIAF (1,500 encyclopaedia paragraphs) and the 
 corpus of benchmarks/data; these questions (``tests/data/seed_questions.jsonl``), never
 fitted on, check that it holds on a one-article news corpus, which is what a user's first
 upload looks like. The issue asks for every one of them; the current model gets 26 of 28
-direct questions and 16 of 18 near-misses right (README, "Answer decision"). The misses are
+direct questions and 16 of 18 near-misses right (docs/answer-decision.md). The misses are
 listed in ``KNOWN_MISSES`` and marked as expected failures, so the suite says how far the
 product is from the goal and an improvement shows as XPASS.
 """
@@ -29,7 +29,7 @@ DIRECT = [r for r in ROWS if r["kind"] == "direct"]
 NEAR_MISS = [r for r in ROWS if r["kind"] == "near_miss"]
 
 
-# Measured with rag/confidence_model.json as fitted; README "Answer decision".
+# Measured with rag/confidence_model.json as fitted; docs/answer-decision.md.
 KNOWN_MISSES = {
     "seed-d01": "refused: 'stepping up ... involvement' paraphrases line 1 word by word",
     "seed-d03": "refused: the question names Pyongyang and Moscow, line 2 says North Korea, Russia",

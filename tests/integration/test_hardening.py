@@ -1,4 +1,5 @@
-"""Hostile and odd inputs: each has a documented outcome (README, "Limits and hardening")."""
+"""Hostile and odd inputs: each has a documented outcome (docs/architecture.md, "Limits and
+hardening")."""
 
 from __future__ import annotations
 

@@ -214,7 +214,7 @@ def test_ask_returns_the_json_of_the_cli(secured, seed_index: Path) -> None:
     assert cli.returncode == 0, cli.stderr
     # int8 activations are quantised per batch, and which words a process still has to
     # embed depends on what it was asked before: the confidence may differ in the third
-    # decimal between two processes (README, "Answer decision"), nothing else may.
+    # decimal between two processes (docs/answer-decision.md), nothing else may.
     served, printed = api.json(), json.loads(cli.stdout)
     assert served.pop("confidence") == pytest.approx(printed.pop("confidence"), abs=0.01)
     assert served == printed
