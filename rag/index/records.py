@@ -9,7 +9,9 @@ through ``.metadata``, ``.text`` and ``.id_``).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.documents.formats import Sections
@@ -98,3 +100,14 @@ def has_vector(meta: dict) -> bool:
 def vector_sentences(node: TextNode) -> list[tuple[str, str, dict]]:
     """The sentence records of a chunk that get a stored vector."""
     return [rec for rec in sentence_records(node) if has_vector(rec[2])]
+
+
+def document_refs(records: Iterable[FileRecord], extracted: Path) -> list[str]:
+    """Every text the citations of these files can point into: a plain text or Markdown file
+    is its own text; a PDF, HTML or office file's texts are its extracted parts, stored under
+    ``extracted`` in a folder named after the file's hash (``rag.ingest.files.LoadedFile``)."""
+    refs = []
+    for rec in records:
+        parts = sorted((extracted / rec.sha256[:24]).glob("*.txt"))
+        refs += [str(p) for p in parts] or [rec.source]
+    return refs

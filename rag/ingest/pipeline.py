@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from llama_index.core.schema import TextNode
 from tqdm import tqdm
 
+from rag.config import Settings
 from rag.embedding.embedders import Embedder
 from rag.index.lexical import sync_lexical
 from rag.index.records import FileRecord, vector_sentences
@@ -67,6 +69,17 @@ class IngestReport:
             f"{len(self.failed)} failed, {self.pruned} pruned; "
             f"{self.chunks_embedded} chunks embedded"
         )
+
+
+def ingest_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of ``ingest`` that the settings decide."""
+    return {
+        "chunk_size": settings.chunk_size,
+        "chunk_overlap": settings.chunk_overlap,
+        "batch_size": settings.embed_batch_size,
+        "late": settings.sentence_vectors == "late",
+        "max_file_mb": settings.max_file_mb,
+    }
 
 
 def ingest(

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.ingest.files import Failure, IngestError, too_large
+
+if TYPE_CHECKING:
+    from rag.ingest.pipeline import IngestReport
 
 _UPLOAD_NAME_MAX = 200
 
@@ -71,3 +76,19 @@ def save_upload(folder: Path, name: str, data: bytes, max_file_mb: float | None)
     partial.write_bytes(data)
     os.replace(partial, path)
     return path
+
+
+def ingest_uploads(
+    folder: Path,
+    uploads: list[tuple[str, bytes]],
+    max_file_mb: float | None,
+    ingest: Callable[[list[Path]], IngestReport],
+) -> IngestReport:
+    """Save ``uploads`` under ``folder`` and ``ingest`` the saved files: one report naming
+    both the uploads refused on saving and the files that failed to index."""
+    from rag.ingest.pipeline import IngestReport  # here: the pipeline imports LlamaIndex
+
+    saved, failed = save_uploads(folder, uploads, max_file_mb)
+    report = ingest(saved) if saved else IngestReport()
+    report.failed = failed + report.failed
+    return report
