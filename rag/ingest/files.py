@@ -24,8 +24,10 @@ from rag.documents.formats import (
 )
 from rag.errors import RagError
 
+# A document's title is its first non-blank line, cut here: a file without line breaks would
+# otherwise make its whole text the title shown on every citation card.
 _TITLE_MAX = 200
-MB = 1024 * 1024
+MB = 1024 * 1024  # RAG_MAX_FILE_MB counts MiB
 
 
 class IngestError(RagError):
