@@ -1,6 +1,7 @@
-"""The chat page's decisions without Streamlit (rag/ui/page.py): who is signed in, what an
-answer saves, how a conversation is extended, what an upload failure says. Real SQLite files
-for accounts and conversations; the page itself is tested through AppTest and a browser."""
+"""The chat page's decisions without Streamlit (rag/ui/page.py): whether sign-in is on, what
+an answer saves, how a conversation is extended, what an upload failure says. Real SQLite files
+for conversations; who is signed in with accounts (each one a password hash, about 0.3 s) is
+tests/integration/test_page_signin.py; the page itself is tested through AppTest and a browser."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from types import SimpleNamespace
 import pytest
 
 from rag.accounts.conversations import Conversations
-from rag.accounts.users import Accounts
 from rag.config import Settings
 from rag.ingest.files import Failure
 from rag.ui import page
@@ -27,29 +27,6 @@ def settings(tmp_path: Path) -> Settings:
 
 def test_without_accounts_or_single_sign_on_sign_in_is_off(settings: Settings) -> None:
     assert page.signed_in(settings, Identity("ann")) == (False, None)
-
-
-def test_the_user_and_role_come_from_the_database_every_time(settings: Settings) -> None:
-    accounts = Accounts(settings)
-    accounts.add("ann", PASSWORD, "editor")
-    on, user = page.signed_in(settings, Identity("ann"))
-    assert on and user is not None and user.role == "editor"
-    assert page.signed_in(settings, Identity(None)) == (True, None)
-    accounts.add("bob", PASSWORD, "admin")
-    accounts.remove("ann")  # applies at once, whatever the session still holds
-    assert page.signed_in(settings, Identity("ann")) == (True, None)
-
-
-def test_single_sign_on_users_get_their_account_role_or_the_default(settings: Settings) -> None:
-    Accounts(settings).add("ann@example.org", PASSWORD, "admin")
-    known = Identity(None, oidc=True, oidc_signed_in=True, oidc_name="ann@example.org")
-    assert page.signed_in(settings, known)[1].role == "admin"
-    stranger = Identity("ann@example.org", oidc=True, oidc_signed_in=True, oidc_name="eve@x.org")
-    on, user = page.signed_in(settings, stranger)
-    assert on and user.name == "eve@x.org" and user.role == "reader"
-    closed = make_settings(settings.data_dir, oidc_role="none")
-    assert page.signed_in(closed, stranger) == (True, None)
-    assert page.signed_in(settings, Identity(None, oidc=True)) == (True, None)
 
 
 def test_an_exchange_creates_then_extends_its_conversation(settings: Settings) -> None:
