@@ -12,7 +12,6 @@ the URL, so a reload or a server restart reopens it.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,8 @@ from rag.accounts.users import ROLES, AccountError, Accounts, Role, User
 from rag.config import get_settings
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
-from rag.ui import uploads
+from rag.ui import page, uploads
+from rag.ui.page import Identity, conversation_label
 from rag.ui.render import (
     CLOSEST_HEADING,
     PAGE_STYLE,
@@ -71,28 +71,18 @@ def oidc_signed_in() -> bool:
 
 
 def signed_in() -> tuple[bool, User | None]:
-    """Whether sign-in is on, and who is signed in, read from the database every time.
-
-    So a removed account or a changed role applies at once, and a new account given a
-    removed one's name is not its sessions' user: a local account must have the creation
-    time recorded at sign-in. A single sign-on user gets the role of the local account with
-    the same email, or ``RAG_OIDC_ROLE``.
-    """
-    settings = get_settings()
-    accounts = Accounts(settings)
+    """Whether sign-in is on, and who is signed in (``rag.ui.page.signed_in``, which reads
+    the database every time, so a removed account or a changed role applies at once)."""
     oidc = oidc_configured()
-    if not oidc and not accounts.enabled():
-        return False, None
-    name = st.session_state.get("user_name")
     sso = oidc and oidc_signed_in()
-    if sso:
-        name = str(st.user.get("email") or st.user.get("sub"))
-    user = accounts.get(name) if name else None
-    if user is not None and not sso and user.created != st.session_state.get("user_created"):
-        user = None
-    if user is None and sso and settings.oidc_role != "none":
-        user = User(name, settings.oidc_role, 0.0)
-    return True, user
+    identity = Identity(
+        st.session_state.get("user_name"),
+        st.session_state.get("user_created"),
+        oidc,
+        sso,
+        str(st.user.get("email") or st.user.get("sub")) if sso else None,
+    )
+    return page.signed_in(get_settings(), identity)
 
 
 def current_user() -> User | None:
@@ -146,13 +136,8 @@ def sign_in_page(accounts: Accounts, oidc: bool) -> None:
 
 
 def client_address() -> str:
-    """The browser's address, which failed sign-ins are counted by (with the user name).
-
-    app.py's ``PageGuard`` has set it (``rag.security.client_key``): ``X-Forwarded-For`` is
-    believed only from ``RAG_TRUSTED_PROXIES``. Streamlit gives None for loopback.
-    """
-    address = st.context.ip_address
-    return address if isinstance(address, str) else "unknown"
+    """The browser's address, which failed sign-ins are counted by (with the user name)."""
+    return page.client_address(st.context.ip_address)
 
 
 def require(role: Role) -> None:
@@ -301,16 +286,12 @@ def open_conversation(conv_id: str) -> None:
 
 def save_exchange(exchange: list[dict]) -> None:
     """Save a question and its answer; the first one creates the conversation."""
-    store = conversations()
-    conv_id = st.session_state.get("conversation_id")
-    try:
-        if conv_id is not None:
-            store.append(conv_id, exchange)
-            return
-    except ConversationError:  # deleted from another tab meanwhile: save as a new one
-        exchange = st.session_state.messages
-    conv_id = store.create(exchange[0]["content"]).id
-    store.append(conv_id, exchange)
+    conv_id = page.save_exchange(
+        conversations(),
+        st.session_state.get("conversation_id"),
+        exchange,
+        st.session_state.messages,
+    )
     st.session_state.conversation_id = conv_id
     st.query_params["c"] = conv_id
 
@@ -338,9 +319,8 @@ def conversation_list() -> None:
     if not saved:
         st.caption("Your conversations are saved here after each answer.")
     for conv in saved:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(conv.updated))
         st.button(
-            f"{escape_md(conv.title)} · {when}",
+            conversation_label(conv, escape_md),
             key=f"open-{conv.id}",
             on_click=open_conversation,
             args=(conv.id,),
@@ -430,9 +410,7 @@ def index_uploads(service: RagService, uploads: list) -> None:
 
     report = service.add_uploads([(f.name, f.getvalue()) for f in uploads], progress=progress)
     bar.empty()
-    st.session_state.upload_errors = [
-        f"Could not index {Path(name).name}: {reason}" for name, reason in report.failed
-    ]
+    st.session_state.upload_errors = page.upload_errors(report.failed)
     st.session_state.upload_report = report.summary()
     st.session_state.uploader_round = st.session_state.get("uploader_round", 0) + 1
     st.rerun()
@@ -469,7 +447,7 @@ def handle_question(question: str, service: RagService) -> None:
         st.warning(str(exc))
         return
     messages = st.session_state.messages
-    history = [(m["role"], m["content"]) for m in messages]
+    history = page.history(messages)
     messages.append({"role": "user", "content": question})
     with st.chat_message("user"):
         st.markdown(escape_md(question))
@@ -482,17 +460,7 @@ def handle_question(question: str, service: RagService) -> None:
                 st.error(str(exc))
                 return
         answer = show_stream(stream)
-        msg = {
-            "role": "assistant",
-            "content": answer.text,
-            "mode": answer.mode,
-            "note": answer.note,
-            "verified": answer.verified,
-            "abstained": answer.abstained,
-            "confidence": answer.confidence,
-            "citations": [c.to_json() for c in answer.citations],
-            "closest": [c.to_json() for c in answer.closest],
-        }
+        msg = page.answer_message(answer)
         messages.append(msg)
         render_answer_details(len(messages) - 1, msg, service)
     save_exchange(messages[-2:])

@@ -1,4 +1,4 @@
-"""Answer-level evaluation and the fit of the answer decision (README "Answer decision").
+"""Answer-level evaluation and the fit of the answer decision (docs/answer-decision.md).
 
     python -m benchmarks.answers collect [--tag T]   # ask everything, save outcomes
     python -m benchmarks.answers fit [--tag T]       # fit rag/confidence_model.json on them
@@ -129,7 +129,7 @@ def load(tag: str) -> list[Outcome]:
 
 
 def fold_of(o: Outcome, split: int = 0) -> int:
-    """The half an outcome falls in, in the README's split (0) or another random one.
+    """The half an outcome falls in: the split docs/answer-decision.md reports (0) or another.
 
     Off-corpus questions are split one by one: split whole, their two files hashed to the
     same half, and the model scoring them had never seen one. The other splits hash with

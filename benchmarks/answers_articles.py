@@ -7,7 +7,7 @@ English versions) are indexed alone, and each question is asked as is and as a n
 (the passages holding a gold answer taken out, ``rag.evaluate.AnswerEvaluation``), at the
 product's operating point. The hand-written narrow corpora (``benchmarks.answers_narrow``)
 ask near-misses about another entity of the same sentence; here the answer's passage is
-gone, so the two measure different difficulties (README, "Answer decision").
+gone, so the two measure different difficulties (docs/answer-decision.md).
 
 Usage: python -m benchmarks.answers_articles [--tag T]
     (indexes under benchmarks/out/articles-data, about 3 minutes; outcomes saved to

@@ -1,4 +1,4 @@
-"""App start to first answer, in a real browser, and the README screenshot.
+"""App start to first answer, in a real browser, and the screenshot (docs/screenshot.png).
 
 Builds the seed index first (as `./dev app` would on its first start), then times, for
 each of ``--runs`` fresh `streamlit run` processes: process start -> page loaded -> Kursk

@@ -8,7 +8,9 @@ from pathlib import Path
 from rag.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-PIAF = Path(os.environ.get("PIAF_DIR", ROOT.parent / "shared" / "eval" / "piaf"))
+# All of PIAF v1.1 ships in the repository (MIT / CC BY-SA, see its README.md); PIAF_DIR points
+# the benchmarks at another copy.
+PIAF = Path(os.environ.get("PIAF_DIR", ROOT / "benchmarks" / "data" / "piaf"))
 PASSAGES = PIAF / "passages.jsonl"
 QUESTIONS = {"fr": PIAF / "questions_dev.jsonl", "en": PIAF / "questions_dev_en.jsonl"}
 OFF_CORPUS = ROOT / "benchmarks" / "data" / "off_corpus_questions.jsonl"

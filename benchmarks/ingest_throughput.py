@@ -26,15 +26,9 @@ from pathlib import Path
 from benchmarks.common import PASSAGES
 from rag.config import Settings
 from rag.evaluate import read_jsonl
-from rag.ingest.pipeline import (
-    ChunkedFile,
-    chunk_batches,
-    chunk_file,
-    discover,
-    embed_batch,
-    load_file,
-    make_splitter,
-)
+from rag.ingest.chunking import ChunkedFile, chunk_batches, chunk_file, make_splitter
+from rag.ingest.files import discover, load_file
+from rag.ingest.pipeline import embed_batch
 from rag.service import RagService
 
 

@@ -6,7 +6,7 @@ then measures, in this one process (peak RSS is per process, so run each size se
 ingest chunks/s, the embedder alone on the same batches (every ``--raw-stride``-th batch,
 a throughput sample), index size on disk, peak RSS, and warm ``RagService.ask`` p50/p95
 over benchmarks/data/cidre_questions.txt. Each run appends one JSON line to
-benchmarks/results/scale.jsonl; ``report`` prints the README table from it and draws
+benchmarks/results/scale.jsonl; ``report`` prints the table of docs/benchmarks.md from it and draws
 docs/scale_latency.png.
 
 ``latency --percent P`` re-measures only the ``ask`` latency on the index a run left in
@@ -40,15 +40,26 @@ from benchmarks.ingest_throughput import raw_embed_seconds
 from rag.config import Settings
 from rag.service import RagService
 
-CIDRE = Path(os.environ.get("CIDRE_DIR", ROOT.parent / "shared" / "corpora" / "cidre"))
+# CIDRE (94 novels, 49 MB) is too large to ship: RAG_CIDRE_DIR names the folder holding it.
+CIDRE_VARIABLE = "RAG_CIDRE_DIR"
 QUESTIONS = ROOT / "benchmarks" / "data" / "cidre_questions.txt"
 RESULTS = ROOT / "benchmarks" / "results" / "scale.jsonl"
 PLOT = ROOT / "docs" / "scale_latency.png"
 
 
+def cidre_dir() -> Path:
+    """The CIDRE corpus folder from ``RAG_CIDRE_DIR``, or exit with a one-line message."""
+    folder = os.environ.get(CIDRE_VARIABLE)
+    if not folder or not any(Path(folder).glob("*/*.txt")):
+        raise SystemExit(
+            f"CIDRE not found: set {CIDRE_VARIABLE} to its folder (<author>/<novel>.txt)"
+        )
+    return Path(folder)
+
+
 def select_novels(percent: float) -> list[Path]:
     """Whole novels, in a fixed shuffled order, until ``percent`` of the bytes is reached."""
-    novels = sorted(CIDRE.glob("*/*.txt"))
+    novels = sorted(cidre_dir().glob("*/*.txt"))
     random.Random(0).shuffle(novels)
     total = corpus_bytes(novels)
     chosen, size = [], 0
@@ -148,7 +159,7 @@ def run(percent: float, raw_stride: int, resume: bool = False) -> dict:
         "percent": percent,
         "novels": len(novels),
         "corpus_mb": round(corpus_bytes(novels) / 2**20, 2),
-        "share": round(corpus_bytes(novels) / corpus_bytes(list(CIDRE.glob("*/*.txt"))), 4),
+        "share": round(corpus_bytes(novels) / corpus_bytes(list(cidre_dir().glob("*/*.txt"))), 4),
         "chunks": service.store.count(),
         "chunks_embedded": chunks,
         "resumed": resume,
@@ -255,7 +266,7 @@ def main() -> None:
     )
     again = sub.add_parser("latency", help="re-measure ask latency on a size's index")
     again.add_argument("--percent", type=float, required=True)
-    sub.add_parser("report", help="README table and latency plot from the results")
+    sub.add_parser("report", help="docs/benchmarks.md table and latency plot from the results")
     args = parser.parse_args()
     if args.command == "run":
         print(json.dumps(run(args.percent, args.raw_stride, args.resume), indent=1))

@@ -1,12 +1,15 @@
 """One typed settings object for the whole product.
 
 Every knob is read from the environment (prefix ``RAG_``), plus the two variables every
-OpenAI client already understands, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``. The README's
-configuration table is generated from the same field descriptions, so docs and code agree.
+OpenAI client already understands, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``.
+docs/configuration.md is generated from the fields' defaults and descriptions
+(``python -m rag.config --markdown > docs/configuration.md``), and
+tests/unit/test_configuration_docs.py fails when the page and the code drift apart.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -22,13 +25,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class Settings(BaseSettings):
-    """Runtime configuration; see the README table for every variable."""
+    """Runtime configuration; docs/configuration.md lists every variable."""
 
     model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(
         Path(".rag_data"),
-        description="Where the embedded Chroma database and the lexical index live.",
+        description="Where the embedded Chroma database, the BM25 index, uploads, extracted "
+        "text, and the accounts and saved conversations (`app.sqlite3`) live (relative to "
+        "the working directory).",
     )
     collection: str = Field("documents", description="Chroma collection holding the corpus.")
     chroma_url: str | None = Field(
@@ -50,7 +55,7 @@ class Settings(BaseSettings):
         "separate",
         description="`separate`: each sentence embedded on its own; `late`: sentence vectors "
         "pooled from their chunk's token states (one pass, faster, `onnx` only; lower "
-        "recall on PIAF, see the README).",
+        "recall on PIAF, see docs/benchmarks.md).",
     )
     embed_model: str = Field(
         "text-embedding-3-small",
@@ -63,10 +68,14 @@ class Settings(BaseSettings):
         "(default: `OPENAI_BASE_URL`, else OpenAI).",
     )
     embed_api_key: SecretStr | None = Field(
-        None, description="Key for `RAG_EMBED_BASE_URL` (default: `OPENAI_API_KEY`)."
+        None,
+        description="Key for `RAG_EMBED_BASE_URL` (default: `OPENAI_API_KEY`). Never logged "
+        "or shown.",
     )
     embed_concurrency: int = Field(
-        4, description="Embedding requests in flight at once to the embeddings server."
+        4,
+        description="Embedding requests in flight at once to the embeddings server (batches "
+        "of 32 texts).",
     )
     embed_input_type: bool = Field(
         False,
@@ -105,14 +114,16 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description="Confidence (0..1) below which an answer is refused and the closest "
-        "passages are shown instead (0 = use the calibrated default).",
+        "passages are shown instead (0 = the threshold fitted with the model, "
+        "`rag/answering/confidence_model.json`; see docs/answer-decision.md).",
     )
     llm_gate: float = Field(
         0.0,
         ge=0.0,
         le=1.0,
         description="With an LLM: confidence below which the model is not asked at all "
-        "(nothing relevant was found; 0 = use the calibrated default).",
+        "(nothing relevant was found) and a refusal shows no closest passages (0 = the "
+        "gate fitted with the model).",
     )
     llm_model: str | None = Field(
         None, description="Chat model name; set it (with a key or base URL) to enable LLM answers."
@@ -136,12 +147,13 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("OPENAI_API_KEY", "RAG_OPENAI_API_KEY"),
-        description="API key for OpenAI or the OpenAI-compatible server (`OPENAI_API_KEY`).",
+        description="API key for OpenAI or the OpenAI-compatible server. Never logged or shown.",
     )
     openai_base_url: str | None = Field(
         None,
         validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL"),
-        description="Base URL of an OpenAI-compatible server (`OPENAI_BASE_URL`).",
+        description="Base URL of an OpenAI-compatible server (vLLM, llama.cpp, Ollama; ends "
+        "in `/v1`).",
     )
 
     api_cors_origins: str = Field(
@@ -183,3 +195,62 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings from the current environment (cached; tests build their own ``Settings``)."""
     return Settings()
+
+
+_PAGE_HEAD = """# Configuration
+
+<!-- Generated from rag/config.py by `python -m rag.config --markdown > docs/configuration.md`;
+edit the field descriptions there, not this page (tests/unit/test_configuration_docs.py). -->
+
+All settings live in one typed object (`rag/config.py`), read from the environment: each
+variable below, or its default. The two variables every OpenAI client understands,
+`OPENAI_API_KEY` and `OPENAI_BASE_URL`, are read as they are.
+
+| variable | default | meaning |
+|---|---|---|
+"""
+
+_PAGE_TAIL = """
+Telemetry is off: Chroma's `anonymized_telemetry=False` (and `ANONYMIZED_TELEMETRY=False`),
+Streamlit's `browser.gatherUsageStats = false` in `.streamlit/config.toml`; the page uses
+system fonts only and loads nothing from outside the app (checked by the browser test).
+"""
+
+
+def _variables(name: str, alias: object) -> str:
+    """The variable names a field is read from, the preferred one first."""
+    names = alias.choices if isinstance(alias, AliasChoices) else [f"RAG_{name.upper()}"]
+    return " (or ".join(f"`{n}`" for n in names) + ")" * (len(names) - 1)
+
+
+def _default(value: object) -> str:
+    """A default as a reader would type it (``unset`` for None, ``false`` for False)."""
+    if value is None:
+        return "unset"
+    if value == "":
+        return "empty"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def markdown() -> str:
+    """docs/configuration.md: one row per setting, from its default and description."""
+    rows = [
+        f"| {_variables(name, field.validation_alias)} | {_default(field.default)} "
+        f"| {field.description} |"
+        for name, field in Settings.model_fields.items()
+    ]
+    return _PAGE_HEAD + "\n".join(rows) + "\n" + _PAGE_TAIL
+
+
+def main() -> None:
+    """``python -m rag.config --markdown`` prints docs/configuration.md."""
+    parser = argparse.ArgumentParser(prog="python -m rag.config")
+    parser.add_argument("--markdown", action="store_true", required=True, help="print the page")
+    parser.parse_args()
+    print(markdown(), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@ the real ingest and retrieval code and is incremental: a second run embeds nothi
 Answer-level evaluation asks each question twice: as is, and as a *near-miss*, with every
 passage that contains one of its gold answers (and the gold passage) taken out of
 retrieval, so the topic is still in the corpus but the fact is not; off-corpus questions
-are asked as they are. The definitions of the figures are in the README ("Answer decision").
+are asked as they are. The definitions of the figures are in docs/answer-decision.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from rag.config import Settings
 from rag.errors import RagError
-from rag.retrieval.hybrid import CHUNK_CANDIDATES, HybridRetriever, hybrid
+from rag.retrieval.fusion import hybrid
+from rag.retrieval.hybrid import CHUNK_CANDIDATES, HybridRetriever
 from rag.service import RagService
 
 Mode = str  # "hybrid" | "dense" | "bm25"
@@ -217,7 +218,7 @@ def auc(positive: list[float], negative: list[float]) -> float:
 
 
 def answer_metrics(outcomes: list[Outcome]) -> dict[str, float | int]:
-    """The README's answer-level figures (definitions there, "Answer decision")."""
+    """The answer-level figures (defined in docs/answer-decision.md)."""
     direct = [o for o in outcomes if o.kind == "direct"]
     near = [o for o in outcomes if o.kind == "near_miss"]
     off = [o for o in outcomes if o.kind == "off_corpus"]

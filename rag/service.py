@@ -28,23 +28,16 @@ from rag.answering.llm import History, LLMError
 from rag.config import Settings, get_settings
 from rag.datadir import StoreError, check_data_dir, write_lock
 from rag.documents.citations import indexed_text, stored_text
-from rag.embedding.embedders import Embedder, EmbeddingError, make_embedder
+from rag.embedding.embedders import Embedder, make_embedder
 from rag.index.lexical import LexicalCache, LexicalIndex
-from rag.index.store import FileRecord, Store, open_store
-from rag.ingest.pipeline import IngestReport, ProgressFn, ingest, save_uploads
+from rag.index.records import FileRecord, document_refs
+from rag.index.store import Store, open_store
+from rag.ingest.pipeline import IngestReport, ProgressFn, ingest, ingest_options
+from rag.ingest.uploads import ingest_uploads
 from rag.retrieval.hybrid import HybridRetriever, Retrieval
 
-__all__ = [
-    "Answer",
-    "AnswerStream",
-    "CorpusStatus",
-    "EmbeddingError",
-    "QuestionError",
-    "RagService",
-    "StoreError",
-    "check_question",
-    "shared_service",
-]
+# Re-exported: the page and the HTTP API take the answer types and question errors from here.
+__all__ = ["Answer", "AnswerStream", "QuestionError", "StoreError", "check_question"]
 
 
 @dataclass(frozen=True)
@@ -149,24 +142,18 @@ class RagService:
         with write_lock(self.settings):
             with self._reading():
                 pass  # reopens Chroma if another process wrote: never write from a stale view
-            report = ingest(
+            return ingest(
                 paths,
                 self.store,
                 self.embedder,
                 self._lexical.root,
                 self.settings.data_dir / "extracted",
-                chunk_size=self.settings.chunk_size,
-                chunk_overlap=self.settings.chunk_overlap,
-                batch_size=self.settings.embed_batch_size,
-                late=self.settings.sentence_vectors == "late",
+                **ingest_options(self.settings),
                 rebuild=rebuild,
                 prune=prune,
                 progress=progress,
                 show_progress=show_progress,
-                max_file_mb=self.settings.max_file_mb,
-                max_text_chars=self.settings.max_text_chars,
             )
-        return report
 
     def indexed_files(self) -> dict[str, FileRecord]:
         """The manifest: every fully indexed file by source path (the watcher diffs it)."""
@@ -249,17 +236,15 @@ class RagService:
     def add_uploads(
         self, uploads: list[tuple[str, bytes]], progress: ProgressFn | None = None
     ) -> IngestReport:
-        """Save uploaded files under the upload folder and index them at once.
-
-        A file that cannot be saved or parsed is reported by name; the others are indexed.
-        """
+        """Save uploaded files under the upload folder and index them at once (a file that
+        cannot be saved or parsed is reported by name; ``rag.ingest.uploads.ingest_uploads``)."""
         self.ensure_data_dir()
-        saved, failed = save_uploads(self.upload_dir, uploads, self.settings.max_file_mb)
-        report = IngestReport()
-        if saved:
-            report = self.ingest(saved, progress=progress, show_progress=False)
-        report.failed = failed + report.failed
-        return report
+        return ingest_uploads(
+            self.upload_dir,
+            uploads,
+            self.settings.max_file_mb,
+            lambda saved: self.ingest(saved, progress=progress, show_progress=False),
+        )
 
     def document_text(self, ref: str) -> str | None:
         """The indexed text citation offsets point into: a citation's ``extracted`` file, or
@@ -287,12 +272,7 @@ class RagService:
         """
         with self._reading() as store:
             records = store.file_records().values()
-        extracted = self.settings.data_dir / "extracted"
-        refs = []
-        for rec in records:
-            parts = sorted((extracted / rec.sha256[:24]).glob("*.txt"))
-            refs += [str(p) for p in parts] or [rec.source]
-        return refs
+        return document_refs(records, self.settings.data_dir / "extracted")
 
     def warm_up(self) -> None:
         """Load what the first question needs (model, Chroma segments, BM25 index).

@@ -1,4 +1,9 @@
-"""Shared fixtures: real embedder, real embedded Chroma, in temporary data dirs."""
+"""Shared fixtures: real embedder, real embedded Chroma, in temporary data dirs.
+
+Everything the tests read is inside the repository (the PIAF subset is tests/data/piaf/).
+This file is loaded for every test folder, tests/unit/ included, so it imports nothing heavy
+at module level: the service (LlamaIndex, Chroma) is imported by the fixtures that build one.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from rag.config import Settings
-from rag.service import RagService
-from tests.fakes import FakeEmbedder
+
+if TYPE_CHECKING:
+    from rag.service import RagService
+    from tests.fakes import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "seeds" / "000_a39d74119d63f477.txt"
-PIAF = ROOT.parent / "shared" / "eval" / "piaf"
+# The first 160 PIAF passages and the questions on them (MIT / CC BY-SA: see its README.md).
+PIAF = ROOT / "tests" / "data" / "piaf"
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:
@@ -29,6 +38,8 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
 @pytest.fixture(scope="session")
 def seed_service(tmp_path_factory) -> RagService:
     """A service with the seed corpus ingested once for the whole session."""
+    from rag.service import RagService
+
     corpus = tmp_path_factory.mktemp("seed-corpus")
     shutil.copy(SEED, corpus / SEED.name)
     service = RagService(make_settings(tmp_path_factory.mktemp("seed-data")))
@@ -38,6 +49,8 @@ def seed_service(tmp_path_factory) -> RagService:
 
 @pytest.fixture
 def service(tmp_path) -> RagService:
+    from rag.service import RagService
+
     return RagService(make_settings(tmp_path / "data"))
 
 
@@ -82,6 +95,8 @@ def write_piaf_corpus(folder: Path, n: int) -> Path:
 @pytest.fixture
 def fake_embedder() -> FakeEmbedder:
     """Predictable vectors in milliseconds (see tests/fakes.py)."""
+    from tests.fakes import FakeEmbedder
+
     return FakeEmbedder()
 
 

@@ -5,7 +5,7 @@ of that thing, however well every other asked word is supported: a question abou
 monthly output finds the sentence about the plant, whose numbers count its employees. A
 *when* question needs a date. Term alignment cannot see this, since every asked word but the
 counted one is in the sentence (the seed article's near-miss tests of this kind were all
-answered before this signal; README, "Answer decision").
+answered before this signal; docs/answer-decision.md).
 
 ``support`` is 1 when the question asks for no quantity or date, else how well the sentence
 provides one: a number (digits or a number word, French or English) with a counterpart of
@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rag.index.lexical import fold, tokenize
+from rag.text import fold, tokenize
 
 _NUMBERS = """
     deux trois quatre cinq six sept huit neuf dix onze douze treize quatorze quinze seize

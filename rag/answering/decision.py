@@ -6,8 +6,8 @@ Kursk), so a single similarity score cannot tell it from an answerable one. The 
 the candidate sentences and turns a handful of signals about the best one into one
 confidence in [0, 1] with a logistic model fitted on PIAF dev questions, their near-miss
 versions, off-corpus questions and a small narrow corpus (``benchmarks/answers.py fit``; the
-coefficients are ``rag/confidence_model.json``; features, fit and figures in the README,
-"Answer decision").
+coefficients are ``rag/confidence_model.json``; features, fit and figures in
+docs/answer-decision.md).
 
 Two signals ask whether the sentence says *the asked thing*. *Term alignment*: each content
 word of the question must find a counterpart in the cited sentence, either the same stem or,
@@ -48,8 +48,9 @@ from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_FRENCH
 
 from rag.answering.answer_type import Asked, expected, support
 from rag.embedding.embedders import Embedder
-from rag.index.lexical import LexicalIndex, fold, stopwords, tokenize
+from rag.index.lexical import LexicalIndex
 from rag.retrieval.hybrid import Retrieval, SentenceScore
+from rag.text import fold, stopwords, tokenize
 
 MODEL_FILE = Path(__file__).with_name("confidence_model.json")
 # Weight of the idf-weighted share of question words in a sentence next to its cosine, and
@@ -325,7 +326,7 @@ class Judge:
         chunk_text: dict[str, str],
         read: _Texts,
     ) -> dict[str, float]:
-        """Every feature of the confidence model (README, "Answer decision")."""
+        """Every feature of the confidence model (docs/answer-decision.md)."""
         best = ranked[0]
         context = chunk_text.get(best.sentence.chunk_id, "")
         chunk_align, _ = self._alignment(q_words, read[context or best.sentence.text])

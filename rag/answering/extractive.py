@@ -4,7 +4,7 @@ Candidate sentences are those of the top retrieved chunks, ranked by ``rag.answe
 (cosine to the question, shared words, term alignment across languages). The answer is
 refused when the confidence that the best one says what was asked is below a threshold
 calibrated on PIAF dev questions against their near-miss versions and off-corpus
-questions (``benchmarks/answers.py``; trade-off curve in the README, "Answer decision").
+questions (``benchmarks/answers.py``; trade-off curve in the docs/answer-decision.md).
 """
 
 from __future__ import annotations

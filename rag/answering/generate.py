@@ -52,8 +52,8 @@ from rag.answering.llm import (
 )
 from rag.config import Settings
 from rag.documents.citations import Citation, SourceCache
-from rag.index.lexical import tokenize
 from rag.retrieval.hybrid import Retrieval, SentenceScore
+from rag.text import tokenize
 
 if TYPE_CHECKING:
     import httpx

@@ -40,7 +40,14 @@ if TYPE_CHECKING:  # the OpenAI stack costs ~0.7 s to import; extractive mode ne
     import httpx
     from llama_index.llms.openai_like import OpenAILike
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+# The prompts live in the top-level prompts/ of a checkout (editable installs read them there);
+# an installed wheel carries them as rag/_prompts (the package-dir mapping in pyproject.toml).
+_INSTALLED_PROMPTS = Path(__file__).resolve().parents[1] / "_prompts"
+PROMPTS_DIR = (
+    _INSTALLED_PROMPTS
+    if _INSTALLED_PROMPTS.is_dir()
+    else Path(__file__).resolve().parents[2] / "prompts"
+)
 # Local servers (llama.cpp, Ollama, vLLM without --api-key) ignore the key but the client
 # insists on one.
 NO_KEY = "not-needed"

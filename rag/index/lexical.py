@@ -12,51 +12,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import unicodedata
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import bm25s
 import numpy as np
-import Stemmer
-from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_FRENCH
 
 from rag.config import Settings
 from rag.datadir import file_lock, writer_active
+from rag.text import tokenize
 
 if TYPE_CHECKING:
     from rag.index.store import Store
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def fold(text: str) -> str:
-    """Lower-case and strip accents, so "Élysée" matches "elysee"."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-@lru_cache(maxsize=1)
-def stopwords() -> frozenset[str]:
-    extra = {"quel", "quelle", "quels", "quelles", "combien", "comment", "pourquoi", "quand"}
-    return frozenset(fold(w) for w in (*STOPWORDS_FRENCH, *STOPWORDS_EN, *extra))
-
-
-@lru_cache(maxsize=1)
-def _stemmer() -> Stemmer.Stemmer:
-    # The corpus is French; English query words rarely collide with French stems.
-    return Stemmer.Stemmer("french")
-
-
-def tokenize(text: str) -> list[str]:
-    """Folded, stop-word-free, stemmed tokens (French elision ``l'``/``d'`` split off)."""
-    words = [w for w in _WORD.findall(fold(text).replace("'", " ").replace("’", " "))]
-    stop = stopwords()
-    return _stemmer().stemWords([w for w in words if len(w) > 1 and w not in stop])
 
 
 @dataclass

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from llama_index.vector_stores.chroma import ChromaVectorStore
@@ -31,6 +30,7 @@ from rag.datadir import (
     View,
 )
 from rag.index.chroma import open_client, open_embedded
+from rag.index.records import FileRecord, Hit, Stored
 
 _MANIFEST_SUFFIX = "__files"
 _SENTENCES_SUFFIX = "__sentences"
@@ -43,35 +43,6 @@ GET_PAGE = 5_000
 # Sources per delete request when forgetting many files at once.
 _FORGET_BATCH = 500
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A stored record near a question vector: its id, cosine similarity and metadata."""
-
-    id: str
-    similarity: float
-    meta: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Stored:
-    """A stored chunk or sentence: its id, text, metadata and (when asked for) vector."""
-
-    id: str
-    text: str
-    meta: dict[str, Any]
-    vector: Any = None
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """What the manifest knows about one ingested file."""
-
-    source: str
-    sha256: str
-    chunks: int
-    title: str
 
 
 class Store:

@@ -29,7 +29,7 @@ from watchfiles import watch as watch_changes
 from rag.documents.formats import SUPPORTED_SUFFIXES, is_temporary
 
 if TYPE_CHECKING:
-    from rag.index.store import FileRecord
+    from rag.index.records import FileRecord
     from rag.service import RagService
 
 # Events are grouped until this long passes without a new one: a save by an editor (write

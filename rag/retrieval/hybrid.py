@@ -15,7 +15,7 @@ their order, so one question gets the same passages in every process.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,13 +25,11 @@ from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNo
 from rag.documents.citations import Span
 from rag.embedding.embedders import Embedder
 from rag.index.lexical import LexicalHits, LexicalIndex
-from rag.index.store import Store, Stored
-from rag.ingest.pipeline import MIN_VECTOR_SENTENCE_CHARS, has_vector, sentence_records
+from rag.index.records import MIN_VECTOR_SENTENCE_CHARS, Stored, has_vector, sentence_records
+from rag.index.store import Store
+from rag.retrieval.fusion import Ranking, hybrid, ranking
 
-# Calibrated on the PIAF dev sets (see benchmarks/retrieval.py and the README).
-RRF_K = 5
-LEXICAL_WEIGHT = 0.75
-COVERAGE_POWER = 1.0
+# Calibrated on the PIAF dev sets (see benchmarks/retrieval.py and docs/benchmarks.md).
 SENTENCE_WEIGHT = 1.5
 CHUNK_CANDIDATES = 100
 SENTENCE_CANDIDATES = 300
@@ -55,14 +53,6 @@ _KEEP = (
     "ocr",
     "repeats",
 )
-
-
-@dataclass
-class Ranking:
-    """One arm's chunk ids, best first."""
-
-    ids: list[str]
-    scores: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -103,37 +93,6 @@ class Retrieval:
     coverage: float
     # The best chunk's dense score (its cosine + SENTENCE_WEIGHT x its best sentence's).
     dense_top: float = 0.0
-
-
-def lexical_weight(coverage: float) -> float:
-    """How far to trust BM25 for this question (0 = not at all)."""
-    return LEXICAL_WEIGHT * coverage**COVERAGE_POWER
-
-
-def fuse(rankings: list[Ranking], weights: list[float], k: int) -> list[tuple[str, float]]:
-    """Weighted reciprocal-rank fusion; the best ``k`` (chunk id, score) pairs."""
-    scores: dict[str, float] = {}
-    for ranking, weight in zip(rankings, weights, strict=True):
-        for rank, cid in enumerate(ranking.ids):
-            scores[cid] = scores.get(cid, 0.0) + weight / (RRF_K + rank + 1)
-    return ordered(scores)[:k]
-
-
-def ordered(scores: dict[str, float]) -> list[tuple[str, float]]:
-    """(id, score) pairs best first, equal scores by id: a ranking that is the same in every
-    process (set and dict orders, and Chroma's among equal distances, are not)."""
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-def ranking(scores: dict[str, float]) -> Ranking:
-    """The ranking of these scores (see ``ordered``)."""
-    pairs = ordered(scores)
-    return Ranking([cid for cid, _ in pairs], [score for _, score in pairs])
-
-
-def hybrid(dense: Ranking, lex: LexicalHits, k: int) -> list[tuple[str, float]]:
-    """The dense ranking fused with BM25, weighted by BM25's coverage of the question."""
-    return fuse([dense, Ranking(lex.ids)], [1.0, lexical_weight(lex.coverage)], k)
 
 
 class HybridRetriever(BaseRetriever):

@@ -5,7 +5,7 @@ The confidence model is fitted on PIAF (1,500 encyclopaedia paragraphs) and the 
 corpus of benchmarks/data; these questions (``tests/data/seed_questions.jsonl``), never
 fitted on, check that it holds on a one-article news corpus, which is what a user's first
 upload looks like. The issue asks for every one of them; the current model gets 26 of 28
-direct questions and 16 of 18 near-misses right (README, "Answer decision"). The misses are
+direct questions and 16 of 18 near-misses right (docs/answer-decision.md). The misses are
 listed in ``KNOWN_MISSES`` and marked as expected failures, so the suite says how far the
 product is from the goal and an improvement shows as XPASS.
 """
@@ -23,13 +23,13 @@ from rag.documents.citations import Citation
 from rag.documents.formats import read_text
 from rag.service import Evidence, RagService
 
-QUESTIONS = Path(__file__).parent / "data" / "seed_questions.jsonl"
+QUESTIONS = Path(__file__).resolve().parents[1] / "data" / "seed_questions.jsonl"
 ROWS = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
 DIRECT = [r for r in ROWS if r["kind"] == "direct"]
 NEAR_MISS = [r for r in ROWS if r["kind"] == "near_miss"]
 
 
-# Measured with rag/confidence_model.json as fitted; README "Answer decision".
+# Measured with rag/confidence_model.json as fitted; docs/answer-decision.md.
 KNOWN_MISSES = {
     "seed-d01": "refused: 'stepping up ... involvement' paraphrases line 1 word by word",
     "seed-d03": "refused: the question names Pyongyang and Moscow, line 2 says North Korea, Russia",

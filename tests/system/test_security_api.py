@@ -32,9 +32,9 @@ from rag.documents.formats import FormatError, TooMuchText, extract
 from rag.service import RagService
 from rag.ui.render import conversation_markdown
 from tests.conftest import SEED, make_settings, run_cli
+from tests.integration.test_llm import SECRET, llm_env
 from tests.openai_standin import StandIn, paced, partial_echo
-from tests.test_api import BREST, KURSK, KURSK_QUOTE, rag_serve
-from tests.test_llm import SECRET, llm_env
+from tests.system.test_api import BREST, KURSK, KURSK_QUOTE, rag_serve
 
 PRIVATE = "Mot de passe du coffre : 8812-PRIVATE.\n"
 UPLOAD_LIMIT_MB = 0.05  # 20 files of it: a 1 MiB upload at most

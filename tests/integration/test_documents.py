@@ -184,7 +184,7 @@ def test_without_tesseract_a_scan_is_reported_in_one_line(tmp_path: Path) -> Non
 def test_pages_with_a_text_layer_need_no_ocr(monkeypatch: pytest.MonkeyPatch) -> None:
     import pytesseract
 
-    from tests.test_formats import tiny_pdf
+    from tests.integration.test_formats import tiny_pdf
 
     monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "/nonexistent/tesseract")
     parts, _ = extract(".pdf", tiny_pdf(["Une page avec du texte."]))

@@ -1,4 +1,5 @@
-"""Hostile and odd inputs: each has a documented outcome (README, "Limits and hardening")."""
+"""Hostile and odd inputs: each has a documented outcome (docs/architecture.md, "Limits and
+hardening")."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from rag.documents.formats import read_text
 from rag.index.store import StoreError
-from rag.ingest.pipeline import MB, discover
+from rag.ingest.files import MB, discover
 from rag.service import RagService
 from tests.conftest import SEED, make_settings, run_cli
 

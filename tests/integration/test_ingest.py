@@ -238,7 +238,7 @@ def test_long_paragraphs_are_chunked_without_importing_nltk(tmp_path: Path) -> N
     ingest 2 s."""
     code = (
         "import sys\n"
-        "from rag.ingest.pipeline import _chunk_spans, make_splitter\n"
+        "from rag.ingest.chunking import _chunk_spans, make_splitter\n"
         "text = 'Les ouvriers nord-coréens arrivent à Koursk. ' * 200\n"
         "assert len(list(_chunk_spans(text, make_splitter(256, 0)))) > 1\n"
         "print('nltk' in sys.modules)\n"

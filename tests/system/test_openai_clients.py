@@ -20,9 +20,9 @@ import pytest
 
 from rag.service import RagService
 from tests.conftest import make_settings
+from tests.integration.test_llm import KURSK_CLAIM, KURSK_SENTENCE, MODEL, citing, llm_env
 from tests.openai_standin import StandIn, echo, endless, error, reply
-from tests.test_api import KURSK, KURSK_QUOTE, client, rag_serve
-from tests.test_llm import KURSK_CLAIM, KURSK_SENTENCE, MODEL, citing, llm_env
+from tests.system.test_api import KURSK, KURSK_QUOTE, client, rag_serve
 
 # litellm would otherwise fetch its model price list from GitHub when imported.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"

@@ -20,8 +20,8 @@ from rag.answering.llm import (
 )
 from rag.service import RagService
 from tests.conftest import make_settings
+from tests.integration.test_llm import KURSK, KURSK_CLAIM, KURSK_SENTENCE, citing, llm_settings
 from tests.openai_standin import StandIn, echo, endless, ramble, reply
-from tests.test_llm import KURSK, KURSK_CLAIM, KURSK_SENTENCE, citing, llm_settings
 
 SALARY = "What is the salary of the workers?"
 

@@ -17,7 +17,7 @@ from watchfiles import Change
 from rag.ingest.watch import MAX_ATTEMPTS, Step, WatchFilter, settled
 from rag.service import RagService
 from tests.conftest import ROOT, make_settings, run_cli
-from tests.test_documents import word_file
+from tests.integration.test_documents import word_file
 
 PISA = "De combien de degrés la tour de Pise penche-t-elle ?"
 

@@ -1,5 +1,5 @@
 """``rag eval --json`` end to end on a small PIAF subset: retrieval figures always, the
-answer-level figures (README "Answer decision") unless ``--retrieval-only``.
+answer-level figures (docs/answer-decision.md) unless ``--retrieval-only``.
 
 Scripts read these keys, so their presence and range are a contract; their values are
 measured by ``benchmarks/answers.py`` on the full set, not here.

@@ -18,8 +18,8 @@ from streamlit.testing.v1 import AppTest
 from rag.config import get_settings
 from tests.conftest import ROOT, run_cli
 from tests.procs import free_port, stop
-from tests.test_api import KURSK, KURSK_QUOTE, PASSWORD, rag_serve
-from tests.test_chroma_server import _chroma_cli, _heartbeat
+from tests.system.test_api import KURSK, KURSK_QUOTE, PASSWORD, rag_serve
+from tests.system.test_chroma_server import _chroma_cli, _heartbeat
 
 
 def _start_chroma(root: Path) -> tuple[subprocess.Popen, str]:

@@ -25,9 +25,9 @@ from rag.api import document_id
 from rag.service import RagService
 from tests.browser import wait_http
 from tests.conftest import ROOT, make_settings, run_cli
+from tests.integration.test_llm import KURSK_CLAIM, KURSK_SENTENCE, SECRET, citing, llm_env
 from tests.openai_standin import StandIn, error, reply
 from tests.procs import free_port, stop
-from tests.test_llm import KURSK_CLAIM, KURSK_SENTENCE, SECRET, citing, llm_env
 
 KURSK = "How many workers are in Kursk?"
 KURSK_QUOTE = "plus de mille spécialistes nord-coréens"
@@ -214,7 +214,7 @@ def test_ask_returns_the_json_of_the_cli(secured, seed_index: Path) -> None:
     assert cli.returncode == 0, cli.stderr
     # int8 activations are quantised per batch, and which words a process still has to
     # embed depends on what it was asked before: the confidence may differ in the third
-    # decimal between two processes (README, "Answer decision"), nothing else may.
+    # decimal between two processes (docs/answer-decision.md), nothing else may.
     served, printed = api.json(), json.loads(cli.stdout)
     assert served.pop("confidence") == pytest.approx(printed.pop("confidence"), abs=0.01)
     assert served == printed

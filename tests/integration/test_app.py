@@ -138,7 +138,7 @@ def test_streamlit_still_has_the_flag_app_py_sets() -> None:
 
 def test_word_odt_and_scanned_uploads_are_indexed_and_ocr_is_marked(app: AppTest) -> None:
     from rag.documents.formats import tesseract_available
-    from tests.test_documents import FONT, SCAN_PAGES, odt_file, scanned_pdf, word_file
+    from tests.integration.test_documents import FONT, SCAN_PAGES, odt_file, scanned_pdf, word_file
 
     uploader = app.sidebar.file_uploader[0]
     assert all(suffix in uploader.label for suffix in (".docx", ".odt", ".pdf"))

@@ -2,7 +2,7 @@
 
 On an embedded store, ingests take turns (``rag.datadir.write_lock``), each Chroma write
 excludes readers for its duration only, and a process reopens Chroma when another process
-wrote (``rag.datadir.LocalSync``). See the README section "Concurrency".
+wrote (``rag.datadir.LocalSync``). See docs/architecture.md, "Concurrency".
 """
 
 from __future__ import annotations

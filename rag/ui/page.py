@@ -1,0 +1,124 @@
+"""The chat page's decisions that need no Streamlit: who is signed in, what an answer saves,
+how a saved conversation is labelled and extended, what an upload report tells the user.
+
+chat.py keeps only what draws the page and reads the browser session; each function here
+takes what the page read (session values, the signed-in identity, a store) and returns what
+the page shows or keeps, so the tests check it without a browser or an AppTest run.
+Invariant: the user and role come from the account database on every call, never from a
+value the page cached, so a removed account or a changed role applies at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag.accounts.conversations import Conversation, ConversationError, Conversations
+from rag.accounts.users import Accounts, User
+
+if TYPE_CHECKING:
+    from rag.answering.extractive import Answer
+    from rag.config import Settings
+    from rag.ingest.files import Failure
+
+UNKNOWN_ADDRESS = "unknown"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the browser session says about who is there: the user name it signed in with
+    and that account's creation time, and, with single sign-on configured, whether
+    ``st.login`` signed it in and as whom."""
+
+    session_name: str | None
+    session_created: float | None = None
+    oidc: bool = False
+    oidc_signed_in: bool = False
+    oidc_name: str | None = None
+
+
+def signed_in(settings: Settings, identity: Identity) -> tuple[bool, User | None]:
+    """Whether sign-in is on, and who is signed in, read from the database every time.
+
+    So a removed account or a changed role applies at once, and a new account given a
+    removed one's name is not its sessions' user: a local account must have the creation
+    time recorded at sign-in. A single sign-on user gets the role of the local account with
+    the same email, or ``RAG_OIDC_ROLE`` (``none``: no access without an account).
+    """
+    accounts = Accounts(settings)
+    if not identity.oidc and not accounts.enabled():
+        return False, None
+    sso = identity.oidc and identity.oidc_signed_in
+    name = identity.oidc_name if sso else identity.session_name
+    user = accounts.get(name) if name else None
+    if user is not None and not sso and user.created != identity.session_created:
+        user = None
+    if user is None and sso and settings.oidc_role != "none":
+        user = User(name or "", settings.oidc_role, 0.0)
+    return True, user
+
+
+def client_address(address: object) -> str:
+    """The browser's address failed sign-ins are counted by (absent behind some proxies).
+
+    app.py's ``PageGuard`` has set it (``rag.security.client_key``): ``X-Forwarded-For`` is
+    believed only from ``RAG_TRUSTED_PROXIES``. Streamlit gives None for loopback.
+    """
+    return address if isinstance(address, str) else UNKNOWN_ADDRESS
+
+
+def answer_message(answer: Answer) -> dict[str, Any]:
+    """An answer as the page keeps it in the conversation and saves it: its text, who
+    answered, and its citations and closest passages as JSON."""
+    return {
+        "role": "assistant",
+        "content": answer.text,
+        "mode": answer.mode,
+        "note": answer.note,
+        "verified": answer.verified,
+        "abstained": answer.abstained,
+        "confidence": answer.confidence,
+        "citations": [c.to_json() for c in answer.citations],
+        "closest": [c.to_json() for c in answer.closest],
+    }
+
+
+def history(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The conversation so far as ``(role, content)`` turns, for rewriting a follow-up."""
+    return [(m["role"], m["content"]) for m in messages]
+
+
+def conversation_label(conv: Conversation, escape: Callable[[str], str]) -> str:
+    """A saved conversation's line in the sidebar: its title (through ``escape``, as all
+    user text) and when it last changed."""
+    return f"{escape(conv.title)} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(conv.updated))}"
+
+
+def save_exchange(
+    store: Conversations,
+    conv_id: str | None,
+    exchange: list[dict[str, Any]],
+    everything: list[dict[str, Any]],
+) -> str:
+    """Save a question and its answer; the id of the conversation they went into.
+
+    The first exchange creates the conversation; one deleted meanwhile (from another tab)
+    is saved again as a new one holding ``everything`` shown so far.
+    """
+    try:
+        if conv_id is not None:
+            store.append(conv_id, exchange)
+            return conv_id
+    except ConversationError:
+        exchange = everything
+    conv_id = store.create(exchange[0]["content"]).id
+    store.append(conv_id, exchange)
+    return conv_id
+
+
+def upload_errors(failed: list[Failure]) -> list[str]:
+    """One line per upload that could not be indexed, naming the file (never its path)."""
+    return [f"Could not index {Path(name).name}: {reason}" for name, reason in failed]
