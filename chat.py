@@ -12,12 +12,12 @@ the URL, so a reload or a server restart reopens it.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import streamlit as st
-import streamlit.components.v1 as components
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from rag.accounts.conversations import LOCAL_USER, ConversationError, Conversations
@@ -29,18 +29,27 @@ from rag.ui import uploads
 from rag.ui.render import (
     CLOSEST_HEADING,
     PAGE_STYLE,
+    answered_by,
     citation_card_html,
     citation_place,
-    confidence_label,
+    confidence_scale,
+    confidence_words,
     conversation_markdown,
     document_html,
     escape_md,
+    export_filename,
+    upload_refusal,
 )
 
 if TYPE_CHECKING:
+    from streamlit.delta_generator import DeltaGenerator
+
     from rag.service import Answer, AnswerStream, RagService
 
 SEEDS = Path(__file__).resolve().parent / "seeds"
+# The document viewer's height in pixels: about 18 lines, the quote centred with its
+# paragraph and the ones around it in view (320 px showed barely a paragraph).
+VIEWER_HEIGHT = 440
 
 st.set_page_config(page_title="Cited answers", page_icon="📑", layout="wide")
 # The citation cards' styles, sent first: the browser then loads its HTML element code
@@ -212,8 +221,12 @@ def render_citation(msg_index: int, cite: dict, service: RagService, group: str 
         st.html(citation_card_html(text, cite["start"], cite["end"]))
         key = f"{group}-{msg_index}-{cite['n']}"
         if st.toggle("Show in document", key=key):
-            components.html(
-                document_html(text, cite["start"], cite["end"]), height=320, scrolling=True
+            name = Path(cite["source"]).name
+            st.caption(f"{escape_md(name)}, the whole document, scrolled to the quote")
+            st.iframe(
+                document_html(text, cite["start"], cite["end"]),
+                height=VIEWER_HEIGHT,
+                alt=f"{name}: the whole document, the quoted sentence highlighted",
             )
 
 
@@ -228,12 +241,17 @@ def render_answer_details(msg_index: int, msg: dict, service: RagService) -> Non
     """Who answered and how sure, any warning, one card per citation; for a low-confidence
     refusal, its closest passages, set apart so they never read as the answer.
 
-    Answers saved before answers had a confidence lack both keys and show neither.
+    Answers saved before answers had a confidence lack both keys and show neither. The
+    confidence is said in words; its number and scale are in the caption's help.
     """
-    flag = "" if msg.get("verified", True) else " · ⚠ unverified"
-    label = confidence_label(msg.get("confidence"))
-    sure = f" · {label}" if label else ""
-    st.caption(f"Answered by: {msg.get('mode', 'extractive')}{flag}{sure}")
+    confidence, threshold = msg.get("confidence"), service.answer_threshold()
+    parts = [answered_by(msg.get("mode", "extractive"))]
+    if not msg.get("verified", True):
+        parts.append("⚠ unverified")
+    words = confidence_words(confidence, threshold)
+    parts += [words] if words else []
+    scale = None if confidence is None else confidence_scale(confidence, threshold)
+    st.caption(" · ".join(parts), help=scale)
     if msg.get("note"):
         st.warning(escape_md(msg["note"]))
     for cite in msg.get("citations", []):
@@ -254,19 +272,21 @@ def sidebar(service: RagService, user: User | None) -> None:
             st.button("Sign out", on_click=sign_out)
         st.header("Corpus")
         status = service.status()
-        cols = st.columns(2)
-        cols[0].metric("Documents", status.documents)
-        cols[1].metric("Chunks", status.chunks)
-        st.caption(f"Embedding model: {status.embed_model}  \nAnswer mode: {status.answer_mode}")
+        st.metric("Documents", status.documents)
         if settings.watch_dir:
             st.caption(f"Keeping {escape_md(str(settings.watch_dir))} in sync")
         if user is None or user.can("editor"):
             edit_corpus(service)
-        st.slider("Passages to retrieve (top-k)", 1, 20, settings.top_k, key="top_k")
+        with st.expander("Search details"):  # the technical terms stay out of the main view
+            st.caption(
+                f"Passages indexed (chunks): {status.chunks}  \nEmbedding model: "
+                f"{status.embed_model}  \nAnswer mode: {status.answer_mode}"
+            )
+            st.slider("Passages read per question (top-k)", 1, 20, settings.top_k, key="top_k")
         st.download_button(
             "Export conversation (Markdown)",
             conversation_markdown(st.session_state.messages),
-            file_name="conversation.md",
+            file_name=export_name(),
             mime="text/markdown",
             disabled=not st.session_state.messages,
         )
@@ -274,6 +294,13 @@ def sidebar(service: RagService, user: User | None) -> None:
         conversation_list()
         if user is not None and user.can("admin"):
             manage_users(user)
+
+
+def export_name() -> str:
+    """The export's file name: the open conversation's title and today's date."""
+    current = st.session_state.get("conversation_id")
+    title = next((c.title for c in conversations().list() if c.id == current), "conversation")
+    return export_filename(title, time.strftime("%Y-%m-%d"))
 
 
 def conversations() -> Conversations:
@@ -370,11 +397,14 @@ def restore_conversation() -> None:
 
 def edit_corpus(service: RagService) -> None:
     """Uploads and re-index, for editors (or everyone when sign-in is off)."""
+    limit_mb = service.settings.max_file_mb
     uploads = st.file_uploader(
         f"Add documents ({SUPPORTED_LABEL})",
         type=[suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES],
         accept_multiple_files=True,
         key=f"uploader-{st.session_state.get('uploader_round', 0)}",
+        # The browser states, and keeps to, RAG_MAX_FILE_MB (Streamlit's own is 200 MB).
+        max_upload_size=math.ceil(limit_mb) if limit_mb > 0 else None,
     )
     if uploads:
         index_uploads(service, uploads)
@@ -428,12 +458,16 @@ def index_uploads(service: RagService, uploads: list) -> None:
     def progress(done: int, total: int) -> None:
         bar.progress(done / total, text=f"Indexing uploads: {done / total:.0%}")
 
-    report = service.add_uploads([(f.name, f.getvalue()) for f in uploads], progress=progress)
+    limit_mb = service.settings.max_file_mb
+    refused = [r for f in uploads if (r := upload_refusal(f.name, f.size, limit_mb))]
+    fitting = [f for f in uploads if upload_refusal(f.name, f.size, limit_mb) is None]
+    report = service.add_uploads([(f.name, f.getvalue()) for f in fitting], progress=progress)
     bar.empty()
-    st.session_state.upload_errors = [
+    st.session_state.upload_errors = refused + [
         f"Could not index {Path(name).name}: {reason}" for name, reason in report.failed
     ]
     st.session_state.upload_report = report.summary()
+    st.session_state.upload_added = report.added + report.updated + report.unchanged
     st.session_state.uploader_round = st.session_state.get("uploader_round", 0) + 1
     st.rerun()
 
@@ -458,7 +492,8 @@ def handle_question(question: str, service: RagService) -> None:
     """Stream the answer below the conversation, then show it as checked, with its citations.
 
     The streamed text is replaced by the final answer: an LLM's unverifiable markers are
-    removed and the others renumbered once the stream ends.
+    removed and the others renumbered once the stream ends. A question refused for its
+    length goes back into the chat box (``refill_question``), so the typed text is kept.
     """
     from rag.service import QuestionError, check_question  # loaded by get_service
 
@@ -466,11 +501,13 @@ def handle_question(question: str, service: RagService) -> None:
     try:
         check_question(question)
     except QuestionError as exc:
-        st.warning(str(exc))
+        st.session_state.notice = str(exc)
+        if question.strip():
+            st.session_state.refill = question
         return
     messages = st.session_state.messages
     history = [(m["role"], m["content"]) for m in messages]
-    messages.append({"role": "user", "content": question})
+    asked = {"role": "user", "content": question}
     with st.chat_message("user"):
         st.markdown(escape_md(question))
     top_k = st.session_state.get("top_k", service.settings.top_k)
@@ -479,44 +516,96 @@ def handle_question(question: str, service: RagService) -> None:
             try:
                 stream = service.ask_stream(question, top_k=top_k, history=history)
             except RagError as exc:
+                messages.append(asked)
                 st.error(str(exc))
                 return
-        answer = show_stream(stream)
-        msg = {
-            "role": "assistant",
-            "content": answer.text,
-            "mode": answer.mode,
-            "note": answer.note,
-            "verified": answer.verified,
-            "abstained": answer.abstained,
-            "confidence": answer.confidence,
-            "citations": [c.to_json() for c in answer.citations],
-            "closest": [c.to_json() for c in answer.closest],
-        }
-        messages.append(msg)
+        msg = answer_message(show_stream(stream), question, top_k, service)
+        messages += [asked, msg]
         render_answer_details(len(messages) - 1, msg, service)
     save_exchange(messages[-2:])
 
 
+def answer_message(answer: Answer, question: str, top_k: int, service: RagService) -> dict:
+    """The answer as saved and shown. A refusal with no closest passages gets the
+    retrieved sentences that share a word with the question as leads (``service.leads``),
+    so a reader learns what the documents do say on it."""
+    closest = answer.closest
+    if answer.abstained and not closest and answer.confidence is not None:
+        closest = service.leads(question, top_k)
+    return {
+        "role": "assistant",
+        "content": answer.text,
+        "mode": answer.mode,
+        "note": answer.note,
+        "verified": answer.verified,
+        "abstained": answer.abstained,
+        "confidence": answer.confidence,
+        "citations": [c.to_json() for c in answer.citations],
+        "closest": [c.to_json() for c in closest],
+    }
+
+
+def refill_question() -> None:
+    """Put a question refused for its length back into the chat box (which can only be
+    filled before it is drawn), so the person can shorten it instead of typing it again."""
+    if "refill" in st.session_state:
+        st.session_state.question = st.session_state.pop("refill")
+
+
+def show_waiting(pending: list[str]) -> DeltaGenerator:
+    """Echo the questions sent while the index loads; emptied once it has loaded."""
+    slot = st.empty()
+    if pending:
+        with slot.container():
+            for question in pending:
+                with st.chat_message("user"):
+                    st.markdown(escape_md(question))
+    return slot
+
+
+def answer_pending(service: RagService) -> None:
+    """Answer every question sent so far, oldest first.
+
+    A question sent while the page runs stops that run and starts a new one: each question
+    therefore waits in ``pending`` (kept across runs) until its answer is given, so one typed
+    while the index loads, or while another is answered, is neither lost nor replaced.
+    """
+    pending = st.session_state.pending
+    while pending:
+        handle_question(pending[0], service)
+        pending.pop(0)
+    if st.session_state.get("notice"):
+        st.rerun()  # shows why a question was refused, and puts it back into the chat box
+
+
 def main() -> None:
     st.session_state.setdefault("messages", [])
+    st.session_state.setdefault("pending", [])
     user = current_user()  # stops at the sign-in form until someone signs in
     uploads.allow(session_id(), user is None or user.can("editor"))  # as edit_corpus shows
     st.title("Ask the documents")
     st.caption("Every answer quotes its sources; open a citation to check it in the original.")
+    refill_question()
     # The chat box comes first: it shows, and takes a question, while the index loads.
-    question = st.chat_input("Ask a question, in English or French")
+    question = st.chat_input("Ask a question, in English or French", key="question")
+    if question is not None:
+        st.session_state.pending.append(question)
+    waiting = show_waiting(st.session_state.pending)
     service = get_service()
     ensure_index(service)
+    waiting.empty()
     restore_conversation()
     for error in st.session_state.pop("upload_errors", []):
         st.error(error)
     if st.session_state.get("upload_report"):
-        st.info(f"Uploads indexed: {st.session_state.pop('upload_report')}")
+        summary = st.session_state.pop("upload_report")
+        if st.session_state.pop("upload_added", 1):
+            st.info(f"Uploads indexed: {summary}")
+        else:  # nothing new is searchable: not the "indexed" blue
+            st.warning(f"No upload was indexed: {summary}")
     for i, msg in enumerate(st.session_state.messages):
         render_message(i, msg, service)
-    if question is not None:
-        handle_question(question, service)
+    answer_pending(service)
     # Last, so that its status and export already include the answer just given.
     sidebar(service, user)
 

@@ -165,8 +165,8 @@ def test_an_answer_saved_before_confidence_still_renders(data_dir: Path) -> None
     at = page({"c": conv.id})
     assert [m.name for m in at.chat_message] == ["user", "assistant"]
     assert "plus de mille spécialistes" in html(at)
-    assert [c.value for c in at.chat_message[1].caption] == ["Answered by: extractive"]
-    assert not at.expander
+    assert [c.value for c in at.chat_message[1].caption] == ["Quoted from the documents"]
+    assert not at.main.expander
 
 
 def test_export_has_the_confidence_and_a_refusal_s_closest_passages() -> None:
