@@ -201,8 +201,11 @@ def ensure_index(service: RagService) -> None:
         st.toast(f"Index ready: {report.summary()}")
 
 
-def render_citation(msg_index: int, cite: dict, service: RagService, group: str = "doc") -> None:
-    """One card: title, file, line, the sentence highlighted in its paragraph.
+def render_citation(
+    msg_index: int, cite: dict, service: RagService, group: str = "doc", question: str = ""
+) -> None:
+    """One card: title, file, line, the sentence highlighted in its paragraph, and in it
+    the words that answer ``question`` (none for closest passages: they are no answer).
 
     ``group`` keeps the toggles of an answer's citations and of its closest passages apart
     (both are numbered from 1).
@@ -218,7 +221,7 @@ def render_citation(msg_index: int, cite: dict, service: RagService, group: str 
             return
         if not cite.get("verified", True):
             st.caption("⚠ Unverified: the model's quote is not in this passage.")
-        st.html(citation_card_html(text, cite["start"], cite["end"]))
+        st.html(citation_card_html(text, cite["start"], cite["end"], question or None))
         key = f"{group}-{msg_index}-{cite['n']}"
         if st.toggle("Show in document", key=key):
             name = Path(cite["source"]).name
@@ -254,8 +257,10 @@ def render_answer_details(msg_index: int, msg: dict, service: RagService) -> Non
     st.caption(" · ".join(parts), help=scale)
     if msg.get("note"):
         st.warning(escape_md(msg["note"]))
+    before = st.session_state.messages[msg_index - 1] if msg_index > 0 else {}
+    asked = before.get("content", "") if before.get("role") == "user" else ""
     for cite in msg.get("citations", []):
-        render_citation(msg_index, cite, service)
+        render_citation(msg_index, cite, service, question=asked)
     if msg.get("closest"):
         with st.expander(CLOSEST_HEADING, expanded=True, key=f"closest-{msg_index}"):
             for cite in msg["closest"]:

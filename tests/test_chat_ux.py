@@ -179,3 +179,44 @@ def test_upload_refusal_speaks_to_a_person() -> None:
         "a.pdf is 22.0 MB; files up to 20 MB can be added. Split it, or ask an "
         "administrator to raise the limit."
     )
+
+
+def test_the_words_that_answer_are_emphasised_with_digits_in_the_question_s_language(
+    app: AppTest,
+) -> None:
+    """Friction 7 and 15: the amount and its noun in bold inside the quote, "plus de mille"
+    also as "more than 1,000", the French card marked ``lang="fr"``."""
+    _ask(app, KURSK)
+    card = "\n".join(h.proto.body for h in app.chat_message[1].get("html"))
+    assert '<div class="cite-card" lang="fr">' in card
+    assert "<strong>plus de mille spécialistes</strong>" in card
+    assert "“plus de mille spécialistes”: more than 1,000" in card
+
+
+@pytest.mark.parametrize(
+    ("question", "sentence", "emphasised", "digits"),
+    [
+        ("Combien de navires ?", "Il a reçu 4321 navires de pêche en 2023.", ["4321 navires"], []),
+        ("When did it open?", "Le pont a ouvert le 20 janvier 1995.", ["20 janvier 1995"], []),
+        (
+            "How many tourists?",
+            "Deux mille trois cents touristes.",
+            ["Deux mille trois cents touristes"],
+            ["2,300"],
+        ),
+        (
+            "Combien de soldats ?",
+            "Près de quatre-vingt soldats.",
+            ["Près de quatre-vingt soldats"],
+            ["près de 80"],
+        ),
+        ("Who runs it?", "Marie Curie le dirige depuis 3 ans.", [], []),
+    ],
+)
+def test_answer_spans(question: str, sentence: str, emphasised: list, digits: list) -> None:
+    from rag.ui.emphasis import answer_spans, in_digits, text_lang
+
+    spans = [sentence[a:b] for a, b in answer_spans(question, sentence)]
+    assert spans == emphasised
+    shown = [d for s in spans if (d := in_digits(s, text_lang(question)))]
+    assert shown == digits

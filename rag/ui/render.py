@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from rag.ui.emphasis import text_lang
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
 # GitHub-flavoured Markdown turns ``http://``, ``https://``, ``www.`` and ``name@host`` into
 # links in the text *after* backslash escapes are undone, so escaping cannot stop them: a
@@ -29,15 +31,15 @@ CLOSEST_HEADING = "Closest passages — they may not answer your question"
 _MARK_STYLE = f"mark.{HIGHLIGHT_CLASS}{{background:#ffe066;padding:1px 0}}"
 # Captions (the answer's confidence, "Signed in as", the corpus, the subtitle) in the theme's
 # text colour at 80% opacity instead of Streamlit's faded grey, which measured 3.9:1 on white
-# and 3.8:1 on the sidebar (WCAG AA asks 4.5:1 for 14 px text): now about 7:1 and 6:1 in the
+# and 3.8:1 on the sidebar (WCAG AA asks 4.5:1 for 14 px text): now 7.2:1 and 6.9:1 in the
 # light theme (tests/test_browser_ux.py computes it from the rendered colours), and light on
 # dark in the dark theme.
-_CAPTION_STYLE = '[data-testid="stCaptionContainer"],[data-testid="stCaptionContainer"] *'
-_CAPTION_STYLE += "{color:inherit!important;opacity:.8}"
+_CAPTION = '[data-testid="stCaptionContainer"]'
+_CAPTION_STYLE = f"{_CAPTION},{_CAPTION} *{{color:inherit!important}}{_CAPTION}{{opacity:.8}}"
 # The main column stops at 52 rem (about 100 characters a line): at 2560 px wide, lines ran
 # to about 230 characters.
 _WIDTH_STYLE = '[data-testid="stMainBlockContainer"]{max-width:52rem}'
-_EMPHASIS_STYLE = f"mark.{HIGHLIGHT_CLASS} strong{{font-weight:700}}.cite-digits{{color:inherit}}"
+_EMPHASIS_STYLE = f"mark.{HIGHLIGHT_CLASS} strong{{font-weight:700}}.cite-digits{{font-size:.9em}}"
 PAGE_STYLE = (
     f"<style>.cite-card{{line-height:1.5}}{_MARK_STYLE}{_CAPTION_STYLE}{_WIDTH_STYLE}"
     f"{_EMPHASIS_STYLE}</style>"
@@ -65,31 +67,66 @@ def paragraph_bounds(text: str, start: int, end: int) -> tuple[int, int]:
     return left, len(text) if right < 0 else right
 
 
-def highlight_html(text: str, start: int, end: int, lo: int = 0, hi: int | None = None) -> str:
-    """``text[lo:hi]`` escaped, with ``text[start:end]`` wrapped in a ``<mark>``."""
+def highlight_html(
+    text: str,
+    start: int,
+    end: int,
+    lo: int = 0,
+    hi: int | None = None,
+    emphasis: Iterable[tuple[int, int]] = (),
+) -> str:
+    """``text[lo:hi]`` escaped, with ``text[start:end]`` wrapped in a ``<mark>`` and the
+    ``emphasis`` spans (offsets into ``text``, inside the mark) in ``<strong>``."""
     hi = len(text) if hi is None else hi
+    body, at = [], start
+    for left, right in sorted(emphasis):
+        if start <= at <= left < right <= end:
+            body += [
+                html.escape(text[at:left]),
+                f"<strong>{html.escape(text[left:right])}</strong>",
+            ]
+            at = right
+    body.append(html.escape(text[at:end]))
     return (
         html.escape(text[lo:start])
         + f'<mark class="{HIGHLIGHT_CLASS}" id="cite">'
-        + html.escape(text[start:end])
+        + "".join(body)
         + "</mark>"
         + html.escape(text[end:hi])
     )
 
 
-def citation_card_html(text: str, start: int, end: int) -> str:
-    """The cited sentence highlighted inside its paragraph."""
+def citation_card_html(text: str, start: int, end: int, question: str | None = None) -> str:
+    """The cited sentence highlighted inside its paragraph, marked with the paragraph's
+    language (French quotes on an English page are read as French by screen readers).
+
+    Given the ``question`` it answers, the words that answer it are emphasised and French
+    number words also shown in digits, below the paragraph (``rag.ui.emphasis``).
+    """
+    from rag.ui.emphasis import answer_spans, in_digits  # the answer type's module: loaded
+
     lo, hi = paragraph_bounds(text, start, end)
-    body = highlight_html(text, start, end, lo, hi)
-    return f'<div class="cite-card">{body}</div>'
+    spans = (
+        [(start + a, start + b) for a, b in answer_spans(question, text[start:end])]
+        if question
+        else []
+    )
+    body = highlight_html(text, start, end, lo, hi, spans)
+    card = f'<div class="cite-card" lang="{text_lang(text[lo:hi])}">{body}</div>'
+    lang = text_lang(question or "")
+    digits = [(text[a:b], d) for a, b in spans if (d := in_digits(text[a:b], lang))]
+    for phrase, shown in digits:
+        card += f'<div class="cite-digits">“{html.escape(phrase)}”: {html.escape(shown)}</div>'
+    return card
 
 
 def document_html(text: str, start: int, end: int) -> str:
     """The whole document, the span highlighted and scrolled into view on load."""
     return (
         DOC_STYLE
+        + f'<div lang="{text_lang(text)}">'
         + highlight_html(text, start, end)
-        + "<script>document.getElementById('cite').scrollIntoView({block:'center'});</script>"
+        + "</div><script>document.getElementById('cite').scrollIntoView({block:'center'});</script>"
     )
 
 
