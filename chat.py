@@ -26,6 +26,7 @@ from rag.config import get_settings
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
 from rag.ui import uploads
+from rag.ui.followup import FOLLOW_UP_HINT, is_follow_up
 from rag.ui.render import (
     CLOSEST_HEADING,
     PAGE_STYLE,
@@ -257,6 +258,8 @@ def render_answer_details(msg_index: int, msg: dict, service: RagService) -> Non
     st.caption(" · ".join(parts), help=scale)
     if msg.get("note"):
         st.warning(escape_md(msg["note"]))
+    if msg.get("hint"):
+        st.caption(msg["hint"])
     before = st.session_state.messages[msg_index - 1] if msg_index > 0 else {}
     asked = before.get("content", "") if before.get("role") == "user" else ""
     for cite in msg.get("citations", []):
@@ -525,6 +528,8 @@ def handle_question(question: str, service: RagService) -> None:
                 st.error(str(exc))
                 return
         msg = answer_message(show_stream(stream), question, top_k, service)
+        if history and not service.settings.llm_enabled and is_follow_up(question):
+            msg["hint"] = FOLLOW_UP_HINT
         messages += [asked, msg]
         render_answer_details(len(messages) - 1, msg, service)
     save_exchange(messages[-2:])

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from rag.config import get_settings
 from rag.documents.formats import FormatError, extract
+from rag.ui.followup import FOLLOW_UP_HINT
 from rag.ui.render import (
     CLOSEST_HEADING,
     WORD_JOINER,
@@ -220,3 +221,28 @@ def test_answer_spans(question: str, sentence: str, emphasised: list, digits: li
     assert spans == emphasised
     shown = [d for s in spans if (d := in_digits(s, text_lang(question)))]
     assert shown == digits
+
+
+def test_a_follow_up_without_an_llm_says_it_was_searched_on_its_own(app: AppTest) -> None:
+    """Friction 8: carrying the subject over was measured to hurt (benchmarks/follow_ups.py),
+    so the page says follow-ups work best with a language model."""
+    _ask(app, KURSK)
+    _ask(app, "And what will they produce?")
+    assert FOLLOW_UP_HINT in [c.value for c in app.chat_message[3].caption]
+    assert FOLLOW_UP_HINT not in [c.value for c in app.chat_message[1].caption]
+
+
+@pytest.mark.parametrize(
+    ("question", "follow_up"),
+    [
+        ("And what will they produce?", True),
+        ("Et que vont-ils produire ?", True),
+        ("Combien d'employés comptera-t-elle ?", True),
+        ("How many workers are in Kursk?", False),
+        ("Combien y a-t-il de spécialistes nord-coréens à Kursk ?", False),
+    ],
+)
+def test_is_follow_up(question: str, follow_up: bool) -> None:
+    from rag.ui.followup import is_follow_up
+
+    assert is_follow_up(question) is follow_up
