@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"answering.extractive", "answering.decision", "answering.llm", "answering.generate"},
     {"service"},
     {"evaluate"},
-    {"cli", "api", "ingest.watch", "ui.emphasis", "ui.render", "ui.uploads"},
+    {"cli", "api", "ingest.watch", "ui.emphasis", "ui.followup", "ui.render", "ui.uploads"},
 ]
 LAYER = {module: n for n, modules in enumerate(LAYERS) for module in modules}
 
