@@ -246,3 +246,31 @@ def test_is_follow_up(question: str, follow_up: bool) -> None:
     from rag.ui.followup import is_follow_up
 
     assert is_follow_up(question) is follow_up
+
+
+def test_the_first_admin_gets_the_conversations_saved_before_sign_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Friction 12: without this, they were nobody's once sign-in was on."""
+    import io
+
+    from rag.accounts.conversations import Conversations
+    from rag.cli import main
+
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    try:
+        Conversations(get_settings()).create(KURSK)
+        monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+        assert main(["user", "add", "reader1", "--role", "reader", "--password-stdin"]) == 0
+        assert Conversations(get_settings(), "reader1").list() == []
+        monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+        assert main(["user", "add", "boss", "--role", "admin", "--password-stdin"]) == 0
+        assert [c.title for c in Conversations(get_settings(), "boss").list()] == [KURSK]
+        assert Conversations(get_settings()).list() == []
+        assert "1 conversation(s) saved before sign-in are now boss's" in capsys.readouterr().out
+        monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+        assert main(["user", "add", "boss2", "--role", "admin", "--password-stdin"]) == 0
+        assert Conversations(get_settings(), "boss2").list() == []
+    finally:
+        get_settings.cache_clear()
