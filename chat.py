@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,7 +53,8 @@ SEEDS = Path(__file__).resolve().parent / "seeds"
 # paragraph and the ones around it in view (320 px showed barely a paragraph).
 VIEWER_HEIGHT = 440
 
-st.set_page_config(page_title="Cited answers", page_icon="📑", layout="wide")
+PRODUCT = "Cited answers"
+st.set_page_config(page_title=PRODUCT, page_icon="📑", layout="wide")
 # The citation cards' styles, sent first: the browser then loads its HTML element code
 # while the index loads, not after the first answer (about 0.15 s sooner on screen).
 st.html(PAGE_STYLE)
@@ -131,7 +133,8 @@ def sign_in_page(accounts: Accounts, oidc: bool) -> None:
     """The sign-in form and nothing else: no corpus name, count or text before sign-in, and
     no upload taken for this session (``rag.ui.uploads``)."""
     uploads.allow(session_id(), False)
-    st.title("Sign in")
+    st.title(f"Sign in to {PRODUCT}")
+    st.caption("Questions answered from your organisation's documents, every answer cited.")
     if oidc:
         if oidc_signed_in():
             st.error("Your account has no access to these documents; ask an administrator.")
@@ -140,8 +143,9 @@ def sign_in_page(accounts: Accounts, oidc: bool) -> None:
             st.button("Sign in with your organisation", on_click=st.login, type="primary")
     if accounts.enabled():
         with st.form("sign-in"):
-            name = st.text_input("User name")
-            password = st.text_input("Password", type="password")
+            name = st.text_input("User name", autocomplete="username")
+            # Not "new-password" (Streamlit's default): password managers fill the saved one.
+            password = st.text_input("Password", type="password", autocomplete="current-password")
             submitted = st.form_submit_button("Sign in")
         if submitted:
             try:
@@ -203,18 +207,26 @@ def ensure_index(service: RagService) -> None:
 
 
 def render_citation(
-    msg_index: int, cite: dict, service: RagService, group: str = "doc", question: str = ""
+    msg_index: int,
+    cite: dict,
+    service: RagService,
+    group: str = "doc",
+    question: str = "",
+    titled: bool = True,
 ) -> None:
     """One card: title, file, line, the sentence highlighted in its paragraph, and in it
     the words that answer ``question`` (none for closest passages: they are no answer).
+    ``titled`` is False for a card from the same document as the card above it: the
+    article's title (two lines, six on a phone) is not repeated.
 
     ``group`` keeps the toggles of an answer's citations and of its closest passages apart
     (both are numbered from 1).
     """
     text = service.document_text(cite.get("extracted") or cite["source"])
     with st.container(border=True):
+        title = f"**{escape_md(cite.get('title') or '')}**  \n" if titled else ""
         st.markdown(
-            f"**[{cite['n']}] {escape_md(cite.get('title') or '')}**  \n"
+            f"**[{cite['n']}]** {title}"
             f"{escape_md(Path(cite['source']).name)} · {escape_md(citation_place(cite))}"
         )
         if text is None or text[cite["start"] : cite["end"]] != cite["quote"]:
@@ -262,12 +274,16 @@ def render_answer_details(msg_index: int, msg: dict, service: RagService) -> Non
         st.caption(msg["hint"])
     before = st.session_state.messages[msg_index - 1] if msg_index > 0 else {}
     asked = before.get("content", "") if before.get("role") == "user" else ""
+    previous = None
     for cite in msg.get("citations", []):
-        render_citation(msg_index, cite, service, question=asked)
+        titled, previous = cite["source"] != previous, cite["source"]
+        render_citation(msg_index, cite, service, question=asked, titled=titled)
     if msg.get("closest"):
         with st.expander(CLOSEST_HEADING, expanded=True, key=f"closest-{msg_index}"):
+            previous = None
             for cite in msg["closest"]:
-                render_citation(msg_index, cite, service, group="closest")
+                titled, previous = cite["source"] != previous, cite["source"]
+                render_citation(msg_index, cite, service, group="closest", titled=titled)
 
 
 def sidebar(service: RagService, user: User | None) -> None:
@@ -390,7 +406,13 @@ def conversation_list() -> None:
                 on_change=rename_conversation,
                 args=(conv.id,),
             )
-            st.button("Delete this conversation", on_click=delete_conversation, args=(conv.id,))
+            confirmed_button(
+                "Delete this conversation",
+                f"delete-{conv.id}",
+                "Delete this conversation? It cannot be undone.",
+                delete_conversation,
+                conv.id,
+            )
 
 
 def restore_conversation() -> None:
@@ -431,9 +453,15 @@ def manage_users(admin: User) -> None:
             cols = st.columns([3, 2])
             cols[0].markdown(f"{escape_md(other.name)} · {other.role}")
             if other.name != admin.name:  # an admin cannot lock themself out
-                cols[1].button(
-                    "Remove", key=f"remove-{other.name}", on_click=remove_user, args=(other.name,)
-                )
+                with cols[1]:
+                    confirmed_button(
+                        "Remove",
+                        f"remove-{other.name}",
+                        f"Remove {escape_md(other.name)} and their conversations? It cannot "
+                        "be undone.",
+                        remove_user,
+                        other.name,
+                    )
         with st.form("add-user", clear_on_submit=True):
             name = st.text_input("New user name")
             role = st.selectbox("Role", ROLES)
@@ -446,6 +474,22 @@ def manage_users(admin: User) -> None:
                     st.error(str(exc))
                 else:
                     st.success(f"Added {name} ({role}).")
+
+
+def confirmed_button(label: str, key: str, warning: str, action: Callable, arg: str) -> None:
+    """A button that destroys something: the first click asks, the second acts."""
+    if st.session_state.get("confirming") != key:
+        st.button(label, key=key, on_click=st.session_state.__setitem__, args=("confirming", key))
+        return
+    st.warning(warning)
+    yes, no = st.columns(2)
+    yes.button("Yes", key=f"{key}-yes", type="primary", on_click=confirm, args=(action, arg))
+    no.button("Cancel", key=f"{key}-no", on_click=st.session_state.pop, args=("confirming",))
+
+
+def confirm(action: Callable, arg: str) -> None:
+    st.session_state.pop("confirming", None)
+    action(arg)
 
 
 def remove_user(name: str) -> None:

@@ -274,3 +274,44 @@ def test_the_first_admin_gets_the_conversations_saved_before_sign_in(
         assert Conversations(get_settings(), "boss2").list() == []
     finally:
         get_settings.cache_clear()
+
+
+def test_deleting_a_conversation_asks_first(app: AppTest) -> None:
+    """Friction 13: the first click asks; Cancel keeps it; Yes deletes it."""
+    from rag.accounts.conversations import Conversations
+
+    _ask(app, KURSK)
+    button = next(b for b in app.sidebar.button if b.label == "Delete this conversation")
+    button.click().run()
+    assert Conversations(get_settings()).list()
+    assert any("cannot be undone" in w.value for w in app.sidebar.warning)
+    next(b for b in app.sidebar.button if b.label == "Cancel").click().run()
+    assert Conversations(get_settings()).list() and app.chat_message
+    next(b for b in app.sidebar.button if b.label == "Delete this conversation").click().run()
+    next(b for b in app.sidebar.button if b.label == "Yes").click().run()
+    assert Conversations(get_settings()).list() == [] and not app.chat_message
+
+
+def test_a_second_card_from_the_same_article_does_not_repeat_its_title(app: AppTest) -> None:
+    """Friction 14: the two-line title once per article in an answer."""
+    _ask(app, "What will North Korean engineers produce?")
+    headers = [m.value for m in app.chat_message[1].markdown if m.value.startswith("**[")]
+    assert len(headers) >= 2, headers
+    assert "La Corée du Nord" in headers[0]
+    assert not any("La Corée du Nord" in h for h in headers[1:])
+
+
+def test_the_sign_in_form_names_the_product_and_lets_password_managers_fill_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Friction 11: a saved password is offered ("current-password"), the product named."""
+    from rag.accounts.users import Accounts
+
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    Accounts(get_settings()).add("ada", "a long enough password", "admin")
+    at = _page(monkeypatch, tmp_path / "data")
+    assert at.title[0].value == "Sign in to Cited answers"
+    user, password = at.text_input
+    assert user.proto.autocomplete == "username"
+    assert password.proto.autocomplete == "current-password"

@@ -110,6 +110,7 @@ def test_rename_delete_and_export(data_dir: Path) -> None:
     export = next(b for b in at.get("download_button"))
     assert not export.proto.disabled
     next(b for b in at.sidebar.button if b.label == "Delete this conversation").click().run()
+    next(b for b in at.sidebar.button if b.label == "Yes").click().run()  # confirmed
     assert not saved_buttons(at) and not at.chat_message
     assert Conversations(get_settings()).list() == []
     gone = page({"c": conv_id})

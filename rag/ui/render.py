@@ -26,8 +26,8 @@ WORD_JOINER = "\u2060"
 HIGHLIGHT_CLASS = "cite-hl"
 # Shown beside a citation whose page was scanned: its quote is what OCR read, not the print.
 OCR_NOTE = "machine-read text (OCR)"
-# Above the nearest sentences of a low-confidence refusal: they are leads, not an answer.
-CLOSEST_HEADING = "Closest passages — they may not answer your question"
+# Above the nearest sentences of a refusal: they are leads, not an answer.
+CLOSEST_HEADING = "Leads, not an answer: the closest passages — they may not answer your question"
 _MARK_STYLE = f"mark.{HIGHLIGHT_CLASS}{{background:#ffe066;padding:1px 0}}"
 # Captions (the answer's confidence, "Signed in as", the corpus, the subtitle) in the theme's
 # text colour at 80% opacity instead of Streamlit's faded grey, which measured 3.9:1 on white
