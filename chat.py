@@ -32,6 +32,7 @@ from rag.ui.render import (
     CLOSEST_HEADING,
     PAGE_STYLE,
     answered_by,
+    author_label,
     citation_card_html,
     citation_place,
     confidence_scale,
@@ -52,6 +53,8 @@ SEEDS = Path(__file__).resolve().parent / "seeds"
 # The document viewer's height in pixels: about 18 lines, the quote centred with its
 # paragraph and the ones around it in view (320 px showed barely a paragraph).
 VIEWER_HEIGHT = 440
+# Titles listed before the first question; the sidebar counts the rest.
+WELCOME_TITLES = 8
 
 PRODUCT = "Cited answers"
 st.set_page_config(page_title=PRODUCT, page_icon="📑", layout="wide")
@@ -60,7 +63,10 @@ st.set_page_config(page_title=PRODUCT, page_icon="📑", layout="wide")
 st.html(PAGE_STYLE)
 
 
-@st.cache_resource(show_spinner="Loading the search index…")
+@st.cache_resource(
+    show_spinner="Loading the search index… (a first start also prepares the language model "
+    "for search: about 20 s, once)"
+)
 def get_service() -> RagService:
     """One service per server process: the embedder and index load once (see app.py).
 
@@ -248,6 +254,7 @@ def render_citation(
 
 def render_message(msg_index: int, msg: dict, service: RagService) -> None:
     with st.chat_message(msg["role"]):
+        st.html(author_label(msg["role"]))
         st.markdown(escape_md(msg["content"]))
         if msg["role"] == "assistant":
             render_answer_details(msg_index, msg, service)
@@ -284,6 +291,18 @@ def render_answer_details(msg_index: int, msg: dict, service: RagService) -> Non
             for cite in msg["closest"]:
                 titled, previous = cite["source"] != previous, cite["source"]
                 render_citation(msg_index, cite, service, group="closest", titled=titled)
+
+
+def welcome(service: RagService) -> None:
+    """Before the first question, what is indexed: a person then knows what to ask about."""
+    titles = sorted({r.title or Path(r.source).name for r in service.indexed_files().values()})
+    if not titles:
+        st.info("No document is indexed yet: add some in the sidebar.")
+        return
+    shown = [f"- {escape_md(title)}" for title in titles[:WELCOME_TITLES]]
+    if len(titles) > WELCOME_TITLES:
+        shown.append(f"- … and {len(titles) - WELCOME_TITLES} more")
+    st.markdown(f"**Documents you can ask about ({len(titles)}):**  \n" + "\n".join(shown))
 
 
 def sidebar(service: RagService, user: User | None) -> None:
@@ -561,9 +580,11 @@ def handle_question(question: str, service: RagService) -> None:
     history = [(m["role"], m["content"]) for m in messages]
     asked = {"role": "user", "content": question}
     with st.chat_message("user"):
+        st.html(author_label("user"))
         st.markdown(escape_md(question))
     top_k = st.session_state.get("top_k", service.settings.top_k)
     with st.chat_message("assistant"):
+        st.html(author_label("assistant"))
         with st.spinner("Searching the documents…"):
             try:
                 stream = service.ask_stream(question, top_k=top_k, history=history)
@@ -659,6 +680,8 @@ def main() -> None:
             st.warning(f"No upload was indexed: {summary}")
     for i, msg in enumerate(st.session_state.messages):
         render_message(i, msg, service)
+    if not st.session_state.messages and not st.session_state.pending:
+        welcome(service)
     answer_pending(service)
     # Last, so that its status and export already include the answer just given.
     sidebar(service, user)

@@ -131,3 +131,12 @@ def test_lines_stay_readable_on_a_wide_screen(page) -> None:
     column = page.get_by_test_id("stMainBlockContainer")
     assert column.bounding_box()["width"] <= 52 * 16 + 1
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_messages_are_labelled_by_author_for_screen_readers(page) -> None:
+    """Friction 15: each bubble starts with who wrote it, read but not shown."""
+    first, second = (page.locator("[data-testid=stChatMessage]").nth(i) for i in (0, 1))
+    assert first.locator(".sr-only").inner_text() == "You asked:"
+    assert second.locator(".sr-only").inner_text() == "Answer:"
+    box = second.locator(".sr-only").bounding_box()
+    assert box["width"] <= 1 and box["height"] <= 1

@@ -315,3 +315,12 @@ def test_the_sign_in_form_names_the_product_and_lets_password_managers_fill_it(
     user, password = at.text_input
     assert user.proto.autocomplete == "username"
     assert password.proto.autocomplete == "current-password"
+
+
+def test_the_ready_page_says_what_is_indexed(app: AppTest) -> None:
+    """Friction 10: before the first question, the indexed documents by title."""
+    welcome = next(m.value for m in app.main.markdown if m.value.startswith("**Documents"))
+    assert welcome.startswith("**Documents you can ask about (1):**")
+    assert "La Corée du Nord renforce" in welcome
+    _ask(app, KURSK)
+    assert not any(m.value.startswith("**Documents") for m in app.main.markdown)

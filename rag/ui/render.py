@@ -40,9 +40,14 @@ _CAPTION_STYLE = f"{_CAPTION},{_CAPTION} *{{color:inherit!important}}{_CAPTION}{
 # to about 230 characters.
 _WIDTH_STYLE = '[data-testid="stMainBlockContainer"]{max-width:52rem}'
 _EMPHASIS_STYLE = f"mark.{HIGHLIGHT_CLASS} strong{{font-weight:700}}.cite-digits{{font-size:.9em}}"
+# Read by screen readers, not shown (the usual visually-hidden pattern).
+_SR_ONLY_STYLE = (
+    ".sr-only{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);"
+    "white-space:nowrap}[data-testid=stElementContainer]:has(.sr-only){position:absolute}"
+)
 PAGE_STYLE = (
     f"<style>.cite-card{{line-height:1.5}}{_MARK_STYLE}{_CAPTION_STYLE}{_WIDTH_STYLE}"
-    f"{_EMPHASIS_STYLE}</style>"
+    f"{_EMPHASIS_STYLE}{_SR_ONLY_STYLE}</style>"
 )
 DOC_STYLE = (
     "<style>body{font-family:system-ui,sans-serif;font-size:15px;line-height:1.55;"
@@ -139,6 +144,11 @@ def citation_place(cite: dict[str, Any]) -> str:
         place.append(f"§ {cite['section']}")
     place.append(f"line {cite['line']}")
     return " · ".join(place)
+
+
+def author_label(role: str) -> str:
+    """Who wrote a chat message, for screen readers only: the bubbles differ only by icon."""
+    return f'<span class="sr-only">{"You asked:" if role == "user" else "Answer:"}</span>'
 
 
 def answered_by(mode: str) -> str:
