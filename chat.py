@@ -27,6 +27,7 @@ from rag.config import get_settings
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
 from rag.ui import uploads
+from rag.ui.emphasis import example_questions
 from rag.ui.followup import FOLLOW_UP_HINT, is_follow_up
 from rag.ui.render import (
     CLOSEST_HEADING,
@@ -53,7 +54,8 @@ SEEDS = Path(__file__).resolve().parent / "seeds"
 # The document viewer's height in pixels: about 18 lines, the quote centred with its
 # paragraph and the ones around it in view (320 px showed barely a paragraph).
 VIEWER_HEIGHT = 440
-# Titles listed before the first question; the sidebar counts the rest.
+# Titles listed before the first question (the sidebar counts the rest); the example
+# questions come from these documents' texts.
 WELCOME_TITLES = 8
 
 PRODUCT = "Cited answers"
@@ -303,6 +305,11 @@ def welcome(service: RagService) -> None:
     if len(titles) > WELCOME_TITLES:
         shown.append(f"- … and {len(titles) - WELCOME_TITLES} more")
     st.markdown(f"**Documents you can ask about ({len(titles)}):**  \n" + "\n".join(shown))
+    texts = [service.document_text(ref) for ref in service.document_refs()[:WELCOME_TITLES]]
+    for example in example_questions(t for t in texts if t):
+        st.button(
+            f"Try: {escape_md(example)}", on_click=st.session_state.pending.append, args=(example,)
+        )
 
 
 def sidebar(service: RagService, user: User | None) -> None:

@@ -324,3 +324,13 @@ def test_the_ready_page_says_what_is_indexed(app: AppTest) -> None:
     assert "La Corée du Nord renforce" in welcome
     _ask(app, KURSK)
     assert not any(m.value.startswith("**Documents") for m in app.main.markdown)
+
+
+def test_an_example_question_from_the_documents_is_answered_on_a_click(app: AppTest) -> None:
+    """Friction 10: example questions drawn from the indexed text, one click to ask."""
+    [example] = [b for b in app.main.button if b.label.startswith("Try: ")]
+    assert "Combien de spécialistes nord\\-coréens" in example.label
+    example.click().run()
+    assert not app.exception, app.exception
+    assert [m.name for m in app.chat_message] == ["user", "assistant"]
+    assert "plus de mille spécialistes" in "\n".join(h.proto.body for h in app.html)

@@ -14,6 +14,7 @@ apart from the quote, never inside it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 
 _FRENCH_UNITS = "deux trois quatre cinq six sept huit neuf dix onze douze treize quatorze "
 _FRENCH_UNITS += "quinze seize"
@@ -58,6 +59,10 @@ _ENGLISH_COMMON = "the a an and is are in for by on with who what how many of"
 _FRENCH_WORDS = frozenset(_FRENCH_COMMON.split())
 _ENGLISH_WORDS = frozenset(_ENGLISH_COMMON.split())
 _WORD = re.compile(r"[^\W\d_]+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+# Words an example question keeps after "how many": fewer say too little to be answered,
+# more make a question nobody would type.
+EXAMPLE_WORDS = (4, 14)
 
 
 def text_lang(text: str) -> str:
@@ -79,16 +84,45 @@ def answer_spans(question: str, sentence: str) -> list[tuple[int, int]]:
         return [m.span() for m in _DATE.finditer(sentence)]
     if kind != "number":
         return []
-    spans = []
+    return [(m.start(), end) for m, end in _amounts(sentence)]
+
+
+def _amounts(sentence: str) -> Iterator[tuple[re.Match, int]]:
+    """Each amount of ``sentence`` and where it ends: after its noun when it has one."""
+    from rag.index.lexical import fold, stopwords
+
     for m in _AMOUNT.finditer(sentence):
         if _YEAR.fullmatch(m["n"]) and not m["q"]:
             continue  # "en 2023" dates the fact; it is not the amount asked for
         noun = (m["noun"] or "").strip()
         if re.fullmatch(_MONTHS, noun, re.IGNORECASE):
             continue  # "3 mars" is a date
-        end = m.end() if noun and fold(noun) not in stopwords() else m.end("n")
-        spans.append((m.start(), end))
-    return spans
+        yield m, m.end() if noun and fold(noun) not in stopwords() else m.end("n")
+
+
+def example_questions(texts: Iterable[str], limit: int = 2) -> list[str]:
+    """Questions the documents answer, to show before the first one: a sentence that states
+    an amount of something ("plus de mille spécialistes nord-coréens participent à …")
+    becomes "Combien de spécialistes nord-coréens participent à … ?" (in its language)."""
+    found: list[str] = []
+    for text in texts:
+        for sentence in _SENTENCE.split(text):
+            rest = next(
+                (sentence[m.start("noun") :] for m, end in _amounts(sentence) if end > m.end("n")),
+                None,
+            )
+            words = (rest or "").strip().rstrip(".!?;:").split()
+            if not EXAMPLE_WORDS[0] <= len(words) <= EXAMPLE_WORDS[1]:
+                continue
+            if text_lang(sentence) == "en":
+                found.append(f"How many {' '.join(words)}?")
+            else:
+                de = "d’" if words[0][0].lower() in "aeiouyéèêh" else "de "
+                found.append(f"Combien {de}{' '.join(words)} ?")
+            if len(found) == limit:
+                return found
+            break  # one question per document
+    return found
 
 
 def in_digits(phrase: str, lang: str) -> str | None:
