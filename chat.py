@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ from rag.ui.followup import FOLLOW_UP_HINT, is_follow_up
 from rag.ui.render import (
     CLOSEST_HEADING,
     PAGE_STYLE,
+    VIEWER_TITLE,
     answered_by,
     author_label,
     citation_card_html,
@@ -54,6 +56,13 @@ SEEDS = Path(__file__).resolve().parent / "seeds"
 # The document viewer's height in pixels: about 18 lines, the quote centred with its
 # paragraph and the ones around it in view (320 px showed barely a paragraph).
 VIEWER_HEIGHT = 440
+LOADING_NOTICE = (
+    "Loading the search index… A first start also prepares the model that reads the "
+    "documents: about 20 s, once. Your questions are kept and answered when it is ready."
+)
+# How often the page looks again while the index loads: short against the load (seconds),
+# long enough that the page's runs cost nothing noticeable.
+LOADING_POLL_S = 0.3
 # Titles listed before the first question (the sidebar counts the rest); the example
 # questions come from these documents' texts.
 WELCOME_TITLES = 8
@@ -65,19 +74,32 @@ st.set_page_config(page_title=PRODUCT, page_icon="📑", layout="wide")
 st.html(PAGE_STYLE)
 
 
-@st.cache_resource(
-    show_spinner="Loading the search index… (a first start also prepares the language model "
-    "for search: about 20 s, once)"
-)
-def get_service() -> RagService:
-    """One service per server process: the embedder and index load once (see app.py).
+@st.cache_resource(show_spinner=False)
+def service_loading() -> Future[RagService]:
+    """One service per server process, loaded in a thread: the embedder and index load once
+    (see app.py).
 
-    ``rag.service`` (LlamaIndex, Chroma: seconds to import) is imported here, not at the
-    top, so the page and its chat box show while app.py's warm-up is still loading it.
+    ``rag.service`` (LlamaIndex, Chroma: seconds to import) is imported there, not at the
+    top, so the page and its chat box show while app.py's warm-up is still loading it. No
+    page run waits for it: Streamlit keeps only the newest chat input of the runs it has
+    not started yet, so two questions sent while a run waited would become one.
     """
     from rag.service import shared_service
 
-    return shared_service(get_settings())
+    return ThreadPoolExecutor(1, "rag-page-load").submit(shared_service, get_settings())
+
+
+def get_service() -> RagService:
+    """The loaded service; until it is, a loading notice, and the page runs again shortly
+    (each question sent meanwhile gets its own run, and so its place in ``pending``)."""
+    loading = service_loading()
+    if not loading.done():
+        st.info(LOADING_NOTICE, icon="⏳")
+        time.sleep(LOADING_POLL_S)
+        st.rerun()
+    if loading.exception() is not None:
+        service_loading.clear()  # try again on the next run
+    return loading.result()
 
 
 def oidc_configured() -> bool:
@@ -250,7 +272,7 @@ def render_citation(
             st.iframe(
                 document_html(text, cite["start"], cite["end"]),
                 height=VIEWER_HEIGHT,
-                alt=f"{name}: the whole document, the quoted sentence highlighted",
+                alt=f"{name}: {VIEWER_TITLE}",
             )
 
 

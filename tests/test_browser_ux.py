@@ -62,9 +62,10 @@ def page(tmp_path_factory):
         page.goto(url)
         box = page.get_by_test_id("stChatInputTextArea")
         box.wait_for(timeout=WAIT_MS)
-        for question in (FIRST, SECOND):
+        for n, question in enumerate((FIRST, SECOND)):  # as a person types: one, then the next
             box.fill(question)
             box.press("Enter")
+            page.locator("[data-testid=stChatMessage]").nth(n).wait_for(timeout=WAIT_MS)
         page.locator("[data-testid=stChatMessage]").nth(3).locator("p").first.wait_for(
             timeout=WAIT_MS
         )
@@ -122,6 +123,7 @@ def test_the_document_viewer_is_named_and_scrolled_to_the_quote(page) -> None:
     mark.wait_for(timeout=WAIT_MS)
     assert "plus de mille spécialistes" in mark.inner_text()
     assert mark.evaluate("e => e.closest('[lang]').lang") == "fr"
+    assert frame.evaluate("e => getComputedStyle(e).borderTopStyle") == "solid"
 
 
 def test_lines_stay_readable_on_a_wide_screen(page) -> None:

@@ -45,9 +45,14 @@ _SR_ONLY_STYLE = (
     ".sr-only{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);"
     "white-space:nowrap}[data-testid=stElementContainer]:has(.sr-only){position:absolute}"
 )
+# The document viewer framed, so it reads as a window onto the document, not page text.
+VIEWER_TITLE = "the whole document, the quoted sentence highlighted"
+_VIEWER_STYLE = (
+    f'iframe[title$="{VIEWER_TITLE}"]{{border:1px solid rgba(128,128,128,.45);border-radius:6px}}'
+)
 PAGE_STYLE = (
     f"<style>.cite-card{{line-height:1.5}}{_MARK_STYLE}{_CAPTION_STYLE}{_WIDTH_STYLE}"
-    f"{_EMPHASIS_STYLE}{_SR_ONLY_STYLE}</style>"
+    f"{_EMPHASIS_STYLE}{_SR_ONLY_STYLE}{_VIEWER_STYLE}</style>"
 )
 DOC_STYLE = (
     "<style>body{font-family:system-ui,sans-serif;font-size:15px;line-height:1.55;"
