@@ -32,6 +32,8 @@ from rag.ui.emphasis import example_questions
 from rag.ui.followup import FOLLOW_UP_HINT, is_follow_up
 from rag.ui.render import (
     CLOSEST_HEADING,
+    FOCUS_HTML,
+    FOCUS_TITLE,
     PAGE_STYLE,
     VIEWER_TITLE,
     answered_by,
@@ -694,6 +696,8 @@ def main() -> None:
     question = st.chat_input("Ask a question, in English or French", key="question")
     if question is not None:
         st.session_state.pending.append(question)
+    if not st.session_state.get("focused"):  # until the first full run: never steal it later
+        st.iframe(FOCUS_HTML, height=1, alt=FOCUS_TITLE)
     waiting = show_waiting(st.session_state.pending)
     service = get_service()
     ensure_index(service)
@@ -714,6 +718,7 @@ def main() -> None:
     answer_pending(service)
     # Last, so that its status and export already include the answer just given.
     sidebar(service, user)
+    st.session_state.focused = True
 
 
 main()

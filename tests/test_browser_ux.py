@@ -142,3 +142,15 @@ def test_messages_are_labelled_by_author_for_screen_readers(page) -> None:
     assert second.locator(".sr-only").inner_text() == "Answer:"
     box = second.locator(".sr-only").bounding_box()
     assert box["width"] <= 1 and box["height"] <= 1
+
+
+def test_the_chat_box_has_the_cursor_when_the_page_opens(page) -> None:
+    """Friction 15: a person (or a screen reader) can type at once; the frame that does it
+    is not shown. Last: the reload starts a new session."""
+    page.reload()
+    page.get_by_test_id("stChatInputTextArea").wait_for(timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.activeElement?.dataset?.testid === 'stChatInputTextArea'",
+        timeout=30_000,
+    )
+    assert not page.locator('iframe[title="Puts the cursor in the chat box"]').is_visible()

@@ -50,9 +50,21 @@ VIEWER_TITLE = "the whole document, the quoted sentence highlighted"
 _VIEWER_STYLE = (
     f'iframe[title$="{VIEWER_TITLE}"]{{border:1px solid rgba(128,128,128,.45);border-radius:6px}}'
 )
+# A frame of our own with one script: it puts the cursor in the chat box once the page has
+# loaded (Streamlit's chat box has no autofocus). It holds no document or user text.
+FOCUS_TITLE = "Puts the cursor in the chat box"
+FOCUS_HTML = (
+    "<script>const box = () => parent.document.querySelector("
+    "'[data-testid=stChatInputTextArea]');"
+    "const t = setInterval(() => { if (box()) { box().focus(); clearInterval(t); } }, 100);"
+    "setTimeout(() => clearInterval(t), 10000);</script>"
+)
+_FOCUS_STYLE = (
+    f'[data-testid=stElementContainer]:has(iframe[title="{FOCUS_TITLE}"]){{display:none}}'
+)
 PAGE_STYLE = (
     f"<style>.cite-card{{line-height:1.5}}{_MARK_STYLE}{_CAPTION_STYLE}{_WIDTH_STYLE}"
-    f"{_EMPHASIS_STYLE}{_SR_ONLY_STYLE}{_VIEWER_STYLE}</style>"
+    f"{_EMPHASIS_STYLE}{_SR_ONLY_STYLE}{_VIEWER_STYLE}{_FOCUS_STYLE}</style>"
 )
 DOC_STYLE = (
     "<style>body{font-family:system-ui,sans-serif;font-size:15px;line-height:1.55;"
