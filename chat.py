@@ -12,11 +12,15 @@ the URL, so a reload or a server restart reopens it.
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import streamlit as st
-import streamlit.components.v1 as components
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from rag.accounts.conversations import LOCAL_USER, ConversationError, Conversations
@@ -25,39 +29,81 @@ from rag.config import get_settings
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
 from rag.ui import page, uploads
+from rag.ui.emphasis import example_questions
+from rag.ui.followup import FOLLOW_UP_HINT, is_follow_up
 from rag.ui.page import Identity, conversation_label
 from rag.ui.render import (
     CLOSEST_HEADING,
+    FOCUS_HTML,
+    FOCUS_TITLE,
     PAGE_STYLE,
+    VIEWER_TITLE,
+    answered_by,
+    author_label,
     citation_card_html,
     citation_place,
-    confidence_label,
+    confidence_scale,
+    confidence_words,
     conversation_markdown,
     document_html,
     escape_md,
+    export_filename,
+    upload_refusal,
 )
 
 if TYPE_CHECKING:
+    from streamlit.delta_generator import DeltaGenerator
+
     from rag.service import Answer, AnswerStream, RagService
 
 SEEDS = Path(__file__).resolve().parent / "seeds"
+# The document viewer's height in pixels: about 18 lines, the quote centred with its
+# paragraph and the ones around it in view (320 px showed barely a paragraph).
+VIEWER_HEIGHT = 440
+LOADING_NOTICE = (
+    "Loading the search index… A first start also prepares the model that reads the "
+    "documents: about 20 s, once. Your questions are kept and answered when it is ready."
+)
+# How often the page looks again while the index loads: short against the load (seconds),
+# long enough that the page's runs cost nothing noticeable.
+LOADING_POLL_S = 0.3
+# Titles listed before the first question (the sidebar counts the rest); the example
+# questions come from these documents' texts.
+WELCOME_TITLES = 8
 
-st.set_page_config(page_title="Cited answers", page_icon="📑", layout="wide")
+PRODUCT = "Cited answers"
+st.set_page_config(page_title=PRODUCT, page_icon="📑", layout="wide")
 # The citation cards' styles, sent first: the browser then loads its HTML element code
 # while the index loads, not after the first answer (about 0.15 s sooner on screen).
 st.html(PAGE_STYLE)
 
 
-@st.cache_resource(show_spinner="Loading the search index…")
-def get_service() -> RagService:
-    """One service per server process: the embedder and index load once (see app.py).
+@st.cache_resource(show_spinner=False)
+def service_loading() -> Future[RagService]:
+    """One service per server process, loaded in a thread: the embedder and index load once
+    (see app.py).
 
-    ``rag.service`` (LlamaIndex, Chroma: seconds to import) is imported here, not at the
-    top, so the page and its chat box show while app.py's warm-up is still loading it.
+    ``rag.service`` (LlamaIndex, Chroma: seconds to import) is imported there, not at the
+    top, so the page and its chat box show while app.py's warm-up is still loading it. No
+    page run waits for it: Streamlit keeps only the newest chat input of the runs it has
+    not started yet, so two questions sent while a run waited would become one.
     """
     from rag.service import shared_service
 
-    return shared_service(get_settings())
+    return ThreadPoolExecutor(1, "rag-page-load").submit(shared_service, get_settings())
+
+
+def get_service() -> RagService:
+    """The loaded service; until it is, a loading notice, and the page runs again shortly
+    (each question sent meanwhile gets its own run, and so its place in ``pending``)."""
+    loading = service_loading()
+    if not loading.done():
+        st.info(LOADING_NOTICE, icon="⏳")
+        time.sleep(LOADING_POLL_S)
+        st.rerun()
+    if loading.exception() is not None:
+        service_loading.clear()  # try again on the next run
+    return loading.result()
 
 
 def oidc_configured() -> bool:
@@ -111,7 +157,8 @@ def sign_in_page(accounts: Accounts, oidc: bool) -> None:
     """The sign-in form and nothing else: no corpus name, count or text before sign-in, and
     no upload taken for this session (``rag.ui.uploads``)."""
     uploads.allow(session_id(), False)
-    st.title("Sign in")
+    st.title(f"Sign in to {PRODUCT}")
+    st.caption("Questions answered from your organisation's documents, every answer cited.")
     if oidc:
         if oidc_signed_in():
             st.error("Your account has no access to these documents; ask an administrator.")
@@ -120,8 +167,9 @@ def sign_in_page(accounts: Accounts, oidc: bool) -> None:
             st.button("Sign in with your organisation", on_click=st.login, type="primary")
     if accounts.enabled():
         with st.form("sign-in"):
-            name = st.text_input("User name")
-            password = st.text_input("Password", type="password")
+            name = st.text_input("User name", autocomplete="username")
+            # Not "new-password" (Streamlit's default): password managers fill the saved one.
+            password = st.text_input("Password", type="password", autocomplete="current-password")
             submitted = st.form_submit_button("Sign in")
         if submitted:
             try:
@@ -177,16 +225,27 @@ def ensure_index(service: RagService) -> None:
         st.toast(f"Index ready: {report.summary()}")
 
 
-def render_citation(msg_index: int, cite: dict, service: RagService, group: str = "doc") -> None:
-    """One card: title, file, line, the sentence highlighted in its paragraph.
+def render_citation(
+    msg_index: int,
+    cite: dict,
+    service: RagService,
+    group: str = "doc",
+    question: str = "",
+    titled: bool = True,
+) -> None:
+    """One card: title, file, line, the sentence highlighted in its paragraph, and in it
+    the words that answer ``question`` (none for closest passages: they are no answer).
+    ``titled`` is False for a card from the same document as the card above it: the
+    article's title (two lines, six on a phone) is not repeated.
 
     ``group`` keeps the toggles of an answer's citations and of its closest passages apart
     (both are numbered from 1).
     """
     text = service.document_text(cite.get("extracted") or cite["source"])
     with st.container(border=True):
+        title = f"**{escape_md(cite.get('title') or '')}**  \n" if titled else ""
         st.markdown(
-            f"**[{cite['n']}] {escape_md(cite.get('title') or '')}**  \n"
+            f"**[{cite['n']}]** {title}"
             f"{escape_md(Path(cite['source']).name)} · {escape_md(citation_place(cite))}"
         )
         if text is None or text[cite["start"] : cite["end"]] != cite["quote"]:
@@ -194,16 +253,21 @@ def render_citation(msg_index: int, cite: dict, service: RagService, group: str 
             return
         if not cite.get("verified", True):
             st.caption("⚠ Unverified: the model's quote is not in this passage.")
-        st.html(citation_card_html(text, cite["start"], cite["end"]))
+        st.html(citation_card_html(text, cite["start"], cite["end"], question or None))
         key = f"{group}-{msg_index}-{cite['n']}"
         if st.toggle("Show in document", key=key):
-            components.html(
-                document_html(text, cite["start"], cite["end"]), height=320, scrolling=True
+            name = Path(cite["source"]).name
+            st.caption(f"{escape_md(name)}, the whole document, scrolled to the quote")
+            st.iframe(
+                document_html(text, cite["start"], cite["end"]),
+                height=VIEWER_HEIGHT,
+                alt=f"{name}: {VIEWER_TITLE}",
             )
 
 
 def render_message(msg_index: int, msg: dict, service: RagService) -> None:
     with st.chat_message(msg["role"]):
+        st.html(author_label(msg["role"]))
         st.markdown(escape_md(msg["content"]))
         if msg["role"] == "assistant":
             render_answer_details(msg_index, msg, service)
@@ -213,20 +277,50 @@ def render_answer_details(msg_index: int, msg: dict, service: RagService) -> Non
     """Who answered and how sure, any warning, one card per citation; for a low-confidence
     refusal, its closest passages, set apart so they never read as the answer.
 
-    Answers saved before answers had a confidence lack both keys and show neither.
+    Answers saved before answers had a confidence lack both keys and show neither. The
+    confidence is said in words; its number and scale are in the caption's help.
     """
-    flag = "" if msg.get("verified", True) else " · ⚠ unverified"
-    label = confidence_label(msg.get("confidence"))
-    sure = f" · {label}" if label else ""
-    st.caption(f"Answered by: {msg.get('mode', 'extractive')}{flag}{sure}")
+    confidence, threshold = msg.get("confidence"), service.answer_threshold()
+    parts = [answered_by(msg.get("mode", "extractive"))]
+    if not msg.get("verified", True):
+        parts.append("⚠ unverified")
+    words = confidence_words(confidence, threshold)
+    parts += [words] if words else []
+    scale = None if confidence is None else confidence_scale(confidence, threshold)
+    st.caption(" · ".join(parts), help=scale)
     if msg.get("note"):
         st.warning(escape_md(msg["note"]))
+    if msg.get("hint"):
+        st.caption(msg["hint"])
+    before = st.session_state.messages[msg_index - 1] if msg_index > 0 else {}
+    asked = before.get("content", "") if before.get("role") == "user" else ""
+    previous = None
     for cite in msg.get("citations", []):
-        render_citation(msg_index, cite, service)
+        titled, previous = cite["source"] != previous, cite["source"]
+        render_citation(msg_index, cite, service, question=asked, titled=titled)
     if msg.get("closest"):
         with st.expander(CLOSEST_HEADING, expanded=True, key=f"closest-{msg_index}"):
+            previous = None
             for cite in msg["closest"]:
-                render_citation(msg_index, cite, service, group="closest")
+                titled, previous = cite["source"] != previous, cite["source"]
+                render_citation(msg_index, cite, service, group="closest", titled=titled)
+
+
+def welcome(service: RagService) -> None:
+    """Before the first question, what is indexed: a person then knows what to ask about."""
+    titles = sorted({r.title or Path(r.source).name for r in service.indexed_files().values()})
+    if not titles:
+        st.info("No document is indexed yet: add some in the sidebar.")
+        return
+    shown = [f"- {escape_md(title)}" for title in titles[:WELCOME_TITLES]]
+    if len(titles) > WELCOME_TITLES:
+        shown.append(f"- … and {len(titles) - WELCOME_TITLES} more")
+    st.markdown(f"**Documents you can ask about ({len(titles)}):**  \n" + "\n".join(shown))
+    texts = [service.document_text(ref) for ref in service.document_refs()[:WELCOME_TITLES]]
+    for example in example_questions(t for t in texts if t):
+        st.button(
+            f"Try: {escape_md(example)}", on_click=st.session_state.pending.append, args=(example,)
+        )
 
 
 def sidebar(service: RagService, user: User | None) -> None:
@@ -239,19 +333,21 @@ def sidebar(service: RagService, user: User | None) -> None:
             st.button("Sign out", on_click=sign_out)
         st.header("Corpus")
         status = service.status()
-        cols = st.columns(2)
-        cols[0].metric("Documents", status.documents)
-        cols[1].metric("Chunks", status.chunks)
-        st.caption(f"Embedding model: {status.embed_model}  \nAnswer mode: {status.answer_mode}")
+        st.metric("Documents", status.documents)
         if settings.watch_dir:
             st.caption(f"Keeping {escape_md(str(settings.watch_dir))} in sync")
         if user is None or user.can("editor"):
             edit_corpus(service)
-        st.slider("Passages to retrieve (top-k)", 1, 20, settings.top_k, key="top_k")
+        with st.expander("Search details"):  # the technical terms stay out of the main view
+            st.caption(
+                f"Passages indexed (chunks): {status.chunks}  \nEmbedding model: "
+                f"{status.embed_model}  \nAnswer mode: {status.answer_mode}"
+            )
+            st.slider("Passages read per question (top-k)", 1, 20, settings.top_k, key="top_k")
         st.download_button(
             "Export conversation (Markdown)",
             conversation_markdown(st.session_state.messages),
-            file_name="conversation.md",
+            file_name=export_name(),
             mime="text/markdown",
             disabled=not st.session_state.messages,
         )
@@ -259,6 +355,13 @@ def sidebar(service: RagService, user: User | None) -> None:
         conversation_list()
         if user is not None and user.can("admin"):
             manage_users(user)
+
+
+def export_name() -> str:
+    """The export's file name: the open conversation's title and today's date."""
+    current = st.session_state.get("conversation_id")
+    title = next((c.title for c in conversations().list() if c.id == current), "conversation")
+    return export_filename(title, time.strftime("%Y-%m-%d"))
 
 
 def conversations() -> Conversations:
@@ -335,7 +438,13 @@ def conversation_list() -> None:
                 on_change=rename_conversation,
                 args=(conv.id,),
             )
-            st.button("Delete this conversation", on_click=delete_conversation, args=(conv.id,))
+            confirmed_button(
+                "Delete this conversation",
+                f"delete-{conv.id}",
+                "Delete this conversation? It cannot be undone.",
+                delete_conversation,
+                conv.id,
+            )
 
 
 def restore_conversation() -> None:
@@ -350,11 +459,14 @@ def restore_conversation() -> None:
 
 def edit_corpus(service: RagService) -> None:
     """Uploads and re-index, for editors (or everyone when sign-in is off)."""
+    limit_mb = service.settings.max_file_mb
     uploads = st.file_uploader(
         f"Add documents ({SUPPORTED_LABEL})",
         type=[suffix.lstrip(".") for suffix in SUPPORTED_SUFFIXES],
         accept_multiple_files=True,
         key=f"uploader-{st.session_state.get('uploader_round', 0)}",
+        # The browser states, and keeps to, RAG_MAX_FILE_MB (Streamlit's own is 200 MB).
+        max_upload_size=math.ceil(limit_mb) if limit_mb > 0 else None,
     )
     if uploads:
         index_uploads(service, uploads)
@@ -373,9 +485,15 @@ def manage_users(admin: User) -> None:
             cols = st.columns([3, 2])
             cols[0].markdown(f"{escape_md(other.name)} · {other.role}")
             if other.name != admin.name:  # an admin cannot lock themself out
-                cols[1].button(
-                    "Remove", key=f"remove-{other.name}", on_click=remove_user, args=(other.name,)
-                )
+                with cols[1]:
+                    confirmed_button(
+                        "Remove",
+                        f"remove-{other.name}",
+                        f"Remove {escape_md(other.name)} and their conversations? It cannot "
+                        "be undone.",
+                        remove_user,
+                        other.name,
+                    )
         with st.form("add-user", clear_on_submit=True):
             name = st.text_input("New user name")
             role = st.selectbox("Role", ROLES)
@@ -388,6 +506,22 @@ def manage_users(admin: User) -> None:
                     st.error(str(exc))
                 else:
                     st.success(f"Added {name} ({role}).")
+
+
+def confirmed_button(label: str, key: str, warning: str, action: Callable, arg: str) -> None:
+    """A button that destroys something: the first click asks, the second acts."""
+    if st.session_state.get("confirming") != key:
+        st.button(label, key=key, on_click=st.session_state.__setitem__, args=("confirming", key))
+        return
+    st.warning(warning)
+    yes, no = st.columns(2)
+    yes.button("Yes", key=f"{key}-yes", type="primary", on_click=confirm, args=(action, arg))
+    no.button("Cancel", key=f"{key}-no", on_click=st.session_state.pop, args=("confirming",))
+
+
+def confirm(action: Callable, arg: str) -> None:
+    st.session_state.pop("confirming", None)
+    action(arg)
 
 
 def remove_user(name: str) -> None:
@@ -408,10 +542,14 @@ def index_uploads(service: RagService, uploads: list) -> None:
     def progress(done: int, total: int) -> None:
         bar.progress(done / total, text=f"Indexing uploads: {done / total:.0%}")
 
-    report = service.add_uploads([(f.name, f.getvalue()) for f in uploads], progress=progress)
+    limit_mb = service.settings.max_file_mb
+    refused = [r for f in uploads if (r := upload_refusal(f.name, f.size, limit_mb))]
+    fitting = [f for f in uploads if upload_refusal(f.name, f.size, limit_mb) is None]
+    report = service.add_uploads([(f.name, f.getvalue()) for f in fitting], progress=progress)
     bar.empty()
-    st.session_state.upload_errors = page.upload_errors(report.failed)
+    st.session_state.upload_errors = refused + page.upload_errors(report.failed)
     st.session_state.upload_report = report.summary()
+    st.session_state.upload_added = report.added + report.updated + report.unchanged
     st.session_state.uploader_round = st.session_state.get("uploader_round", 0) + 1
     st.rerun()
 
@@ -436,7 +574,8 @@ def handle_question(question: str, service: RagService) -> None:
     """Stream the answer below the conversation, then show it as checked, with its citations.
 
     The streamed text is replaced by the final answer: an LLM's unverifiable markers are
-    removed and the others renumbered once the stream ends.
+    removed and the others renumbered once the stream ends. A question refused for its
+    length goes back into the chat box (``refill_question``), so the typed text is kept.
     """
     from rag.service import QuestionError, check_question  # loaded by get_service
 
@@ -444,49 +583,111 @@ def handle_question(question: str, service: RagService) -> None:
     try:
         check_question(question)
     except QuestionError as exc:
-        st.warning(str(exc))
+        st.session_state.notice = str(exc)
+        if question.strip():
+            st.session_state.refill = question
         return
     messages = st.session_state.messages
     history = page.history(messages)
-    messages.append({"role": "user", "content": question})
+    asked = {"role": "user", "content": question}
     with st.chat_message("user"):
+        st.html(author_label("user"))
         st.markdown(escape_md(question))
     top_k = st.session_state.get("top_k", service.settings.top_k)
     with st.chat_message("assistant"):
+        st.html(author_label("assistant"))
         with st.spinner("Searching the documents…"):
             try:
                 stream = service.ask_stream(question, top_k=top_k, history=history)
             except RagError as exc:
+                messages.append(asked)
                 st.error(str(exc))
                 return
-        answer = show_stream(stream)
-        msg = page.answer_message(answer)
-        messages.append(msg)
+        msg = answer_message(show_stream(stream), question, top_k, service)
+        if history and not service.settings.llm_enabled and is_follow_up(question):
+            msg["hint"] = FOLLOW_UP_HINT
+        messages += [asked, msg]
         render_answer_details(len(messages) - 1, msg, service)
     save_exchange(messages[-2:])
 
 
+def answer_message(answer: Answer, question: str, top_k: int, service: RagService) -> dict:
+    """The answer as saved and shown (``rag.ui.page.answer_message``). A refusal with no
+    closest passages gets the retrieved sentences that share a word with the question as
+    leads (``service.leads``), so a reader learns what the documents do say on it."""
+    if answer.abstained and not answer.closest and answer.confidence is not None:
+        answer = replace(answer, closest=service.leads(question, top_k))
+    return page.answer_message(answer)
+
+
+def refill_question() -> None:
+    """Put a question refused for its length back into the chat box (which can only be
+    filled before it is drawn), so the person can shorten it instead of typing it again."""
+    if "refill" in st.session_state:
+        st.session_state.question = st.session_state.pop("refill")
+
+
+def show_waiting(pending: list[str]) -> DeltaGenerator:
+    """Echo the questions sent while the index loads; emptied once it has loaded."""
+    slot = st.empty()
+    if pending:
+        with slot.container():
+            for question in pending:
+                with st.chat_message("user"):
+                    st.markdown(escape_md(question))
+    return slot
+
+
+def answer_pending(service: RagService) -> None:
+    """Answer every question sent so far, oldest first.
+
+    A question sent while the page runs stops that run and starts a new one: each question
+    therefore waits in ``pending`` (kept across runs) until its answer is given, so one typed
+    while the index loads, or while another is answered, is neither lost nor replaced.
+    """
+    pending = st.session_state.pending
+    while pending:
+        handle_question(pending[0], service)
+        pending.pop(0)
+    if st.session_state.get("notice"):
+        st.rerun()  # shows why a question was refused, and puts it back into the chat box
+
+
 def main() -> None:
     st.session_state.setdefault("messages", [])
+    st.session_state.setdefault("pending", [])
     user = current_user()  # stops at the sign-in form until someone signs in
     uploads.allow(session_id(), user is None or user.can("editor"))  # as edit_corpus shows
     st.title("Ask the documents")
     st.caption("Every answer quotes its sources; open a citation to check it in the original.")
+    refill_question()
     # The chat box comes first: it shows, and takes a question, while the index loads.
-    question = st.chat_input("Ask a question, in English or French")
+    question = st.chat_input("Ask a question, in English or French", key="question")
+    if question is not None:
+        st.session_state.pending.append(question)
+    if not st.session_state.get("focused"):  # until the first full run: never steal it later
+        st.iframe(FOCUS_HTML, height=1, alt=FOCUS_TITLE)
+    waiting = show_waiting(st.session_state.pending)
     service = get_service()
     ensure_index(service)
+    waiting.empty()
     restore_conversation()
     for error in st.session_state.pop("upload_errors", []):
         st.error(error)
     if st.session_state.get("upload_report"):
-        st.info(f"Uploads indexed: {st.session_state.pop('upload_report')}")
+        summary = st.session_state.pop("upload_report")
+        if st.session_state.pop("upload_added", 1):
+            st.info(f"Uploads indexed: {summary}")
+        else:  # nothing new is searchable: not the "indexed" blue
+            st.warning(f"No upload was indexed: {summary}")
     for i, msg in enumerate(st.session_state.messages):
         render_message(i, msg, service)
-    if question is not None:
-        handle_question(question, service)
+    if not st.session_state.messages and not st.session_state.pending:
+        welcome(service)
+    answer_pending(service)
     # Last, so that its status and export already include the answer just given.
     sidebar(service, user)
+    st.session_state.focused = True
 
 
 main()

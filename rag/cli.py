@@ -234,12 +234,17 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
+    from rag.accounts.conversations import Conversations
     from rag.accounts.users import Accounts
 
     accounts = Accounts(get_settings())
     if args.user_command == "add":
+        earlier = len(Conversations(get_settings()).list())  # saved before any account
+        first_admin = args.role == "admin" and not any(u.can("admin") for u in accounts.list())
         user = accounts.add(args.name, _read_password(args), args.role)
         print(f"added {user.name} ({user.role}); sign-in is now required", file=sys.stderr)
+        if first_admin and earlier:
+            print(f"{earlier} conversation(s) saved before sign-in are now {user.name}'s")
     elif args.user_command == "remove":
         accounts.remove(args.name)
         left = "" if accounts.enabled() else "; no account left: sign-in is off"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rag.answering.decision import Judge, Judgement, WordVectors, default_model
 from rag.answering.extractive import (
+    MAX_SENTENCES,
     Answer,
     AnswerStream,
     QuestionError,
@@ -27,7 +28,7 @@ from rag.answering.generate import Generator, fallback
 from rag.answering.llm import History, LLMError
 from rag.config import Settings, get_settings
 from rag.datadir import StoreError, check_data_dir, write_lock
-from rag.documents.citations import indexed_text, stored_text
+from rag.documents.citations import Citation, SourceCache, indexed_text, stored_text
 from rag.embedding.embedders import Embedder, make_embedder
 from rag.index.lexical import LexicalCache, LexicalIndex
 from rag.index.records import FileRecord, document_refs
@@ -228,6 +229,29 @@ class RagService:
         gate = self.settings.llm_gate or judge_model.gate
         answer = extractive_answer(retrieval, judgement, threshold, gate)
         return Evidence(retrieval, judgement, answer, gate)
+
+    def answer_threshold(self) -> float:
+        """The confidence from which a question is answered (``RAG_ABSTAIN_THRESHOLD``, else
+        the calibrated one): the page says each confidence in words against it."""
+        return self.settings.abstain_threshold or default_model().threshold
+
+    def leads(self, question: str, top_k: int | None = None) -> list[Citation]:
+        """For a refusal without closest passages: up to three retrieved sentences that share
+        a word with the question, verified, to be shown as leads, never as an answer.
+
+        Below the gate the judge found nothing that answers; yet a refused "How many
+        Vietnamese workers are in Kursk?" still has the article's sentences on Kursk.
+        """
+        found = self.evidence(check_question(question), top_k)
+        related = [c for c in found.judgement.ranked if c.share > 0][:MAX_SENTENCES]
+        titles = {n.node.node_id: n.node.metadata.get("title", "") for n in found.retrieval.nodes}
+        cache, leads = SourceCache(), []
+        for item in related:
+            title = titles.get(item.sentence.chunk_id, "")
+            cite = cache.verify_span(len(leads) + 1, item.sentence.span(), title)
+            if cite is not None:
+                leads.append(cite)
+        return leads
 
     @property
     def upload_dir(self) -> Path:

@@ -22,6 +22,8 @@ Invariants:
   finds no free slot within ``HASHING_WAIT_S`` is refused (``Busy``, not counted).
 - Removing an account deletes its API keys, failure counts and saved conversations, so a
   new account of the same name starts with none of them.
+- The first admin account takes over the conversations saved before there were accounts
+  (owner ``LOCAL_USER``): once sign-in is on nobody could open them otherwise.
 - Every error raised here is an ``AccountError`` whose message is safe to show as is.
 """
 
@@ -151,6 +153,7 @@ class Accounts:
             return db.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
 
     def add(self, name: str, password: str, role: str) -> User:
+        """A new account; the first admin also gets the conversations saved without one."""
         check_name(name)
         if role not in ROLES:
             raise AccountError(f"Unknown role {role!r}: choose one of {', '.join(ROLES)}.")
@@ -161,10 +164,16 @@ class Accounts:
         with self._db() as db:
             if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise AccountError(f"User {name!r} already exists.")
+            first_admin = (
+                role == "admin"
+                and not db.execute("SELECT 1 FROM users WHERE role = 'admin' LIMIT 1").fetchone()
+            )
             db.execute(
                 "INSERT INTO users (name, role, password_hash, created) VALUES (?, ?, ?, ?)",
                 (user.name, user.role, password_hash, user.created),
             )
+            if first_admin:  # conversations saved before sign-in existed: nobody else's
+                db.execute("UPDATE conversations SET user = ? WHERE user = ''", (user.name,))
         return user
 
     def remove(self, name: str) -> None:

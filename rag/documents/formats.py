@@ -192,11 +192,19 @@ def markdown_headings(text: str) -> Headings:
     return tuple((m.start(), m.group(1).strip()) for m in _MD_HEADING.finditer(text))
 
 
+# Every PDF starts with this header; readers accept it anywhere in the first 1024 bytes
+# (PDF 1.7, annex H.3), so only a file without it there is "not a PDF" rather than corrupt.
+PDF_MAGIC = b"%PDF-"
+PDF_HEADER_WINDOW = 1024
+
+
 def _pdf_pages(data: bytes, limit: TextLimit) -> list[Part]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    if PDF_MAGIC not in data[:PDF_HEADER_WINDOW]:  # e.g. a program renamed .pdf
+        raise FormatError("not a PDF file (no PDF header: is it another kind of file?)")
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):

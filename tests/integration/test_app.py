@@ -54,9 +54,9 @@ def test_kursk_question_cites_line_4_of_the_seed(app: AppTest) -> None:
 
 def test_each_answer_shows_its_confidence(app: AppTest) -> None:
     _ask(app, "How many workers are in Kursk?")
-    captions = [c.value for c in app.chat_message[1].caption]
-    assert any(re.search(r"Confidence [01]\.\d\d", c) for c in captions), captions
-    assert not app.expander  # an answer, not a refusal: no closest passages
+    helps = [c.proto.help for c in app.chat_message[1].caption]
+    assert any(re.search(r"Confidence [01]\.\d\d", h) for h in helps), helps
+    assert not app.main.expander  # an answer, not a refusal: no closest passages
 
 
 def test_a_low_confidence_answer_shows_the_closest_passages_not_a_quote(
@@ -80,8 +80,8 @@ def test_a_low_confidence_answer_shows_the_closest_passages_not_a_quote(
     reply = at.chat_message[1]
     assert reply.markdown[0].value == escape_md(NO_ANSWER)
     assert not any("“" in md.value for md in reply.markdown)  # no inline “quote” [n]
-    assert any(re.search(r"Confidence 0\.\d\d", c.value) for c in reply.caption)
-    [closest] = at.expander
+    assert any(re.search(r"Confidence 0\.\d\d", c.proto.help) for c in reply.caption)
+    [closest] = at.main.expander
     assert closest.label == CLOSEST_HEADING
     cards = "\n".join(h.proto.body for h in closest.get("html"))
     assert "plus de mille spécialistes" in cards

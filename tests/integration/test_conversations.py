@@ -110,6 +110,7 @@ def test_rename_delete_and_export(data_dir: Path) -> None:
     export = next(b for b in at.get("download_button"))
     assert not export.proto.disabled
     next(b for b in at.sidebar.button if b.label == "Delete this conversation").click().run()
+    next(b for b in at.sidebar.button if b.label == "Yes").click().run()  # confirmed
     assert not saved_buttons(at) and not at.chat_message
     assert Conversations(get_settings()).list() == []
     gone = page({"c": conv_id})
@@ -165,8 +166,8 @@ def test_an_answer_saved_before_confidence_still_renders(data_dir: Path) -> None
     at = page({"c": conv.id})
     assert [m.name for m in at.chat_message] == ["user", "assistant"]
     assert "plus de mille spécialistes" in html(at)
-    assert [c.value for c in at.chat_message[1].caption] == ["Answered by: extractive"]
-    assert not at.expander
+    assert [c.value for c in at.chat_message[1].caption] == ["Quoted from the documents"]
+    assert not at.main.expander
 
 
 def test_export_has_the_confidence_and_a_refusal_s_closest_passages() -> None:

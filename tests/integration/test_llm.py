@@ -469,7 +469,7 @@ def test_app_streams_an_llm_answer(llm_app: AppTest, server: StandIn):
     assert server.requests[0]["stream"] is True
     page = _page_text(llm_app)
     assert "Kursk region \\[1\\]" in page
-    assert f"Answered by: llm:{MODEL}" in page
+    assert f"Written by {MODEL} from the quoted passages" in page
     assert "line 4" in page and "plus de mille spécialistes" in page
     assert SECRET not in page
 
@@ -479,7 +479,7 @@ def test_app_falls_back_when_the_key_is_wrong(llm_app: AppTest, server: StandIn)
     llm_app.chat_input[0].set_value(KURSK).run()
     assert not llm_app.exception, llm_app.exception
     page = _page_text(llm_app)
-    assert "Answered by: extractive (fallback: HTTP 401)" in page
+    assert "Quoted from the documents (the language model failed: HTTP 401)" in page
     assert any("rejected the API key" in w.value for w in llm_app.warning)
     assert "plus de mille spécialistes" in page
     assert SECRET not in page

@@ -145,4 +145,5 @@ def test_admin_manages_users_on_the_page(accounts: Accounts) -> None:
     assert accounts.get("nina").role == "reader"
     assert "remove-ada" not in [b.key for b in at.sidebar.button]
     next(b for b in at.sidebar.button if b.key == "remove-rita").click().run()
+    next(b for b in at.sidebar.button if b.key == "remove-rita-yes").click().run()  # confirmed
     assert accounts.get("rita") is None
