@@ -25,13 +25,16 @@ def settings(tmp_path: Path) -> Settings:
 
 def test_the_user_and_role_come_from_the_database_every_time(settings: Settings) -> None:
     accounts = Accounts(settings)
-    accounts.add("ann", PASSWORD, "editor")
-    on, user = page.signed_in(settings, Identity("ann"))
+    created = accounts.add("ann", PASSWORD, "editor").created
+    on, user = page.signed_in(settings, Identity("ann", created))
     assert on and user is not None and user.role == "editor"
     assert page.signed_in(settings, Identity(None)) == (True, None)
     accounts.add("bob", PASSWORD, "admin")
     accounts.remove("ann")  # applies at once, whatever the session still holds
-    assert page.signed_in(settings, Identity("ann")) == (True, None)
+    assert page.signed_in(settings, Identity("ann", created)) == (True, None)
+    # A new account under the removed one's name is not the old session's user.
+    accounts.add("ann", PASSWORD, "admin")
+    assert page.signed_in(settings, Identity("ann", created)) == (True, None)
 
 
 def test_single_sign_on_users_get_their_account_role_or_the_default(settings: Settings) -> None:
