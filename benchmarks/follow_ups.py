@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from rag.config import Settings
-from rag.index.lexical import fold, stopwords
 from rag.service import RagService
+from rag.text import fold, stopwords
 from rag.ui.followup import is_follow_up
 
 ROOT = Path(__file__).resolve().parent.parent

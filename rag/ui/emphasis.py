@@ -77,7 +77,7 @@ def answer_spans(question: str, sentence: str) -> list[tuple[int, int]]:
     """Offsets in ``sentence`` of what answers ``question``: its amounts (with their noun)
     for a "how many"/"how much" question, its dates for a "when" question, else nothing."""
     from rag.answering.answer_type import expected
-    from rag.index.lexical import fold, stopwords
+    from rag.text import fold, stopwords
 
     kind = expected(question, lambda word: fold(word) in stopwords()).kind
     if kind == "date":
@@ -89,7 +89,7 @@ def answer_spans(question: str, sentence: str) -> list[tuple[int, int]]:
 
 def _amounts(sentence: str) -> Iterator[tuple[re.Match, int]]:
     """Each amount of ``sentence`` and where it ends: after its noun when it has one."""
-    from rag.index.lexical import fold, stopwords
+    from rag.text import fold, stopwords
 
     for m in _AMOUNT.finditer(sentence):
         if _YEAR.fullmatch(m["n"]) and not m["q"]:
