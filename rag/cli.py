@@ -81,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
-    user_sub.add_parser("remove", help="delete an account and its API keys").add_argument("name")
+    user_sub.add_parser(
+        "remove", help="delete an account, its API keys and its conversations"
+    ).add_argument("name")
     user_sub.add_parser("list", help="list accounts and their roles")
     user_sub.add_parser("token", help="print a new API key for NAME").add_argument("name")
 
