@@ -33,6 +33,7 @@ from rag.ui.render import (
     conversation_markdown,
     document_html,
     escape_md,
+    why_label,
 )
 
 if TYPE_CHECKING:
@@ -189,6 +190,8 @@ def render_citation(msg_index: int, cite: dict, service: RagService, group: str 
             return
         if not cite.get("verified", True):
             st.caption("⚠ Unverified: the model's quote is not in this passage.")
+        if why := why_label(cite):
+            st.caption(escape_md(why))
         st.html(citation_card_html(text, cite["start"], cite["end"]))
         key = f"{group}-{msg_index}-{cite['n']}"
         if st.toggle("Show in document", key=key):

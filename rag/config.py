@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         description="With an LLM: confidence below which the model is not asked at all "
         "(nothing relevant was found; 0 = use the calibrated default).",
     )
+    answer_score: Literal["fitted", "verifier", "judge"] = Field(
+        "fitted",
+        description="Which score decides whether to answer: `verifier` (the answer verifier's "
+        "probability), `judge` (the feature model's) or `fitted` (the one "
+        "`rag/answering/decision.json` names, chosen on dev questions).",
+    )
     llm_model: str | None = Field(
         None, description="Chat model name; set it (with a key or base URL) to enable LLM answers."
     )

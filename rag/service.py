@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from rag.answering.decision import Judge, Judgement, WordVectors, default_model
+from rag.answering.decision import Decision, Judge, Judgement, Verdict, WordVectors
 from rag.answering.extractive import (
     Answer,
     AnswerStream,
@@ -24,9 +24,10 @@ from rag.answering.extractive import (
 )
 from rag.answering.generate import Generator, fallback
 from rag.answering.llm import History, LLMError
+from rag.answering.verifier import Verifier, default_verifier
 from rag.config import Settings, get_settings
 from rag.datadir import StoreError, write_lock
-from rag.documents.citations import SourceCache
+from rag.documents.citations import Citation, SourceCache
 from rag.embedding.embedders import Embedder, EmbeddingError, make_embedder
 from rag.index.lexical import LexicalCache, LexicalIndex
 from rag.index.store import FileRecord, Store, open_store
@@ -51,14 +52,14 @@ class Evidence:
     """What a question retrieves, how sure the judge is that it answers, and the extractive
     answer over it.
 
-    The extractive answer's confidence is also the LLM's gate, and the answer itself the
-    LLM's fallback when the call fails.
+    The extractive answer's verdict also says whether an LLM is asked, and the answer itself
+    is the LLM's fallback when the call fails.
     """
 
     retrieval: Retrieval
     judgement: Judgement
     extractive: Answer
-    gate: float  # below this confidence nothing relevant was found: no LLM is asked
+    verdict: Verdict
 
 
 @dataclass
@@ -87,6 +88,7 @@ class RagService:
         self._lexical = LexicalCache(self.settings, self.collection)
         self._store: Store | None = None
         self._store_lock = threading.Lock()
+        self._decision: tuple[Settings, Decision] | None = None
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -213,15 +215,31 @@ class RagService:
         except LLMError as error:
             return AnswerStream.of(fallback(self.evidence(question, top_k).extractive, error))
         found = self.evidence(standalone, top_k)
-        confidence = found.extractive.confidence
-        if confidence is None or confidence < found.gate:
+        if found.verdict is Verdict.NOTHING:
             return AnswerStream.of(found.extractive)
-        return generator.stream(standalone, found.retrieval, found.extractive)
+
+        def check(citations: list[Citation]) -> list[Citation]:
+            return self.decision.supported(self.verifier, standalone, citations, found.retrieval)
+
+        return generator.stream(standalone, found.retrieval, found.extractive, check)
 
     @cached_property
     def word_vectors(self) -> WordVectors:
         """Single-word vectors for term alignment, cached for the life of the service."""
         return WordVectors(self.embedder)
+
+    @cached_property
+    def verifier(self) -> Verifier:
+        """The answer verifier (one per process, ``default_verifier``)."""
+        return default_verifier()
+
+    @property
+    def decision(self) -> Decision:
+        """The operating points, resolved once per settings object from them and the fitted
+        defaults (``Decision.resolve``)."""
+        if self._decision is None or self._decision[0] is not self.settings:
+            self._decision = (self.settings, Decision.resolve(self.settings))
+        return self._decision[1]
 
     def evidence(
         self, question: str, top_k: int | None = None, exclude: Collection[str] = ()
@@ -231,12 +249,11 @@ class RagService:
         with self._reading():
             retriever = self.retriever(top_k)
             retrieval = retriever.search(question, exclude=exclude)
-        judgement = Judge(retriever.lexical, self.word_vectors).judge(question, retrieval)
-        judge_model = default_model()
-        threshold = self.settings.abstain_threshold or judge_model.threshold
-        gate = self.settings.llm_gate or judge_model.gate
-        answer = extractive_answer(retrieval, judgement, threshold, gate)
-        return Evidence(retrieval, judgement, answer, gate)
+        decision = self.decision
+        judge = Judge(retriever.lexical, self.word_vectors, self.verifier, score=decision.score)
+        judgement = judge.judge(question, retrieval)
+        answer = extractive_answer(retrieval, judgement, decision)
+        return Evidence(retrieval, judgement, answer, decision.verdict(answer.confidence))
 
     @property
     def upload_dir(self) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.answering.decision import Decision, Verdict
 from rag.answering.extractive import Answer, extractive_answer
 from rag.documents.citations import Citation
 from rag.documents.formats import read_text
@@ -110,7 +111,7 @@ def test_confidence_is_a_probability_and_closest_passages_are_verified(evidence)
         found = evidence(row["question"])
         answer = found.extractive
         assert answer.confidence is not None and 0.0 <= answer.confidence <= 1.0, row["id"]
-        if answer.abstained and answer.confidence >= found.gate:
+        if answer.abstained and found.verdict is Verdict.CLOSEST:
             assert answer.closest, row["id"]
             assert_verified(answer.closest)
         else:
@@ -121,9 +122,9 @@ def test_confidence_is_a_probability_and_closest_passages_are_verified(evidence)
 def test_a_refusal_above_the_gate_shows_verified_closest_passages(row: dict, evidence) -> None:
     """The same path with the operating points forced, so it holds whatever the model."""
     found = evidence(row["question"])
-    refused = extractive_answer(found.retrieval, found.judgement, threshold=1.01, gate=0.0)
+    refused = extractive_answer(found.retrieval, found.judgement, Decision(1.01, 0.0))
     assert refused.abstained and refused.citations == [] and refused.closest
     assert [c.n for c in refused.closest] == list(range(1, len(refused.closest) + 1))
     assert_verified(refused.closest)
-    nothing = extractive_answer(found.retrieval, found.judgement, threshold=1.01, gate=1.01)
+    nothing = extractive_answer(found.retrieval, found.judgement, Decision(1.01, 1.01))
     assert nothing.abstained and nothing.closest == []

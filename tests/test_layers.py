@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
         "accounts.users",
         "accounts.conversations",
     },
-    {"ingest.pipeline", "answering.answer_type"},
+    {"ingest.pipeline", "answering.answer_type", "answering.verifier"},
     {"retrieval.hybrid"},
     {"answering.extractive", "answering.decision", "answering.llm", "answering.generate"},
     {"service"},

@@ -34,9 +34,9 @@ from training.model import LINEARS, NORMS, Verifier
 
 TRAIN_FROM = 9
 EPOCHS = 1
-LR = 5e-5
-HEAD_LR = 1e-3
-WARMUP = 50
+LR = 2e-4
+HEAD_LR = 2e-3
+WARMUP = 30
 BATCH_TOKENS = 2048
 MAX_BATCH = 32
 SEED = 29

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING
@@ -86,10 +86,16 @@ class Generator:
             return question
         return condense(self.llm, self.prompts, history, question, self.settings)
 
-    def stream(self, question: str, retrieval: Retrieval, extractive: Answer) -> AnswerStream:
-        """The LLM's answer over ``retrieval``, checked when finalized; ``extractive`` is the
-        fallback when the call fails."""
-        generation = _Generation(self.llm, self.settings, retrieval, extractive)
+    def stream(
+        self,
+        question: str,
+        retrieval: Retrieval,
+        extractive: Answer,
+        check: Callable[[list[Citation]], list[Citation]] | None = None,
+    ) -> AnswerStream:
+        """The LLM's answer over ``retrieval``, checked when finalized (``check`` marks each
+        citation ``supported`` or not); ``extractive`` is the fallback when the call fails."""
+        generation = _Generation(self.llm, self.settings, retrieval, extractive, check)
         messages = answer_messages(self.prompts, question, retrieval.nodes)
         return AnswerStream(generation.tokens(messages), generation.answer)
 
@@ -103,11 +109,13 @@ class _Generation:
         settings: Settings,
         retrieval: Retrieval,
         extractive: Answer,
+        check: Callable[[list[Citation]], list[Citation]] | None = None,
     ) -> None:
         self.llm = llm
         self.settings = settings
         self.retrieval = retrieval
         self.extractive = extractive
+        self.check = check
         self.reply = ReplyStream(len(retrieval.nodes))
         self.error: LLMError | None = None
 
@@ -138,7 +146,8 @@ class _Generation:
         if self.error is not None:
             return fallback(self.extractive, self.error)
         answer = build_answer(self.reply, self.retrieval, self.mode)
-        return replace(answer, confidence=self.extractive.confidence)
+        citations = self.check(answer.citations) if self.check else answer.citations
+        return replace(answer, citations=citations, confidence=self.extractive.confidence)
 
 
 def refusal(extractive: Answer, mode: str) -> Answer:

@@ -34,6 +34,11 @@ class Citation:
     section: str | None = None
     extracted: str | None = None
     ocr: bool = False
+    # Asked words the quoted sentence does not state ("Not in this passage: ...").
+    missing: tuple[str, ...] = ()
+    # For an LLM's citation: whether the answer verifier finds that its sentence answers
+    # the question (None: not checked, as for extractive quotes, which it chose).
+    supported: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -86,13 +86,27 @@ def confidence_label(confidence: float | None) -> str | None:
     return None if confidence is None else f"Confidence {confidence:.2f}"
 
 
+def why_label(cite: dict[str, Any]) -> str | None:
+    """What the answer verifier says of a quote, shown under it: the asked words its
+    sentence does not state, and, for an LLM's citation it finds not answering, that."""
+    parts = []
+    if cite.get("supported") is False:
+        parts.append("This sentence may not answer the question.")
+    if cite.get("missing"):
+        parts.append("Not in this passage: " + ", ".join(cite["missing"]))
+    return " ".join(parts) or None
+
+
 def _citation_lines(cites: list[dict[str, Any]]) -> list[str]:
-    """One Markdown list item per citation: number, file, place, the quote."""
+    """One Markdown list item per citation: number, file, place, the quote (and why not)."""
     out = []
     for c in cites:
         quote = c["quote"].replace("\n", " ")
         where = citation_place(c).replace(" · ", ", ")
+        why = why_label(c)
         out.append(f"- [{c['n']}] {Path(c['source']).name}, {where}: “{quote}”")
+        if why:
+            out[-1] += f" ({why})"
     return [*out, ""] if out else out
 
 
