@@ -1,13 +1,15 @@
 """The answer decision on the seed article: direct questions answered on the right line,
 near-miss questions (same topic, asked fact absent) refused.
 
-The confidence model is fitted on PIAF (1,500 encyclopaedia paragraphs) and the narrow
-corpus of benchmarks/data; these questions (``tests/data/seed_questions.jsonl``), never
-fitted on, check that it holds on a one-article news corpus, which is what a user's first
-upload looks like. The issue asks for every one of them; the current model gets 26 of 28
-direct questions and 16 of 18 near-misses right (README, "Answer decision"). The misses are
-listed in ``KNOWN_MISSES`` and marked as expected failures, so the suite says how far the
-product is from the goal and an improvement shows as XPASS.
+The shipped decision (``rag/answering/decision.json``: the feature model, which measured
+better on dev than the answer verifier trained so far, docs/verifier.md) is fitted on PIAF
+(1,500 encyclopaedia paragraphs) and the narrow corpus of benchmarks/data; these questions
+(``tests/data/seed_questions.jsonl``), never fitted on, check that it holds on a one-article
+news corpus, which is what a user's first upload looks like. The goal is every one of them;
+the shipped decision gets 26 of 28 direct questions and 16 of 18 near-misses right (the
+verifier, ``RAG_ANSWER_SCORE=verifier``, 28 of 28 and 2 of 18). The misses are listed in
+``KNOWN_MISSES`` and marked as expected failures, so the suite says how far the product is
+from the goal and an improvement shows as XPASS.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ DIRECT = [r for r in ROWS if r["kind"] == "direct"]
 NEAR_MISS = [r for r in ROWS if r["kind"] == "near_miss"]
 
 
-# Measured with rag/confidence_model.json as fitted; README "Answer decision".
+# Measured with the shipped decision (the feature model, rag/confidence_model.json).
 KNOWN_MISSES = {
     "seed-d01": "refused: 'stepping up ... involvement' paraphrases line 1 word by word",
     "seed-d03": "refused: the question names Pyongyang and Moscow, line 2 says North Korea, Russia",

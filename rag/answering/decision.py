@@ -3,18 +3,17 @@
 A near-miss question finds sentences on its topic that do not state the asked fact ("How many
 Vietnamese workers are in Kursk?" against a sentence about North Korean specialists in
 Kursk), so a single similarity score cannot tell it from an answerable one. The judge ranks
-the candidate sentences (cosine, shared words, term alignment, answer type), then the answer
-verifier (``rag.answering.verifier``, a cross-encoder that reads the question and the
-sentence together) scores the first ``VERIFIED_CANDIDATES`` in one batch; the most probable
-is quoted, and its calibrated probability is the confidence. ``Decision`` turns it into
-answer / closest passages / nothing with one threshold and one gate, resolved once per
-service (``decision.json``, chosen on dev questions by ``benchmarks/answers.py fit``;
-figures in docs/verifier.md). The confidence depends on the question and the sentence only,
-not on the rest of the corpus.
-
-The previous decision, a logistic model over the judge's features
-(``confidence_model.json``, ``benchmarks/answers.py judge``), is still computed as
-``features["judge"]`` so the benchmarks measure before and after on the same retrievals.
+the candidate sentences (cosine, shared words, term alignment, answer type) and turns a
+handful of signals about the best one into a confidence with a logistic model
+(``confidence_model.json``, ``benchmarks/answers.py judge``): ``features["judge"]``.
+When the decision's score is the answer verifier's (``Decision.score``), the verifier
+(``rag.answering.verifier``, a cross-encoder that reads the question and the sentence
+together) scores the first ``VERIFIED_CANDIDATES`` in one batch; the most probable is quoted
+and its calibrated probability, which depends on the question and the sentence only, is the
+confidence. ``Decision`` holds which score decides, its threshold and its gate, resolved
+once per service (``decision.json``: ``benchmarks/answers.py fit`` keeps the score that
+measures best on dev; figures in docs/verifier.md), and ``Decision.verdict`` turns a
+confidence into answer / closest passages / nothing.
 
 Two signals ask whether the sentence says *the asked thing*. *Term alignment*: each content
 word of the question must find a counterpart in the cited sentence, either the same stem or,
