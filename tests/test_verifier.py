@@ -69,6 +69,15 @@ def _decisions(service: RagService) -> dict[str, tuple[bool, float]]:
 SHIPPED = Decision.resolve(make_settings(Path("unused")))
 
 
+@pytest.fixture(scope="module")
+def seed(seed_service: RagService) -> RagService:
+    """Another service over the seed index: single-word vectors are cached per service and
+    embedded in batches (int8 activations are scaled per batch), so asking other questions
+    first through the shared service could nudge the feature model's scores that
+    tests/test_confidence.py holds to its operating point."""
+    return RagService(seed_service.settings)
+
+
 @pytest.mark.xfail(
     SHIPPED.score == "judge",
     reason="the shipped decision is the feature model's (it measured better on dev than the "
@@ -96,9 +105,7 @@ def test_confidence_does_not_depend_on_the_rest_of_the_corpus(tmp_path: Path) ->
         )
 
 
-def test_llm_citations_carry_whether_the_verifier_finds_them_answering(
-    seed_service: RagService,
-) -> None:
+def test_llm_citations_carry_whether_the_verifier_finds_them_answering(seed: RagService) -> None:
     """``rag ask --json`` through an LLM: each citation says ``supported``, true exactly when
     the verifier gives its sentence the answer threshold for the question."""
     kursk = "Plus précisément, dans la région de Kursk"
@@ -122,14 +129,14 @@ def test_llm_citations_carry_whether_the_verifier_finds_them_answering(
         standin.script(reply(text))
         env = {"OPENAI_BASE_URL": standin.url, "OPENAI_API_KEY": "sk-test", "RAG_LLM_MODEL": "m",
                "RAG_LLM_TIMEOUT": "5", "RAG_LLM_MAX_RETRIES": "1", "RAG_TOP_K": "50"}  # fmt: skip
-        done = run_cli("ask", question, "--json", data_dir=seed_service.settings.data_dir, env=env)
+        done = run_cli("ask", question, "--json", data_dir=seed.settings.data_dir, env=env)
     finally:
         standin.close()
     assert done.returncode == 0, done.stderr
     citations = json.loads(done.stdout)["citations"]
     assert len(citations) == 2 and all(isinstance(c["supported"], bool) for c in citations)
-    decision = Decision.resolve(seed_service.settings)
-    retrieval = seed_service.evidence(question, 50).retrieval
+    decision = Decision.resolve(seed.settings)
+    retrieval = seed.evidence(question, 50).retrieval
     by_text = {s.text: s for s in retrieval.sentences}
     for cite in citations:
         passage = passage_of(by_text[cite["quote"]], retrieval)
@@ -147,11 +154,11 @@ UNSTATED = {"seed-n01": "chinese", "seed-n02": "belgorod", "seed-n03": "rostov"}
 
 
 @pytest.mark.parametrize("qid", sorted(UNSTATED))
-def test_quotes_say_which_asked_words_they_do_not_state(qid: str, seed_service: RagService) -> None:
+def test_quotes_say_which_asked_words_they_do_not_state(qid: str, seed: RagService) -> None:
     """Under an answer's quotes, or a refusal's closest passages, the asked words the
     sentence does not state ("Not in this passage: Rostov")."""
     row = next(r for r in ROWS if r["id"] == qid)
-    found = seed_service.evidence(row["question"])
+    found = seed.evidence(row["question"])
     answered = extractive_answer(found.retrieval, found.judgement, Decision(0.0, 0.0))
     refused = extractive_answer(found.retrieval, found.judgement, Decision(1.01, 0.0))
     for shown in (answered.citations, refused.closest):
