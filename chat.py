@@ -49,6 +49,7 @@ from rag.ui.render import (
     escape_md,
     export_filename,
     upload_refusal,
+    why_label,
 )
 
 if TYPE_CHECKING:
@@ -253,6 +254,8 @@ def render_citation(
             return
         if not cite.get("verified", True):
             st.caption("⚠ Unverified: the model's quote is not in this passage.")
+        if why := why_label(cite):
+            st.caption(escape_md(why))
         st.html(citation_card_html(text, cite["start"], cite["end"], question or None))
         key = f"{group}-{msg_index}-{cite['n']}"
         if st.toggle("Show in document", key=key):
@@ -280,7 +283,7 @@ def render_answer_details(msg_index: int, msg: dict, service: RagService) -> Non
     Answers saved before answers had a confidence lack both keys and show neither. The
     confidence is said in words; its number and scale are in the caption's help.
     """
-    confidence, threshold = msg.get("confidence"), service.answer_threshold()
+    confidence, threshold = msg.get("confidence"), service.decision.threshold
     parts = [answered_by(msg.get("mode", "extractive"))]
     if not msg.get("verified", True):
         parts.append("⚠ unverified")

@@ -1,26 +1,28 @@
-"""Answer-level evaluation and the fit of the answer decision (docs/answer-decision.md).
+"""Answer-level evaluation and the answer decision's operating point (docs/verifier.md).
 
-    python -m benchmarks.answers collect [--tag T]   # ask everything, save outcomes
-    python -m benchmarks.answers fit [--tag T]       # fit rag/confidence_model.json on them
-    python -m benchmarks.answers fit --without F,G   # held-out figures without features F, G
-    python -m benchmarks.answers fit --splits 6      # ... and on six other random halvings
+    python -m benchmarks.answers collect [--tag T] [--part dev|held]  # ask, save outcomes
+    python -m benchmarks.answers collect-narrow      # the narrow dev corpus (for judge)
+    python -m benchmarks.answers fit [--tag T]       # the verifier's threshold and gate
+    python -m benchmarks.answers judge [--tag T]     # the previous feature model's fit
     python -m benchmarks.answers report [--tag T] [--plot PNG]  # before/after, the curve
     python -m benchmarks.answers_narrow              # seed article and narrow corpora check
     python -m benchmarks.answers_articles            # each PIAF article as its own corpus
 
-``collect`` asks the 600 French PIAF dev questions and the 600 English ones (the 33 of
-``questions_dev_en.jsonl`` and the 567 of ``benchmarks/data/piaf_dev_en_more.jsonl``) of the
-PIAF index, each as is and as a near-miss (``rag.evaluate.AnswerEvaluation``), and the 100
-off-corpus questions, with the product's own code at its current operating point; it saves
-every outcome with the judge's features to ``benchmarks/out/answers-TAG.jsonl``.
+``collect`` asks PIAF dev questions (French, and their English translations: the 33 of
+``questions_dev_en.jsonl`` and the 567 of ``benchmarks/data/piaf_dev_en_more.jsonl``) of
+the PIAF index, each as is and as a near-miss (``rag.evaluate.AnswerEvaluation``), and the
+100 off-corpus questions, at a threshold of 0 (so every answer's quotes are recorded), and
+saves every outcome with its scores to ``benchmarks/out/answers-TAG.jsonl``. It asks only
+the questions the figures use: the held-out half (fold 1 of ``fold_of``, whose questions
+and passages the verifier never trained on) and the calibration questions of fold 0
+(``training.data.is_calibration``: kept out of training).
 
-``fit`` fits a logistic model (L2, standardised features) of "direct" against "near-miss or
-off-corpus" on those features. Figures are out-of-fold: the questions are split in two by a
-hash of their id, each half scored by the model fitted on the other (a question and its
-English translation fall together; each off-corpus question falls by its own id, so both
-halves hold some). The shipped model is then fitted on everything, and its
-operating point is the highest threshold at which it answers at least 95 % of the French
-and 93 % of the English direct questions.
+``fit`` chooses the verifier's operating point on dev only (fold 0's calibration questions,
+fold 0's off-corpus questions): the highest threshold at which it answers at least 95 % of
+the French and 93 % of the English direct questions; it prints the held-out half's figures
+at that threshold and writes ``rag/answering/decision.json``. ``judge`` is the previous
+decision's fit (a logistic model over the judge's features, cross-fitted on halves),
+kept to measure it on the same outcomes.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ import numpy as np
 
 from benchmarks.answers_narrow import asked, on_target
 from benchmarks.common import OUT, PASSAGES, PIAF, ROOT, bench_settings
-from rag.answering.decision import MODEL_FILE
+from rag.answering.decision import DECISION_FILE, MODEL_FILE
 from rag.evaluate import AnswerEvaluation, Outcome, answer_metrics, auc, eval_service, read_jsonl
+from training.data import is_calibration
 
 DATA = ROOT / "benchmarks" / "data"
 EN_MORE = DATA / "piaf_dev_en_more.jsonl"
@@ -63,7 +66,7 @@ GATE_QUANTILE = 0.02
 # seed-article results, 2 kept PIAF's figures closest to a PIAF-only fit).
 NARROW_WEIGHT = 2.0
 # Features recorded for the report (the previous release's evidence score), not fitted.
-REPORT_ONLY = {"evidence"}
+REPORT_ONLY = {"evidence", "judge", "verifier"}
 HEADER = (
     "| threshold | FR answered | FR near-miss answered | EN answered | EN near-miss answered "
     "| off-corpus answered |"
@@ -73,9 +76,22 @@ BEFORE_THRESHOLD = 0.85
 
 
 def questions() -> list[dict]:
+    """The held-out half and fold 0's calibration questions (module docstring)."""
     fr = [{**r, "lang": "fr"} for r in read_jsonl(PIAF / "questions_dev.jsonl")]
     en = read_jsonl(PIAF / "questions_dev_en.jsonl") + read_jsonl(EN_MORE)
-    return fr + [{**r, "lang": "en"} for r in en]
+    rows = fr + [{**r, "lang": "en"} for r in en]
+    return [r for r in rows if is_dev(r["id"]) or _fold(r["id"]) == 1]
+
+
+def _fold(question_id: str) -> int:
+    return zlib.crc32(question_id.removesuffix("-en").encode()) % 2
+
+
+def is_dev(question_id: str, kind: str = "direct") -> bool:
+    """Fold 0's off-corpus questions and its questions kept out of the verifier's training."""
+    if kind == "off_corpus":
+        return _fold(question_id) == 0
+    return _fold(question_id) == 0 and is_calibration(question_id)
 
 
 def off_corpus() -> list[dict]:
@@ -86,10 +102,17 @@ def off_corpus() -> list[dict]:
     ]
 
 
-def collect(tag: str) -> Path:
-    service = eval_service(bench_settings(), PASSAGES)
-    outcomes = AnswerEvaluation(service, PASSAGES).run(questions(), off_corpus())
-    path = save(tag, outcomes)
+def collect(tag: str, part: str) -> Path:
+    """Outcomes of the dev questions (``part`` "dev") or of the held-out half ("held"),
+    saved as ``answers-TAG-PART.jsonl`` (``fit`` chooses on the first, reports the second)."""
+    tiny = {"abstain_threshold": 1e-6, "llm_gate": 1e-6, "answer_score": "verifier"}
+    settings = bench_settings().model_copy(update=tiny)
+    service = eval_service(settings, PASSAGES)
+    dev = part == "dev"
+    rows = [r for r in questions() if is_dev(r["id"]) == dev]
+    off = [r for r in off_corpus() if is_dev(r["id"], "off_corpus") == dev]
+    outcomes = AnswerEvaluation(service, PASSAGES).run(rows, off)
+    path = save(f"{tag}-{part}", outcomes)
     print(f"{len(outcomes)} outcomes -> {path}")
     return path
 
@@ -216,11 +239,81 @@ def cross_scores(
     return scores
 
 
-def fit(tag: str, without: frozenset[str] = frozenset(), splits: int = 0) -> None:
+def fit(tag: str) -> None:
+    """Each score's operating point chosen on dev, the held-out half's figures at it, and
+    the score that measures best on dev (fewest near-miss and off-corpus questions answered
+    at the answered targets) written to DECISION_FILE with its threshold and gate."""
+    dev = load(f"{tag}-dev")
+    held = load(f"{tag}-held") if (OUT / f"answers-{tag}-held.jsonl").exists() else []
+    chosen: dict[str, tuple[float, float, float]] = {}
+    for key in ("verifier", "judge"):
+        scores = np.asarray([o.features.get(key, 0.0) for o in dev])
+        threshold = operating_point(dev, scores)
+        direct = [s for o, s in zip(dev, scores) if o.kind == "direct"]
+        gate = float(np.quantile(direct, GATE_QUANTILE))
+        r = rates(dev, scores, threshold)
+        cost = r["fr_near"] + r["en_near"] + r["off"]
+        chosen[key] = (cost, threshold, gate)
+        print(f"{key} on dev ({len(dev)} outcomes): threshold {threshold:.3f}, gate {gate:.3f}")
+        print_table(dev, scores, threshold)
+        if held:
+            held_scores = np.asarray([o.features.get(key, 0.0) for o in held])
+            print(f"{key} on the held-out half ({len(held)} outcomes)")
+            print_table(held, held_scores, threshold)
+            held_figures(held, key, threshold)
+    key = min(chosen, key=lambda k: chosen[k][0])
+    judge = json.loads(MODEL_FILE.read_text(encoding="utf-8"))
+    DECISION_FILE.write_text(
+        json.dumps(
+            {
+                "score": key,
+                "verifier": {
+                    "threshold": round(chosen["verifier"][1], 3),
+                    "gate": round(chosen["verifier"][2], 3),
+                    "fitted_on": f"benchmarks/out/answers-{tag}-dev.jsonl: {len(dev)} dev "
+                    "outcomes (fold 0 calibration questions and off-corpus questions)",
+                },
+                # the feature model keeps the operating points fitted with it on all of PIAF
+                "judge": {
+                    "threshold": judge["threshold"],
+                    "gate": judge["gate"],
+                    "fitted_on": judge["fitted_on"],
+                },
+            },
+            indent=1,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    print(f"{key} measures best on dev -> {DECISION_FILE}")
+
+
+def held_figures(held: list[Outcome], key: str, threshold: float) -> None:
+    """The acceptance figures of the held-out half for score ``key`` at ``threshold``
+    (answer-bearing: the quotes of the recorded answer, ranked as the shipped decision did)."""
+    rows = [
+        replace(
+            o, answered=o.features.get(key, 0.0) >= threshold, confidence=o.features.get(key, 0.0)
+        )
+        for o in held
+    ]
+    print("| score | language | answered | near-miss answered | answer-bearing | AUC |")
+    print("|---|---|---|---|---|---|")
+    for lang in TARGETS:
+        f = answer_metrics([o for o in rows if o.lang == lang and o.kind != "off_corpus"])
+        print(
+            f"| {key} | {lang} | {f['answered']:.3f} | {f['near_miss_answered']:.3f} "
+            f"| {f['answer_bearing']:.3f} | {f['auc']:.3f} |"
+        )
+    off = [o.answered for o in rows if o.kind == "off_corpus"]
+    print(f"| {key} | off-corpus | {np.mean(off):.3f} ({len(off)}) | | | |")
+
+
+def fit_judge(tag: str, without: frozenset[str] = frozenset(), splits: int = 0) -> None:
     """Held-out figures (also at the operating points of ``splits`` other random halvings),
     then the shipped model written to MODEL_FILE; with ``without`` (features left out, to
     measure what they bring) only the held-out figures."""
-    outcomes = [o for o in load(tag) if o.features]
+    outcomes = [o for o in load(f"{tag}-dev") + load(f"{tag}-held") if o.features]
     narrow = load(f"{tag}-narrow")
     names = sorted(n for n in outcomes[0].features if n not in REPORT_ONLY | without)
     x, y, w = design(outcomes, names)
@@ -300,7 +393,7 @@ def print_table(outcomes: list[Outcome], scores: np.ndarray, threshold: float) -
 def report(tag: str, plot: Path | None) -> None:
     """The product's figures at its operating point against the previous release's
     decision (evidence >= 0.85) on the same retrievals, and the trade-off curve."""
-    outcomes = [o for o in load(tag) if o.features]
+    outcomes = [o for o in load(f"{tag}-dev") + load(f"{tag}-held") if o.features]
     evidence = np.asarray([o.features["evidence"] for o in outcomes])
     before = [
         replace(o, answered=bool(e >= BEFORE_THRESHOLD), confidence=float(e))
@@ -345,7 +438,7 @@ def draw(outcomes: list[Outcome], path: Path) -> None:
             color=colour,
             label=f"{lang.upper()}, confidence",
         )
-    threshold = json.loads(MODEL_FILE.read_text())["threshold"]
+    threshold = json.loads(DECISION_FILE.read_text())["threshold"]
     r = rates(outcomes, scores, threshold)
     for lang, colour in (("fr", "tab:blue"), ("en", "tab:orange")):
         ax.plot(r[f"{lang}_near"], r[lang], "o", color=colour)
@@ -361,26 +454,31 @@ def draw(outcomes: list[Outcome], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["collect", "fit", "report"])
+    parser.add_argument("command", choices=["collect", "collect-narrow", "fit", "judge", "report"])
+    parser.add_argument("--part", default="dev,held", help="collect: dev, held or both")
     parser.add_argument("--tag", default="current")
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument(
         "--without",
         default="",
-        help="fit: comma-separated features to leave out; prints held-out figures only",
+        help="judge: comma-separated features to leave out; prints held-out figures only",
     )
     parser.add_argument(
         "--splits",
         type=int,
         default=0,
-        help="fit: also print held-out figures for this many other random halvings",
+        help="judge: also print held-out figures for this many other random halvings",
     )
     args = parser.parse_args()
     if args.command == "collect":
-        collect(args.tag)
+        for part in args.part.split(","):
+            collect(args.tag, part)
+    elif args.command == "collect-narrow":
         collect_narrow(args.tag)
     elif args.command == "fit":
-        fit(args.tag, frozenset(filter(None, args.without.split(","))), args.splits)
+        fit(args.tag)
+    elif args.command == "judge":
+        fit_judge(args.tag, frozenset(filter(None, args.without.split(","))), args.splits)
     else:
         report(args.tag, args.plot)
 

@@ -1,14 +1,18 @@
 """The answer decision on corpora unlike PIAF: the seed article and two narrow corpora.
 
-The confidence model is fitted on PIAF (1,500 encyclopaedia paragraphs); this checks that
-its operating point also holds on a one-article corpus and on short invented news articles
-(``benchmarks/data/README.md``): direct questions answered with a citation on the right
-line, near-miss questions refused. Each failure is listed with its confidence.
+The confidence is the answer verifier's probability (``rag.answering.verifier``), its
+threshold chosen on PIAF dev questions and the narrow dev corpus (``benchmarks/answers.py
+fit``); this checks that the same threshold holds on a one-article corpus and on short
+invented news articles (``benchmarks/data/README.md``): direct questions answered with a
+citation on the right line, near-miss questions refused. Each failure is listed with its
+confidence. Beside it: the AUC of the previous decision (the 26-feature model's score,
+``judge``) and how many near-misses it refused at its own threshold, on the same index.
 
 Of the three sets only ``heldout`` was never looked at while designing or fitting: the
-narrow corpus is in the fit (``benchmarks/answers.py``) and the seed article's questions
-shaped the features (occlusion, the answer type). Its figures are the honest estimate of
-how the decision does on a user's small news corpus.
+narrow corpus is in the threshold choice and its sentences in the verifier's templated
+training questions, and the seed article's questions shaped the previous features
+(occlusion, the answer type). Its figures are the honest estimate of how the decision
+does on a user's small news corpus.
 
 Usage: python -m benchmarks.answers_narrow  (indexes under benchmarks/out/narrow-data)
 """
@@ -19,11 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.common import OUT, ROOT
-from rag.answering.decision import default_model
-from rag.answering.extractive import Answer
+from rag.answering.decision import Decision, default_model
+from rag.answering.extractive import Answer, Evidence
 from rag.config import Settings
 from rag.evaluate import auc, read_jsonl
-from rag.service import Evidence, RagService
+from rag.service import RagService
 
 DATA = ROOT / "benchmarks" / "data"
 SETS = {
@@ -65,6 +69,7 @@ def asked(name: str) -> Iterator[tuple[dict, Evidence]]:
 # oriented so that higher means "answers": the previous release's evidence score, the best
 # sentence's cosine, its term alignment and its occlusion (negated: a gain means a miss).
 SIGNALS = {
+    "judge": lambda f: f["judge"],
     "evidence": lambda f: f["evidence"],
     "cos": lambda f: f["cos"],
     "align": lambda f: f["align"],
@@ -74,7 +79,8 @@ SIGNALS = {
 
 def check(name: str) -> None:
     """Ask every question of its own index and print the rates, the AUCs and the failures."""
-    direct = answered = right = near = refused = 0
+    direct = answered = right = near = refused = before = 0
+    before_threshold = default_model().threshold
     failures = []
     scores: dict[str, dict[str, list[float]]] = {"direct": {}, "near_miss": {}}
     for row, found in asked(name):
@@ -92,6 +98,7 @@ def check(name: str) -> None:
             near += 1
             ok = answer.abstained
             refused += ok
+            before += bool(features) and features["judge"] < before_threshold
         if not ok:
             failures.append((row, answer))
     aucs = ", ".join(
@@ -99,7 +106,7 @@ def check(name: str) -> None:
     )
     print(
         f"{name}: direct answered {answered}/{direct}, on the right line {right}/{direct}; "
-        f"near-miss refused {refused}/{near}; AUC {aucs}"
+        f"near-miss refused {refused}/{near} (previous decision {before}/{near}); AUC {aucs}"
     )
     for row, answer in failures:
         verdict = "refused" if answer.abstained else describe(answer)
@@ -110,8 +117,8 @@ def check(name: str) -> None:
 
 
 def main() -> None:
-    model = default_model()
-    print(f"operating point: answer at confidence >= {model.threshold}, gate {model.gate}")
+    decision = Decision.resolve(Settings(llm_model=None))
+    print(f"operating point: answer at confidence >= {decision.threshold}, gate {decision.gate}")
     for name in SETS:
         check(name)
 

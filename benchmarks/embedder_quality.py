@@ -18,6 +18,7 @@ import argparse
 import time
 
 from benchmarks.common import OUT, PASSAGES, QUESTIONS, ROOT
+from rag.answering.decision import Decision
 from rag.answering.extractive import extractive_answer
 from rag.config import Settings
 from rag.evaluate import bears_answer, eval_service, passage_rankings, read_jsonl, score
@@ -44,7 +45,7 @@ def measure(config: str, question_sets: dict[str, list[dict]]) -> dict[str, floa
         hits = 0
         for r in rows:
             found = service.evidence(r["question"])
-            answer = extractive_answer(found.retrieval, found.judgement, 0.0, 0.0)
+            answer = extractive_answer(found.retrieval, found.judgement, Decision(0.0, 0.0))
             hits += bears_answer([c.quote for c in answer.citations], r["answers"])
         row[f"{lang}_bearing"] = hits / len(rows)
         row[f"{lang}_n"] = len(rows)

@@ -198,6 +198,10 @@ def _print_citations(citations: list[Citation], quotes: bool = False) -> None:
         print(f"  [{c.n}] {shown(c.source)}:{c.line}{page}{ocr} (chars {c.start}-{c.end}){flag}")
         if quotes:
             print(f"      “{shown(' '.join(c.quote.split()))}”")
+        if c.supported is False:
+            print("      this sentence may not answer the question (answer verifier)")
+        if c.missing:
+            print(f"      not in this passage: {shown(', '.join(c.missing))}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         "(nothing relevant was found) and a refusal shows no closest passages (0 = the "
         "gate fitted with the model).",
     )
+    answer_score: Literal["fitted", "verifier", "judge"] = Field(
+        "fitted",
+        description="Which score decides whether to answer: `verifier` (the answer verifier's "
+        "probability), `judge` (the feature model's) or `fitted` (the one "
+        "`rag/answering/decision.json` names, chosen on dev questions).",
+    )
     llm_model: str | None = Field(
         None, description="Chat model name; set it (with a key or base URL) to enable LLM answers."
     )

@@ -8,52 +8,38 @@ an exception with a message fit to show as is.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from rag.answering.decision import Judge, Judgement, WordVectors, default_model
+from rag.answering.decision import Decision, Judge, Verdict, WordVectors
 from rag.answering.extractive import (
-    MAX_SENTENCES,
     Answer,
     AnswerStream,
+    Evidence,
     QuestionError,
     check_question,
     extractive_answer,
+    leads,
 )
 from rag.answering.generate import Generator, fallback
 from rag.answering.llm import History, LLMError
+from rag.answering.verifier import default_verifier
 from rag.config import Settings, get_settings
 from rag.datadir import StoreError, check_data_dir, write_lock
-from rag.documents.citations import Citation, SourceCache, indexed_text, stored_text
+from rag.documents.citations import Citation, document_text
 from rag.embedding.embedders import Embedder, make_embedder
 from rag.index.lexical import LexicalCache, LexicalIndex
 from rag.index.records import FileRecord, document_refs
 from rag.index.store import Store, open_store
 from rag.ingest.pipeline import IngestReport, ProgressFn, ingest, ingest_options
 from rag.ingest.uploads import ingest_uploads
-from rag.retrieval.hybrid import HybridRetriever, Retrieval
+from rag.retrieval.hybrid import HybridRetriever
 
 # Re-exported: the page and the HTTP API take the answer types and question errors from here.
 __all__ = ["Answer", "AnswerStream", "QuestionError", "StoreError", "check_question"]
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What a question retrieves, how sure the judge is that it answers, and the extractive
-    answer over it.
-
-    The extractive answer's confidence is also the LLM's gate, and the answer itself the
-    LLM's fallback when the call fails.
-    """
-
-    retrieval: Retrieval
-    judgement: Judgement
-    extractive: Answer
-    gate: float  # below this confidence nothing relevant was found: no LLM is asked
 
 
 @dataclass
@@ -82,6 +68,7 @@ class RagService:
         self._lexical = LexicalCache(self.settings, self.collection)
         self._store: Store | None = None
         self._store_lock = threading.Lock()
+        self._decision: tuple[Settings, Decision] | None = None
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -188,12 +175,9 @@ class RagService:
         """The answer as it is written; ``finalize()`` then gives it with checked citations.
 
         The one path of a question: check it, (with an LLM) rewrite a follow-up into a
-        standalone question from ``history``, retrieve, decide whether the documents answer
-        it, then answer (extractive, or streamed by the LLM), the citations verified when
-        the answer is finalized. Extractive answers are single-turn and ignore ``history``.
-        With an LLM, only a question with nothing relevant (confidence below the gate) is
-        refused without asking; otherwise the model reads the passages and decides, since
-        it can answer what the extractive quotes could not (it may still refuse).
+        standalone question from ``history``, retrieve, decide (``Decision.verdict``), then
+        answer, extractive (single-turn) or streamed by the LLM, which is asked unless nothing
+        relevant was found, since it can answer what the quotes could not (or refuse).
         """
         question = check_question(question)
         self.ensure_ready()
@@ -205,15 +189,28 @@ class RagService:
         except LLMError as error:
             return AnswerStream.of(fallback(self.evidence(question, top_k).extractive, error))
         found = self.evidence(standalone, top_k)
-        confidence = found.extractive.confidence
-        if confidence is None or confidence < found.gate:
+        if found.verdict is Verdict.NOTHING:
             return AnswerStream.of(found.extractive)
-        return generator.stream(standalone, found.retrieval, found.extractive)
+
+        def check(citations: list[Citation]) -> list[Citation]:
+            return self.decision.supported(
+                default_verifier(), standalone, citations, found.retrieval
+            )
+
+        return generator.stream(standalone, found.retrieval, found.extractive, check)
 
     @cached_property
     def word_vectors(self) -> WordVectors:
         """Single-word vectors for term alignment, cached for the life of the service."""
         return WordVectors(self.embedder)
+
+    @property
+    def decision(self) -> Decision:
+        """The operating points, resolved once per settings object from them and the fitted
+        defaults (``Decision.resolve``)."""
+        if self._decision is None or self._decision[0] is not self.settings:
+            self._decision = (self.settings, Decision.resolve(self.settings))
+        return self._decision[1]
 
     def evidence(
         self, question: str, top_k: int | None = None, exclude: Collection[str] = ()
@@ -223,35 +220,17 @@ class RagService:
         with self._reading():
             retriever = self.retriever(top_k)
             retrieval = retriever.search(question, exclude=exclude)
-        judgement = Judge(retriever.lexical, self.word_vectors).judge(question, retrieval)
-        judge_model = default_model()
-        threshold = self.settings.abstain_threshold or judge_model.threshold
-        gate = self.settings.llm_gate or judge_model.gate
-        answer = extractive_answer(retrieval, judgement, threshold, gate)
-        return Evidence(retrieval, judgement, answer, gate)
-
-    def answer_threshold(self) -> float:
-        """The confidence from which a question is answered (``RAG_ABSTAIN_THRESHOLD``, else
-        the calibrated one): the page says each confidence in words against it."""
-        return self.settings.abstain_threshold or default_model().threshold
+        decision = self.decision
+        judge = Judge(retriever.lexical, self.word_vectors, score=decision.score)
+        judgement = judge.judge(question, retrieval)
+        answer = extractive_answer(retrieval, judgement, decision)
+        return Evidence(retrieval, judgement, answer, decision.verdict(answer.confidence))
 
     def leads(self, question: str, top_k: int | None = None) -> list[Citation]:
-        """For a refusal without closest passages: up to three retrieved sentences that share
-        a word with the question, verified, to be shown as leads, never as an answer.
-
-        Below the gate the judge found nothing that answers; yet a refused "How many
-        Vietnamese workers are in Kursk?" still has the article's sentences on Kursk.
-        """
+        """A refusal's leads (``rag.answering.extractive.leads``): what the documents say
+        on the question's subject, never an answer."""
         found = self.evidence(check_question(question), top_k)
-        related = [c for c in found.judgement.ranked if c.share > 0][:MAX_SENTENCES]
-        titles = {n.node.node_id: n.node.metadata.get("title", "") for n in found.retrieval.nodes}
-        cache, leads = SourceCache(), []
-        for item in related:
-            title = titles.get(item.sentence.chunk_id, "")
-            cite = cache.verify_span(len(leads) + 1, item.sentence.span(), title)
-            if cite is not None:
-                leads.append(cite)
-        return leads
+        return leads(found.judgement, found.retrieval)
 
     @property
     def upload_dir(self) -> Path:
@@ -271,21 +250,11 @@ class RagService:
         )
 
     def document_text(self, ref: str) -> str | None:
-        """The indexed text citation offsets point into: a citation's ``extracted`` file, or
-        its ``source`` for plain text and Markdown.
-
-        None when ``ref`` is neither a text this index stored nor an indexed file whose
-        bytes still hash as recorded: the API and the page's viewer show what was indexed,
-        never what a path points to now (``rag.documents.citations.indexed_text``).
-        """
-        path = Path(ref)
-        folder = path.parent
-        if folder.parent == self.settings.data_dir / "extracted":  # <hash>/<part>.txt
-            hashed = re.fullmatch("[0-9a-f]{24}", folder.name) and ".." not in path.parts
-            return stored_text(path) if hashed else None
+        """The text citation offsets point into, as indexed, or None
+        (``rag.documents.citations.document_text``): never what a path points to now."""
         with self._reading() as store:
             record = store.file_record(ref)
-        return indexed_text(path, record.sha256) if record else None
+        return document_text(ref, self.settings.data_dir / "extracted", record and record.sha256)
 
     def document_refs(self) -> list[str]:
         """Every text a citation of this index can point into, and nothing else.
@@ -299,11 +268,8 @@ class RagService:
         return document_refs(records, self.settings.data_dir / "extracted")
 
     def warm_up(self) -> None:
-        """Load what the first question needs (model, Chroma segments, BM25 index).
-
-        Called ahead of time by the app's server. It retrieves once and never calls an LLM;
-        a corpus not indexed yet is left alone.
-        """
+        """Load what the first question needs (model, Chroma segments, BM25 index), ahead of
+        time for the app's server: one retrieval, no LLM; a corpus not indexed yet is left."""
         with contextlib.suppress(StoreError):
             self.ensure_ready()
             self.evidence("warm-up", None)

@@ -3,11 +3,17 @@
 A near-miss question finds sentences on its topic that do not state the asked fact ("How many
 Vietnamese workers are in Kursk?" against a sentence about North Korean specialists in
 Kursk), so a single similarity score cannot tell it from an answerable one. The judge ranks
-the candidate sentences and turns a handful of signals about the best one into one
-confidence in [0, 1] with a logistic model fitted on PIAF dev questions, their near-miss
-versions, off-corpus questions and a small narrow corpus (``benchmarks/answers.py fit``; the
-coefficients are ``rag/confidence_model.json``; features, fit and figures in
-docs/answer-decision.md).
+the candidate sentences (cosine, shared words, term alignment, answer type) and turns a
+handful of signals about the best one into a confidence with a logistic model
+(``confidence_model.json``, ``benchmarks/answers.py judge``): ``features["judge"]``.
+When the decision's score is the answer verifier's (``Decision.score``), the verifier
+(``rag.answering.verifier``, a cross-encoder that reads the question and the sentence
+together) scores the first ``VERIFIED_CANDIDATES`` in one batch; the most probable is quoted
+and its calibrated probability, which depends on the question and the sentence only, is the
+confidence. ``Decision`` holds which score decides, its threshold and its gate, resolved
+once per service (``decision.json``: ``benchmarks/answers.py fit`` keeps the score that
+measures best on dev; figures in docs/verifier.md), and ``Decision.verdict`` turns a
+confidence into answer / closest passages / nothing.
 
 Two signals ask whether the sentence says *the asked thing*. *Term alignment*: each content
 word of the question must find a counterpart in the cited sentence, either the same stem or,
@@ -39,7 +45,8 @@ import math
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,12 +54,23 @@ import numpy as np
 from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_FRENCH
 
 from rag.answering.answer_type import Asked, expected, support
+from rag.answering.verifier import Passage, Verifier, default_verifier
+from rag.config import Settings
+from rag.documents.citations import Citation
 from rag.embedding.embedders import Embedder
 from rag.index.lexical import LexicalIndex
 from rag.retrieval.hybrid import Retrieval, SentenceScore
 from rag.text import fold, stopwords, tokenize
 
 MODEL_FILE = Path(__file__).with_name("confidence_model.json")
+# The verifier's operating points, chosen on dev questions (``benchmarks.answers fit``).
+DECISION_FILE = Path(__file__).with_name("decision.json")
+# Candidates the verifier reads per question, in one batch: the best by the ranking below
+# (its cost grows with the count; docs/verifier.md gives the latency at this value).
+VERIFIED_CANDIDATES = 6
+# Candidates that can be quoted (an answer's or a refusal's closest passages): those that
+# carry the words they omit when the verifier is not read.
+MAX_SHOWN = 3
 # Weight of the idf-weighted share of question words in a sentence next to its cosine, and
 # of the term alignment next to both, when ranking candidate sentences (PIAF dev: with 0.05
 # or 0.2 for the alignment the best sentence separated near-misses less well).
@@ -100,6 +118,8 @@ class Candidate:
     align: float  # idf-weighted term alignment of the question's words (0..1)
     worst: float = 0.0  # the worst-aligned question word's weighted miss (0..1)
     typed: float = 1.0  # whether it holds the asked number or date (rag.answering.answer_type)
+    verified: float = 0.0  # the verifier's probability that it answers (0 if not read)
+    missing: tuple[str, ...] = ()  # asked words it does not state (``missing_words``)
 
 
 @dataclass(frozen=True)
@@ -168,6 +188,72 @@ class ConfidenceModel:
 @lru_cache(maxsize=1)
 def default_model() -> ConfidenceModel:
     return ConfidenceModel.load()
+
+
+class Verdict(Enum):
+    """What a confidence means for the answer (``Decision.verdict``)."""
+
+    ANSWER = "answer"  # quote the best sentences (or let the LLM answer)
+    CLOSEST = "closest"  # refuse, showing the closest passages; an LLM is still asked
+    NOTHING = "nothing"  # nothing relevant was found: refuse, ask no LLM, show nothing
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer decision's operating points, resolved once per service.
+
+    ``threshold``: answer at or above it; ``gate``: below it nothing relevant was found.
+    Both apply to the verifier's calibrated probability, the same on every corpus.
+    """
+
+    threshold: float
+    gate: float
+    # Which score is the confidence: "verifier" (its probability; the verifier also orders
+    # the candidates) or "judge" (the feature model's). ``benchmarks/answers.py fit`` keeps
+    # whichever measures best on dev (docs/verifier.md).
+    score: str = "verifier"
+    # The verifier's own answer threshold: an LLM citation below it is not ``supported``.
+    verifier_threshold: float = 0.5
+
+    @classmethod
+    def resolve(cls, settings: Settings, path: Path = DECISION_FILE) -> Decision:
+        """The settings' values where set, else those fitted on dev (``DECISION_FILE``):
+        each score has its own operating points there."""
+        fitted = json.loads(path.read_text(encoding="utf-8"))
+        score = fitted["score"] if settings.answer_score == "fitted" else settings.answer_score
+        points = fitted[score]
+        return cls(
+            settings.abstain_threshold or float(points["threshold"]),
+            settings.llm_gate or float(points["gate"]),
+            score,
+            float(fitted["verifier"]["threshold"]),
+        )
+
+    def verdict(self, confidence: float | None) -> Verdict:
+        """The one place a confidence becomes a decision."""
+        if confidence is None or confidence < self.gate:
+            return Verdict.NOTHING
+        return Verdict.ANSWER if confidence >= self.threshold else Verdict.CLOSEST
+
+    def supported(
+        self, verifier: Verifier, question: str, citations: list[Citation], retrieval: Retrieval
+    ) -> list[Citation]:
+        """``citations`` (an LLM's) each marked ``supported``: whether the verifier gives its
+        sentence at least its answer threshold for ``question``."""
+        if not citations:
+            return citations
+        by_text = {s.text: s for s in retrieval.sentences}
+        passages = [
+            passage_of(by_text[c.quote], retrieval)
+            if c.quote in by_text
+            else Passage(c.quote, c.title)
+            for c in citations
+        ]
+        probabilities = verifier.probabilities(question, passages)
+        return [
+            replace(c, supported=bool(p >= self.verifier_threshold))
+            for c, p in zip(citations, probabilities, strict=True)
+        ]
 
 
 def alignment_score(cos: float) -> float:
@@ -276,17 +362,33 @@ class Judge:
     """Ranks a retrieval's sentences and says how sure it is that the best one answers."""
 
     def __init__(
-        self, lexical: LexicalIndex, words: WordVectors, model: ConfidenceModel | None = None
+        self,
+        lexical: LexicalIndex,
+        words: WordVectors,
+        verifier: Verifier | None = None,
+        model: ConfidenceModel | None = None,
+        score: str = "verifier",
     ) -> None:
         self.idf = lexical.idf
         self.top_idf = lexical.top_idf
         # 1 / log(chunks + 2): 0.91 for a one-article corpus of 1 chunk, 0.13 for PIAF.
         self.narrowness = 1.0 / math.log(len(lexical.ids) + 2)
         self.words = words
+        self._verifier = verifier
         self.model = model or default_model()
+        self.score = score  # ``Decision.score``
+
+    @property
+    def verifier(self) -> Verifier:
+        """The verifier, loaded only when read: the feature model's decision never needs it."""
+        if self._verifier is None:
+            self._verifier = default_verifier()
+        return self._verifier
 
     def judge(self, question: str, retrieval: Retrieval) -> Judgement:
-        """The candidates best first, and the confidence in the first."""
+        """The candidates best first, and the confidence in the first: the verifier's
+        probability that it answers (the feature model's score is kept as ``features
+        ["judge"]``, the decision before the verifier, for the benchmarks)."""
         q_words, q_names = content_words(question), names(question)
         pre = self._prerank(question, retrieval.sentences)
         if not pre:
@@ -304,7 +406,36 @@ class Judge:
         )
         features["max_align"] = max(c.align for c in aligned)
         features["type_miss"] = 1.0 - ranked[0].typed
-        return Judgement(self.model(features), ranked, features)
+        features["judge"] = self.model(features)
+        asked = (q_words, q_names)
+        if self.score == "verifier":
+            ranked = self._verify(question, retrieval, ranked, asked, read)
+            features["verifier"] = ranked[0].verified
+        else:  # the verifier is not read: only the words each candidate omits are added
+            shown, rest = ranked[:MAX_SHOWN], ranked[MAX_SHOWN:]
+            missing = [missing_words(*asked, read[c.sentence.text]) for c in shown]
+            ranked = [replace(c, missing=m) for c, m in zip(shown, missing, strict=True)] + rest
+        return Judgement(features[self.score], ranked, features)
+
+    def _verify(
+        self,
+        question: str,
+        retrieval: Retrieval,
+        ranked: list[Candidate],
+        asked: tuple[list[str], list[str]],
+        read: _Texts,
+    ) -> list[Candidate]:
+        """The first ``VERIFIED_CANDIDATES`` read by the verifier in one batch and put first,
+        most probable first, each with the asked words it does not state."""
+        top = ranked[:VERIFIED_CANDIDATES]
+        passages = [passage_of(c.sentence, retrieval) for c in top]
+        probabilities = self.verifier.probabilities(question, passages)
+        checked = [
+            replace(c, verified=float(p), missing=missing_words(*asked, read[c.sentence.text]))
+            for c, p in zip(top, probabilities, strict=True)
+        ]
+        checked.sort(key=lambda c: -c.verified)
+        return checked + ranked[VERIFIED_CANDIDATES:]
 
     def _candidate(
         self, c: Candidate, q_words: list[str], wanted: Asked, read: _Texts
@@ -462,3 +593,36 @@ def _name_miss(q_names: list[str], text: _Text) -> float:
             return 1.0
         worst = max(worst, 1.0 - min(1.0, max(0.0, (best - NAME_FLOOR) / NAME_SPAN)))
     return worst
+
+
+def passage_of(sentence: SentenceScore, retrieval: Retrieval) -> Passage:
+    """A retrieved sentence as the verifier reads it: with its chunk's title and the
+    sentence before it in the chunk (when retrieved with it)."""
+    title = ""
+    for n in retrieval.nodes:
+        if n.node.node_id == sentence.chunk_id:
+            title = str(n.node.metadata.get("title", ""))
+            break
+    start = sentence.meta.get("start", 0)
+    before = [
+        s
+        for s in retrieval.sentences
+        if s.chunk_id == sentence.chunk_id and s.meta.get("start", 0) < start
+    ]
+    previous = max(before, key=lambda s: s.meta.get("start", 0)).text if before else ""
+    return Passage(sentence.text, title, previous)
+
+
+def missing_words(words: list[str], asked_names: list[str], text: _Text) -> tuple[str, ...]:
+    """The asked words ``text`` does not state: not contained, and with no counterpart
+    closer than a translation (``CONTEXT_MATCH``) for a name or number, or than a related
+    word (``ALIGN_FLOOR``) for another word. Shown as "Not in this passage: ..."."""
+    missing = []
+    for word in dict.fromkeys(asked_names + words):
+        if text.contains(word) or word in text.words:
+            continue
+        best = None if word.isdigit() else text.closest(word)
+        floor = CONTEXT_MATCH if word in asked_names else ALIGN_FLOOR
+        if best is None or best < floor:
+            missing.append(word)
+    return tuple(missing)

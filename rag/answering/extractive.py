@@ -1,18 +1,18 @@
 """The offline answer: the best one to three source sentences, quoted verbatim and cited.
 
 Candidate sentences are those of the top retrieved chunks, ranked by ``rag.answering.decision``
-(cosine to the question, shared words, term alignment across languages). The answer is
-refused when the confidence that the best one says what was asked is below a threshold
-calibrated on PIAF dev questions against their near-miss versions and off-corpus
-questions (``benchmarks/answers.py``; trade-off curve in the docs/answer-decision.md).
+(cosine to the question, shared words, term alignment across languages, then the answer
+verifier on the first few when it decides). The answer is refused when the decision's
+confidence that the best one says what was asked is below the threshold chosen on dev questions
+(``benchmarks/answers.py fit``; docs/verifier.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from rag.answering.decision import Candidate, Judgement
+from rag.answering.decision import Candidate, Decision, Judgement, Verdict
 from rag.documents.citations import Citation, SourceCache
 from rag.errors import RagError
 from rag.retrieval.hybrid import Retrieval
@@ -85,6 +85,21 @@ class QuestionError(RagError, ValueError):
     """A question we will not process; the message is safe to show the user as is."""
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What a question retrieves, how sure the decision is that it answers, and the extractive
+    answer over it.
+
+    The extractive answer's verdict also says whether an LLM is asked, and the answer itself
+    is the LLM's fallback when the call fails.
+    """
+
+    retrieval: Retrieval
+    judgement: Judgement
+    extractive: Answer
+    verdict: Verdict
+
+
 def check_question(question: str) -> str:
     """Normalise a question or explain politely why it cannot be asked."""
     cleaned = " ".join((question or "").split())
@@ -98,24 +113,21 @@ def check_question(question: str) -> str:
     return cleaned
 
 
-def extractive_answer(
-    retrieval: Retrieval,
-    judgement: Judgement,
-    threshold: float,
-    gate: float,
-) -> Answer:
-    """Quote the best sentences with verified citations, or refuse.
+def extractive_answer(retrieval: Retrieval, judgement: Judgement, decision: Decision) -> Answer:
+    """Quote the best sentences with verified citations, or refuse (``decision.verdict``).
 
-    A refusal at or above ``gate`` carries the closest sentences (``Answer.closest``): the
-    passages are related, so a reader may still want them, labelled as not an answer.
+    A refusal with something relevant (``Verdict.CLOSEST``) carries the closest sentences
+    (``Answer.closest``): a reader may still want them, labelled as not an answer. Every
+    quote carries the asked words its sentence does not state (``Citation.missing``).
     """
     ranked, confidence = judgement.ranked, round(judgement.confidence, 3)
     if not ranked:
         return Answer(NO_ANSWER, True, confidence=0.0)
-    if confidence < threshold:
-        closest = _cite(ranked, retrieval) if confidence >= gate else []
+    verdict = decision.verdict(confidence)
+    if verdict is not Verdict.ANSWER:
+        closest = _cite(ranked, retrieval, decision) if verdict is Verdict.CLOSEST else []
         return Answer(NO_ANSWER, True, confidence=confidence, closest=closest)
-    citations = _cite(ranked, retrieval)
+    citations = _cite(ranked, retrieval, decision)
     if not citations:
         return Answer(
             NO_ANSWER, True, note="The matching sources changed since indexing.", confidence=0.0
@@ -124,10 +136,16 @@ def extractive_answer(
     return Answer(text, False, citations, confidence=confidence)
 
 
-def _cite(ranked: list[Candidate], retrieval: Retrieval) -> list[Citation]:
-    """The best one to three sentences as verified citations numbered 1..n."""
-    best = ranked[0].score
-    chosen = [s for s in ranked[:MAX_SENTENCES] if s.score >= best - FOLLOWER_MARGIN]
+def _cite(ranked: list[Candidate], retrieval: Retrieval, decision: Decision) -> list[Citation]:
+    """The best one to three sentences as verified citations numbered 1..n: the best, and
+    the next ones the verifier also finds answering or that rank within
+    ``FOLLOWER_MARGIN`` of it."""
+    best = ranked[0]
+    chosen = [best] + [
+        c
+        for c in ranked[1:MAX_SENTENCES]
+        if c.verified >= decision.threshold or c.score >= best.score - FOLLOWER_MARGIN
+    ]
     titles = {n.node.node_id: n.node.metadata.get("title", "") for n in retrieval.nodes}
     cache = SourceCache()
     citations: list[Citation] = []
@@ -135,5 +153,23 @@ def _cite(ranked: list[Candidate], retrieval: Retrieval) -> list[Citation]:
         sent = item.sentence
         cite = cache.verify_span(len(citations) + 1, sent.span(), titles.get(sent.chunk_id, ""))
         if cite is not None:
-            citations.append(cite)
+            citations.append(replace(cite, missing=item.missing))
     return citations
+
+
+def leads(judgement: Judgement, retrieval: Retrieval) -> list[Citation]:
+    """For a refusal without closest passages: up to ``MAX_SENTENCES`` retrieved sentences
+    that share a word with the question, verified, to be shown as leads, never as an answer.
+
+    Below the gate nothing was found that answers; yet a refused "How many Vietnamese workers
+    are in Kursk?" still has the article's sentences on Kursk.
+    """
+    related = [c for c in judgement.ranked if c.share > 0][:MAX_SENTENCES]
+    titles = {n.node.node_id: n.node.metadata.get("title", "") for n in retrieval.nodes}
+    cache, found = SourceCache(), []
+    for item in related:
+        title = titles.get(item.sentence.chunk_id, "")
+        cite = cache.verify_span(len(found) + 1, item.sentence.span(), title)
+        if cite is not None:
+            found.append(cite)
+    return found

@@ -29,7 +29,7 @@ import logging
 import re
 import time
 import unicodedata
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING
@@ -97,10 +97,16 @@ class Generator:
             return question
         return condense(self.llm, self.prompts, history, question, self.settings, self.deadline)
 
-    def stream(self, question: str, retrieval: Retrieval, extractive: Answer) -> AnswerStream:
-        """The LLM's answer over ``retrieval``, checked when finalized; ``extractive`` is the
-        fallback when the call fails."""
-        generation = _Generation(self.llm, self.settings, retrieval, extractive, self.http)
+    def stream(
+        self,
+        question: str,
+        retrieval: Retrieval,
+        extractive: Answer,
+        check: Callable[[list[Citation]], list[Citation]] | None = None,
+    ) -> AnswerStream:
+        """The LLM's answer over ``retrieval``, checked when finalized (``check`` marks each
+        citation ``supported`` or not); ``extractive`` is the fallback when the call fails."""
+        generation = _Generation(self.llm, self.settings, retrieval, extractive, self.http, check)
         generation.deadline = self.deadline
         generation.guard = EchoGuard(self.prompts.system, self.prompts.answer)
         messages = answer_messages(self.prompts, question, retrieval.nodes)
@@ -117,12 +123,14 @@ class _Generation:
         retrieval: Retrieval,
         extractive: Answer,
         http: httpx.Client,
+        check: Callable[[list[Citation]], list[Citation]] | None = None,
     ) -> None:
         self.llm = llm
         self.http = http
         self.settings = settings
         self.retrieval = retrieval
         self.extractive = extractive
+        self.check = check
         self.reply = ReplyStream(len(retrieval.nodes))
         self.error: LLMError | None = None
         self.cut: ReplyCut | None = None
@@ -182,7 +190,8 @@ class _Generation:
         answer = build_answer(self.reply, self.retrieval, self.mode)
         if self.cut is not None:
             answer = replace(answer, note=" ".join(filter(None, [answer.note, self.cut.message])))
-        return replace(answer, confidence=self.extractive.confidence)
+        citations = self.check(answer.citations) if self.check else answer.citations
+        return replace(answer, citations=citations, confidence=self.extractive.confidence)
 
 
 def refusal(extractive: Answer, mode: str) -> Answer:

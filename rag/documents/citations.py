@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ class Citation:
     section: str | None = None
     extracted: str | None = None
     ocr: bool = False
+    # Asked words the quoted sentence does not state ("Not in this passage: ...").
+    missing: tuple[str, ...] = ()
+    # For an LLM's citation: whether the answer verifier finds that its sentence answers
+    # the question (None: not checked, as for extractive quotes, which it chose).
+    supported: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +82,23 @@ def indexed_text(path: Path, sha256: str) -> str | None:
         return decode(data)[0]
     except (OSError, FormatError):
         return None
+
+
+def document_text(ref: str, extracted: Path, sha256: str | None) -> str | None:
+    """The indexed text citation offsets point into: a citation's ``extracted`` file (under
+    ``extracted``/<hash>/), or its ``source`` for plain text and Markdown whose manifest
+    hash is ``sha256``.
+
+    None when ``ref`` is neither a text the index stored nor an indexed file whose bytes
+    still hash as recorded: the API and the page's viewer show what was indexed, never what
+    a path points to now (``indexed_text``).
+    """
+    path = Path(ref)
+    folder = path.parent
+    if folder.parent == extracted:  # <hash>/<part>.txt
+        hashed = re.fullmatch("[0-9a-f]{24}", folder.name) and ".." not in path.parts
+        return stored_text(path) if hashed else None
+    return indexed_text(path, sha256) if sha256 else None
 
 
 def stored_text(path: Path) -> str | None:

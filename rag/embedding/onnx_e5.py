@@ -244,10 +244,14 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- conversion
 
 
-def ensure_converted(model: ModelFile, cache_root: Path) -> Path:
-    """The cache directory holding the int8 model for these weights, converting on first use."""
-    digest = hashlib.sha256(model.data).hexdigest()[:16]
-    target = cache_root / f"onnx-e5-{CACHE_VERSION}-{digest}"
+def ensure_converted(model: ModelFile, cache_root: Path, name: str | None = None) -> Path:
+    """The cache directory holding the int8 model for these weights, converting on first use.
+
+    ``name`` tells apart graphs built from other weights on the same file (the answer
+    verifier's fine-tuned layers, ``rag.answering.verifier``); it must change with them.
+    """
+    name = name or hashlib.sha256(model.data).hexdigest()[:16]
+    target = cache_root / f"onnx-e5-{CACHE_VERSION}-{name}"
     if (target / MODEL_FILE).exists():
         return target
     cache_root.mkdir(parents=True, exist_ok=True)

@@ -240,13 +240,27 @@ def export_text(text: str) -> str:
     return _IMAGE.sub(r"\\![", html.escape(text, quote=False))
 
 
+def why_label(cite: dict[str, Any]) -> str | None:
+    """What the answer verifier says of a quote, shown under it: the asked words its
+    sentence does not state, and, for an LLM's citation it finds not answering, that."""
+    parts = []
+    if cite.get("supported") is False:
+        parts.append("This sentence may not answer the question.")
+    if cite.get("missing"):
+        parts.append("Not in this passage: " + ", ".join(cite["missing"]))
+    return " ".join(parts) or None
+
+
 def _citation_lines(cites: list[dict[str, Any]]) -> list[str]:
-    """One Markdown list item per citation: number, file, place, the quote."""
+    """One Markdown list item per citation: number, file, place, the quote (and why not)."""
     out = []
     for c in cites:
         quote = export_text(c["quote"].replace("\n", " "))
         where = export_text(citation_place(c).replace(" · ", ", "))
         out.append(f"- [{c['n']}] {export_text(Path(c['source']).name)}, {where}: “{quote}”")
+        why = why_label(c)
+        if why:
+            out[-1] += f" ({export_text(why)})"
     return [*out, ""] if out else out
 
 

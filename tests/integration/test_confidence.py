@@ -1,13 +1,15 @@
 """The answer decision on the seed article: direct questions answered on the right line,
 near-miss questions (same topic, asked fact absent) refused.
 
-The confidence model is fitted on PIAF (1,500 encyclopaedia paragraphs) and the narrow
-corpus of benchmarks/data; these questions (``tests/data/seed_questions.jsonl``), never
-fitted on, check that it holds on a one-article news corpus, which is what a user's first
-upload looks like. The issue asks for every one of them; the current model gets 26 of 28
-direct questions and 16 of 18 near-misses right (docs/answer-decision.md). The misses are
-listed in ``KNOWN_MISSES`` and marked as expected failures, so the suite says how far the
-product is from the goal and an improvement shows as XPASS.
+The shipped decision (``rag/answering/decision.json``: the feature model, which measured
+better on dev than the answer verifier trained so far, docs/verifier.md) is fitted on PIAF
+(1,500 encyclopaedia paragraphs) and the narrow corpus of benchmarks/data; these questions
+(``tests/data/seed_questions.jsonl``), never fitted on, check that it holds on a one-article
+news corpus, which is what a user's first upload looks like. The goal is every one of them;
+the shipped decision gets 26 of 28 direct questions and 16 of 18 near-misses right (the
+verifier, ``RAG_ANSWER_SCORE=verifier``, 27 of 28 and 4 of 18). The misses are listed in
+``KNOWN_MISSES`` and marked as expected failures, so the suite says how far the product is
+from the goal and an improvement shows as XPASS.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from rag.answering.extractive import Answer, extractive_answer
+from rag.answering.decision import Decision, Verdict
+from rag.answering.extractive import Answer, Evidence, extractive_answer
 from rag.documents.citations import Citation
 from rag.documents.formats import read_text
-from rag.service import Evidence, RagService
+from rag.service import RagService
 
 QUESTIONS = Path(__file__).resolve().parents[1] / "data" / "seed_questions.jsonl"
 ROWS = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
@@ -29,7 +32,7 @@ DIRECT = [r for r in ROWS if r["kind"] == "direct"]
 NEAR_MISS = [r for r in ROWS if r["kind"] == "near_miss"]
 
 
-# Measured with rag/confidence_model.json as fitted; docs/answer-decision.md.
+# Measured with the shipped decision (the feature model, rag/confidence_model.json).
 KNOWN_MISSES = {
     "seed-d01": "refused: 'stepping up ... involvement' paraphrases line 1 word by word",
     "seed-d03": "refused: the question names Pyongyang and Moscow, line 2 says North Korea, Russia",
@@ -110,7 +113,7 @@ def test_confidence_is_a_probability_and_closest_passages_are_verified(evidence)
         found = evidence(row["question"])
         answer = found.extractive
         assert answer.confidence is not None and 0.0 <= answer.confidence <= 1.0, row["id"]
-        if answer.abstained and answer.confidence >= found.gate:
+        if answer.abstained and found.verdict is Verdict.CLOSEST:
             assert answer.closest, row["id"]
             assert_verified(answer.closest)
         else:
@@ -121,9 +124,9 @@ def test_confidence_is_a_probability_and_closest_passages_are_verified(evidence)
 def test_a_refusal_above_the_gate_shows_verified_closest_passages(row: dict, evidence) -> None:
     """The same path with the operating points forced, so it holds whatever the model."""
     found = evidence(row["question"])
-    refused = extractive_answer(found.retrieval, found.judgement, threshold=1.01, gate=0.0)
+    refused = extractive_answer(found.retrieval, found.judgement, Decision(1.01, 0.0))
     assert refused.abstained and refused.citations == [] and refused.closest
     assert [c.n for c in refused.closest] == list(range(1, len(refused.closest) + 1))
     assert_verified(refused.closest)
-    nothing = extractive_answer(found.retrieval, found.judgement, threshold=1.01, gate=1.01)
+    nothing = extractive_answer(found.retrieval, found.judgement, Decision(1.01, 1.01))
     assert nothing.abstained and nothing.closest == []

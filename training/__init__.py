@@ -1,0 +1,1 @@
+"""Training the answer verifier (``python -m training.data``, ``python -m training.verifier``)."""
