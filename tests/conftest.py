@@ -20,8 +20,11 @@ import pytest
 from rag.config import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rag.service import RagService
     from tests.fakes import FakeEmbedder
+    from tests.openai_standin import StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "seeds" / "000_a39d74119d63f477.txt"
@@ -115,3 +118,13 @@ def seed_corpus(tmp_path_factory) -> Path:
     corpus = tmp_path_factory.mktemp("seed-corpus")
     shutil.copy(SEED, corpus / SEED.name)
     return corpus
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[StandIn]:
+    """The LLM stand-in server (tests/openai_standin.py), one per test module."""
+    from tests.openai_standin import StandIn
+
+    server = StandIn()
+    yield server
+    server.close()

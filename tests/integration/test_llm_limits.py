@@ -1,4 +1,4 @@
-"""What a real small model did to answers, replayed by the stand-in server: an echoed prompt,
+"""What a real small model did to answers, replayed by the stand-in standin: an echoed prompt,
 an endless stream, a reply cut by ``max_tokens`` and a 1,000-token "condensed" follow-up.
 
 Each runs the real service over the seed index (real Chroma, the real embedder) and the real
@@ -6,8 +6,6 @@ Each runs the real service over the seed index (real Chroma, the real embedder) 
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 
@@ -26,17 +24,10 @@ from tests.openai_standin import StandIn, echo, endless, ramble, reply
 SALARY = "What is the salary of the workers?"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[StandIn]:
-    standin = StandIn()
-    yield standin
-    standin.close()
-
-
 @pytest.fixture
-def service(seed_service: RagService, server: StandIn, monkeypatch) -> RagService:
+def service(seed_service: RagService, standin: StandIn, monkeypatch) -> RagService:
     """The session's seed service answering through the stand-in, with a 3 s deadline."""
-    settings = llm_settings(seed_service.settings.data_dir, server.url, llm_deadline=3)
+    settings = llm_settings(seed_service.settings.data_dir, standin.url, llm_deadline=3)
     monkeypatch.setattr(seed_service, "settings", settings)
     return seed_service
 
@@ -48,13 +39,13 @@ def _extractive(seed_service: RagService, monkeypatch, question: str):
 
 @pytest.mark.parametrize("question", [KURSK, SALARY])
 def test_an_echoed_prompt_is_never_shown(
-    service: RagService, server: StandIn, monkeypatch, question: str
+    service: RagService, standin: StandIn, monkeypatch, question: str
 ) -> None:
-    server.script(echo())
+    standin.script(echo())
     stream = service.ask_stream(question)
     shown = "".join(stream)
     answer = stream.finalize()
-    assert server.requests, "the model was asked"
+    assert standin.requests, "the model was asked"
     for echoed in ("<passage", "You answer questions", "NOT_IN_DOCUMENTS", "Quotes:"):
         assert echoed not in shown and echoed not in answer.text
     assert answer.mode == "extractive (fallback: echo)"
@@ -68,9 +59,9 @@ def test_an_echoed_prompt_is_never_shown(
     )
 
 
-def test_an_answer_is_shown_whole_and_unchanged(service: RagService, server: StandIn) -> None:
+def test_an_answer_is_shown_whole_and_unchanged(service: RagService, standin: StandIn) -> None:
     """Holding text back to look for an echo delays it; it never changes or loses any."""
-    server.script(reply(citing("plus de mille", KURSK_CLAIM, KURSK_SENTENCE)))
+    standin.script(reply(citing("plus de mille", KURSK_CLAIM, KURSK_SENTENCE)))
     stream = service.ask_stream(KURSK)
     shown = "".join(stream)
     answer = stream.finalize()
@@ -78,37 +69,37 @@ def test_an_answer_is_shown_whole_and_unchanged(service: RagService, server: Sta
     assert answer.verified and [c.quote for c in answer.citations] == [KURSK_SENTENCE]
 
 
-def test_an_endless_stream_ends_at_the_deadline(service: RagService, server: StandIn) -> None:
-    server.script(endless())
+def test_an_endless_stream_ends_at_the_deadline(service: RagService, standin: StandIn) -> None:
+    standin.script(endless())
     stream = service.ask_stream(KURSK)
     shown = "".join(stream)  # returns: the deadline (3 s) cut the stream
     answer = stream.finalize()
     assert shown.startswith("Encore un mot") and answer.text == shown.strip()
     assert "RAG_LLM_DEADLINE" in answer.note
-    assert server.requests[0]["max_tokens"] == service.settings.llm_max_tokens
+    assert standin.requests[0]["max_tokens"] == service.settings.llm_max_tokens
 
 
 def test_a_reply_cut_by_max_tokens_keeps_what_came(
-    service: RagService, server: StandIn, monkeypatch
+    service: RagService, standin: StandIn, monkeypatch
 ) -> None:
     data_dir = service.settings.data_dir
-    monkeypatch.setattr(service, "settings", llm_settings(data_dir, server.url, llm_max_tokens=16))
+    monkeypatch.setattr(service, "settings", llm_settings(data_dir, standin.url, llm_max_tokens=16))
     long_claim = " ".join([KURSK_CLAIM] * 5)
-    server.script(reply(citing("plus de mille", long_claim, KURSK_SENTENCE)))
+    standin.script(reply(citing("plus de mille", long_claim, KURSK_SENTENCE)))
     answer = service.ask(KURSK)
-    assert server.requests[0]["max_tokens"] == 16
+    assert standin.requests[0]["max_tokens"] == 16
     assert answer.text == long_claim[: 16 * 4].strip()  # the stand-in's 4-character tokens
     assert "RAG_LLM_MAX_TOKENS" in answer.note
 
 
 def test_a_rambling_rewrite_gives_way_to_the_users_words(
-    service: RagService, server: StandIn
+    service: RagService, standin: StandIn
 ) -> None:
     follow_up = "And how many North Korean specialists work in Kursk?"
-    server.script(ramble(), reply(citing("plus de mille", KURSK_CLAIM, KURSK_SENTENCE)))
+    standin.script(ramble(), reply(citing("plus de mille", KURSK_CLAIM, KURSK_SENTENCE)))
     history = [("user", "Who works in Kursk?"), ("assistant", "Specialists [1].")]
     answer = service.ask(follow_up, history=history)
-    condensing, answering = server.requests
+    condensing, answering = standin.requests
     assert condensing["max_tokens"] == CONDENSE_MAX_TOKENS
     assert f"Question: {follow_up}" in answering["messages"][-1]["content"]
     assert not answer.abstained and answer.mode.startswith("llm:")

@@ -69,13 +69,6 @@ def seed_index(tmp_path_factory, seed_corpus: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def open_url(seed_index: Path, standin: StandIn, tmp_path_factory) -> Iterator[str]:
     """No account, answers through the LLM stand-in."""
     data_dir = tmp_path_factory.mktemp("api-open") / "data"

@@ -31,13 +31,6 @@ CORS_ORIGIN = "https://chat.example.org"
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def url(tmp_path_factory, seed_corpus: Path, standin: StandIn) -> Iterator[str]:
     """No account, answers through the stand-in within a 3 s deadline; one CORS origin."""
     data_dir = tmp_path_factory.mktemp("clients") / "data"

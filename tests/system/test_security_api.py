@@ -56,13 +56,6 @@ def data_dir(tmp_path_factory, corpus: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def url(data_dir: Path, standin: StandIn) -> Iterator[str]:
     env = {**llm_env(standin.url), "RAG_MAX_FILE_MB": str(UPLOAD_LIMIT_MB)}
     with rag_serve(data_dir, env) as base:
