@@ -19,11 +19,11 @@ from rag.answering.decision import Decision, passage_of
 from rag.answering.extractive import extractive_answer
 from rag.answering.verifier import WEIGHTS, Passage, Verifier, default_verifier
 from rag.service import RagService
-from tests.conftest import SEED, make_settings, run_cli, write_piaf_corpus
+from tests.conftest import ROOT, SEED, make_settings, run_cli, write_piaf_corpus
 from tests.integration.test_llm import passages
 from tests.openai_standin import StandIn, reply
 
-QUESTIONS = Path(__file__).parent / "data" / "seed_questions.jsonl"
+QUESTIONS = ROOT / "tests" / "data" / "seed_questions.jsonl"
 ROWS = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
 # The int8 graph against the float32 torch model that training stored logits from: int8
 # products move a logit by a few hundredths (docs/verifier.md gives the measured gap).
