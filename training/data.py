@@ -5,7 +5,7 @@
 A pair is (question, candidate sentence, its title, its previous sentence) -> 1 when the
 sentence states the answer, 0 when it does not. Sources (counts printed by the command):
 
-- PIAF dev questions (``training/data/questions_dev*.jsonl``, French, and the English
+- PIAF dev questions (``benchmarks/data/piaf/questions_dev*.jsonl``, French, and the English
   translations of ``benchmarks/data/piaf_dev_en_more.jsonl``) of the *training half* only:
   the half ``benchmarks.answers`` calls fold 0 (``zlib.crc32(id) % 2 == 0``), so fold 1 stays
   a held-out half for the figures. Of fold 0, one question in five (``CALIB_SHARE``, by a
@@ -39,7 +39,8 @@ import bm25s
 from rag.text import fold, stopwords, tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent / "data"  # the pairs written
+PIAF = ROOT / "benchmarks" / "data" / "piaf"  # MIT; the paragraphs CC BY-SA (its README)
 CALIB_SHARE = 5
 SEED = 29
 # BM25 sentences of other passages kept as hard negatives per question.
@@ -409,8 +410,8 @@ def documents(corpus: Corpus, held: set[str]) -> list[tuple[str, str, list[str]]
 
 
 def question_rows() -> list[dict]:
-    fr = [{**r, "lang": "fr"} for r in read_jsonl(DATA / "questions_dev.jsonl")]
-    en = read_jsonl(DATA / "questions_dev_en.jsonl") + read_jsonl(
+    fr = [{**r, "lang": "fr"} for r in read_jsonl(PIAF / "questions_dev.jsonl")]
+    en = read_jsonl(PIAF / "questions_dev_en.jsonl") + read_jsonl(
         ROOT / "benchmarks/data/piaf_dev_en_more.jsonl"
     )
     return fr + [{**r, "lang": "en"} for r in en]
@@ -418,7 +419,7 @@ def question_rows() -> list[dict]:
 
 def build() -> dict[str, list[Pair]]:
     rng = random.Random(SEED)
-    corpus = Corpus(read_jsonl(DATA / "passages.jsonl"))
+    corpus = Corpus(read_jsonl(PIAF / "passages.jsonl"))
     rows = question_rows()
     held = {r["passage_id"] for r in rows if fold_of(r["id"]) == 1}
     dev = [r for r in rows if fold_of(r["id"]) == 0]
