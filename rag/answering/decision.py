@@ -82,7 +82,7 @@ ALIGNED_CANDIDATES = 8
 # Measured on PIAF dev against no penalty (same features, each model refitted): answer-bearing
 # 0.719 / 0.642 (FR / EN) against 0.711 / 0.636, held-out near-miss answered 0.557 / 0.618
 # against 0.563 / 0.622 at the held-out operating point (French answered 96.3 % and 96.2 %;
-# stop 24, before the French near-miss weight of benchmarks/answers.py).
+# 2026-12-05 at a7338a4, before the French near-miss weight of benchmarks/answers.py).
 TYPE_BONUS = 0.05
 ALIGN_FLOOR = 0.85
 ALIGN_SPAN = 0.10
