@@ -13,6 +13,7 @@ the URL, so a reload or a server restart reopens it.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,11 +34,13 @@ from rag.ui.emphasis import example_questions
 from rag.ui.followup import FOLLOW_UP_HINT, is_follow_up
 from rag.ui.page import Identity, conversation_label
 from rag.ui.render import (
+    ANNOUNCE_TITLE,
     CLOSEST_HEADING,
     FOCUS_HTML,
     FOCUS_TITLE,
     PAGE_STYLE,
     VIEWER_TITLE,
+    announcement_html,
     answered_by,
     author_label,
     citation_card_html,
@@ -55,16 +58,16 @@ from rag.ui.render import (
 if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator
 
+    from rag.embedding.onnx_e5 import Preparation
     from rag.service import Answer, AnswerStream, RagService
 
 SEEDS = Path(__file__).resolve().parent / "seeds"
-# The document viewer's height in pixels: about 18 lines, the quote centred with its
-# paragraph and the ones around it in view (320 px showed barely a paragraph).
-VIEWER_HEIGHT = 440
 LOADING_NOTICE = (
     "Loading the search index… A first start also prepares the model that reads the "
     "documents: about 20 s, once. Your questions are kept and answered when it is ready."
 )
+# Over the bar while the model is converted (``rag.embedding.onnx_e5.preparing``).
+PREPARING = "First start: preparing the model, about 20 s, once ({step}). Your questions are kept."
 # How often the page looks again while the index loads: short against the load (seconds),
 # long enough that the page's runs cost nothing noticeable.
 LOADING_POLL_S = 0.3
@@ -89,9 +92,21 @@ def service_loading() -> Future[RagService]:
     page run waits for it: Streamlit keeps only the newest chat input of the runs it has
     not started yet, so two questions sent while a run waited would become one.
     """
+    return ThreadPoolExecutor(1, "rag-page-load").submit(load_service)
+
+
+def load_service() -> RagService:
+    """The shared service with its models loaded: on a first start they are converted
+    (about 20 s, once) here, while the page polls and shows the progress, not in the first
+    page run that indexes or answers, which could show none."""
+    from rag.answering.verifier import default_verifier
     from rag.service import shared_service
 
-    return ThreadPoolExecutor(1, "rag-page-load").submit(shared_service, get_settings())
+    service = shared_service(get_settings())
+    _ = service.embedder
+    if service.decision.score == "verifier" or service.settings.llm_enabled:
+        default_verifier()  # the answer verifier reads every candidate answer
+    return service
 
 
 def get_service() -> RagService:
@@ -99,12 +114,26 @@ def get_service() -> RagService:
     (each question sent meanwhile gets its own run, and so its place in ``pending``)."""
     loading = service_loading()
     if not loading.done():
-        st.info(LOADING_NOTICE, icon="⏳")
+        preparation = model_preparation()
+        if preparation is None:
+            st.info(LOADING_NOTICE, icon="⏳")
+        else:  # the bar of the conversion the warm-up thread runs
+            st.progress(preparation.fraction, PREPARING.format(step=preparation.step))
         time.sleep(LOADING_POLL_S)
         st.rerun()
     if loading.exception() is not None:
         service_loading.clear()  # try again on the next run
     return loading.result()
+
+
+def model_preparation() -> Preparation | None:
+    """The embedding model's first-start conversion under way, or None.
+
+    Read only once the warm-up has imported ``rag.embedding.onnx_e5``: importing it here
+    (numpy) would hold up the first page by about 0.1 s, and until then nothing converts.
+    """
+    module = sys.modules.get("rag.embedding.onnx_e5")
+    return module.preparing() if module is not None else None
 
 
 def oidc_configured() -> bool:
@@ -260,10 +289,8 @@ def render_citation(
         key = f"{group}-{msg_index}-{cite['n']}"
         if st.toggle("Show in document", key=key):
             name = Path(cite["source"]).name
-            st.caption(f"{escape_md(name)}, the whole document, scrolled to the quote")
-            st.iframe(
-                document_html(text, cite["start"], cite["end"]),
-                height=VIEWER_HEIGHT,
+            st.iframe(  # as tall as its content: the text box inside stops at VIEWER_MAX_PX
+                document_html(text, cite["start"], cite["end"], name, cite.get("title") or ""),
                 alt=f"{name}: {VIEWER_TITLE}",
             )
 
@@ -611,6 +638,7 @@ def handle_question(question: str, service: RagService) -> None:
             msg["hint"] = FOLLOW_UP_HINT
         messages += [asked, msg]
         render_answer_details(len(messages) - 1, msg, service)
+    st.iframe(announcement_html(msg["content"]), height=1, alt=ANNOUNCE_TITLE)
     save_exchange(messages[-2:])
 
 

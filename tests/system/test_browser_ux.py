@@ -6,9 +6,13 @@ visit, as on a first start) that also holds a document full of web addresses.
 
 from __future__ import annotations
 
+import contextlib
+import re
+
 import pytest
 
 from rag.service import RagService
+from rag.ui.render import VIEWER_MAX_PX
 from tests.browser import browser_available, chromium_page, streamlit_app
 from tests.conftest import make_settings
 
@@ -126,6 +130,29 @@ def test_the_document_viewer_is_named_and_scrolled_to_the_quote(page) -> None:
     assert frame.evaluate("e => getComputedStyle(e).borderTopStyle") == "solid"
 
 
+def test_the_viewer_has_a_header_and_opens_at_the_quoted_paragraph(page) -> None:
+    """Friction 14: a header naming the document and the quote's paragraph ("paragraph N
+    of M"); the text box opens at that paragraph's first line, and the frame is as tall as
+    its content, the box stopping at ``VIEWER_MAX_PX`` (not a fixed 320 px)."""
+    page.locator('iframe[title*="the whole document"]').first.wait_for(timeout=WAIT_MS)
+    viewer = page.frame_locator('iframe[title*="the whole document"]').first
+    head = viewer.locator(".doc-head").inner_text()
+    assert ".txt" in head and re.search(r"paragraph (\d+) of (\d+)", head), head
+    n, total = map(int, re.search(r"paragraph (\d+) of (\d+)", head).groups())
+    assert 1 < n <= total
+    box = viewer.locator("#doc")
+    para = viewer.locator("#para")
+    para.wait_for(timeout=WAIT_MS)
+    offset = para.evaluate(
+        "p => p.getBoundingClientRect().top - p.parentElement.getBoundingClientRect().top"
+    )
+    scrolled = box.evaluate("b => b.scrollHeight > b.clientHeight")
+    assert (0 <= offset <= 10) if scrolled else offset >= 0, (offset, scrolled)
+    assert box.evaluate("b => b.getBoundingClientRect().height") <= VIEWER_MAX_PX
+    frame_height = page.locator('iframe[title*="the whole document"]').first.bounding_box()
+    assert frame_height["height"] >= box.evaluate("b => b.getBoundingClientRect().height")
+
+
 def test_lines_stay_readable_on_a_wide_screen(page) -> None:
     """Friction 14: at 2560 px the main column is capped (about 100 characters a line)."""
     page.set_viewport_size({"width": 2560, "height": 1200})
@@ -144,6 +171,21 @@ def test_messages_are_labelled_by_author_for_screen_readers(page) -> None:
     assert box["width"] <= 1 and box["height"] <= 1
 
 
+def test_each_new_answer_is_announced_in_a_polite_live_region(page) -> None:
+    """Friction 15: one region, made before any answer and kept outside Streamlit's
+    elements, holds the newest answer's opening, read but not shown."""
+    region = page.locator("[aria-live=polite]#rag-live")
+    assert region.count() == 1
+    page.wait_for_function(
+        "() => document.getElementById('rag-live').textContent.includes('mairie de Quimper')",
+        timeout=30_000,
+    )
+    assert region.inner_text().startswith("Answer: ")
+    box = region.bounding_box()
+    assert box["width"] <= 1 and box["height"] <= 1
+    assert not page.locator('iframe[title^="Announces the new answer"]').first.is_visible()
+
+
 def test_the_chat_box_has_the_cursor_when_the_page_opens(page) -> None:
     """Friction 15: a person (or a screen reader) can type at once; the frame that does it
     is not shown. Last: the reload starts a new session."""
@@ -154,3 +196,29 @@ def test_the_chat_box_has_the_cursor_when_the_page_opens(page) -> None:
         timeout=30_000,
     )
     assert not page.locator('iframe[title="Puts the cursor in the chat box"]').is_visible()
+
+
+@pytest.mark.slow
+def test_a_first_start_shows_the_model_being_prepared_with_a_moving_bar(
+    tmp_path, monkeypatch
+) -> None:
+    """Friction 10: on an empty model cache, the page says what the wait is, and its bar
+    advances (``rag.embedding.onnx_e5.preparing``) until the chat is ready."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing converted yet
+    seen: list[tuple[str, float]] = []
+    with streamlit_app(tmp_path / "data") as url, chromium_page() as page:
+        page.goto(url)
+        ready = page.get_by_text("Documents you can ask about")
+        while not ready.count():
+            bar = page.locator("[data-testid=stProgress]")
+            with contextlib.suppress(PlaywrightError):
+                if bar.count():
+                    value = bar.first.get_by_role("progressbar").get_attribute("aria-valuenow")
+                    seen.append((bar.first.inner_text(timeout=1000), float(value)))
+            page.wait_for_timeout(200)
+    preparing = [(text, value) for text, value in seen if "preparing the model" in text]
+    assert preparing, seen
+    assert "First start: preparing the model, about 20 s, once" in preparing[0][0]
+    assert len({value for _, value in preparing}) >= 3, preparing
