@@ -11,6 +11,8 @@ question can be asked or conversation read:
   unless ``RAG_ALLOW_OPEN_PAGE`` says otherwise, as ``rag serve`` refuses to start;
 - a file upload is refused unless the page showed this session the upload widget
   (``rag.ui.uploads``): Streamlit would otherwise hold any session's uploads in memory;
+- ``/_rag/session`` (``rag.ui.session.ROUTE``), loaded by the page's hidden frame after a
+  sign-in, is answered here with the session cookie for a valid one-time code;
 - the client address the page counts failed sign-ins by (``st.context.ip_address``) is
   replaced by ``rag.security.client_key``'s, which believes ``X-Forwarded-For`` only from
   ``RAG_TRUSTED_PROXIES`` (a malformed value is answered with a 500 that names it).
@@ -24,17 +26,19 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.responses import PlainTextResponse
+from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 from streamlit import config as st_config
 
 PAGE = Path(__file__).resolve().parent / "chat.py"
+SESSION_ROUTE = "/_rag/session"  # rag.ui.session.ROUTE, without importing rag here
 log = logging.getLogger(__name__)
 
 
@@ -152,6 +156,23 @@ def upload_refusal(scope: Scope) -> str | None:
     return "Sign in with a role that may add documents before uploading."
 
 
+async def session_cookie(scope: Scope, receive: Receive, send: Send) -> None:
+    """The session cookie for the handoff code in the query (``rag.ui.session``), or a 404."""
+    from rag.config import get_settings
+    from rag.ui import session
+
+    code = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("n", [""])[0]
+    claimed = await run_in_threadpool(session.claim, get_settings(), code) if code else None
+    if claimed is None:
+        response = PlainTextResponse("This sign-in code is unknown, used or expired.", 404)
+    else:  # a page, not a 204: a frame's navigation that gets no content is cancelled
+        token, max_age = claimed
+        cookie = session.cookie_header(token, max_age, secure=scope.get("scheme") == "https")
+        headers = {"set-cookie": cookie, "cache-control": "no-store"}
+        response = HTMLResponse("<!doctype html><title>Signed in</title>", headers=headers)
+    await response(scope, receive, send)
+
+
 class PageGuard:
     """ASGI middleware in front of every Streamlit route (see the module docstring)."""
 
@@ -172,7 +193,9 @@ class PageGuard:
             scope = with_client_key(scope, headers)
         except ValueError as exc:
             refusal, status = refusal or f"RAG_TRUSTED_PROXIES: {exc}", 500
-        if refusal is None:
+        if refusal is None and scope["type"] == "http" and scope["path"].endswith(SESSION_ROUTE):
+            await session_cookie(scope, receive, send)
+        elif refusal is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await WebSocketClose(code=1008, reason=refusal[:120])(scope, receive, send)

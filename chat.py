@@ -29,13 +29,14 @@ from rag.accounts.users import ROLES, AccountError, Accounts, Role, User
 from rag.config import get_settings
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
-from rag.ui import page, uploads
+from rag.ui import page, session, uploads
 from rag.ui.emphasis import example_questions
 from rag.ui.followup import FOLLOW_UP_HINT, is_follow_up
 from rag.ui.page import Identity, conversation_label
 from rag.ui.render import (
     ANNOUNCE_TITLE,
     CLOSEST_HEADING,
+    COOKIE_TITLE,
     FOCUS_HTML,
     FOCUS_TITLE,
     PAGE_STYLE,
@@ -151,6 +152,7 @@ def signed_in() -> tuple[bool, User | None]:
     the database every time, so a removed account or a changed role applies at once)."""
     oidc = oidc_configured()
     sso = oidc and oidc_signed_in()
+    resume_session()
     identity = Identity(
         st.session_state.get("user_name"),
         st.session_state.get("user_created"),
@@ -159,6 +161,40 @@ def signed_in() -> tuple[bool, User | None]:
         str(st.user.get("email") or st.user.get("sub")) if sso else None,
     )
     return page.signed_in(get_settings(), identity)
+
+
+def resume_session() -> None:
+    """A reload or a new tab: the sign-in its session cookie names, if still valid
+    (``rag.ui.session``; checked against the account like any sign-in). Once per session:
+    the cookie the page can read is the one the browser sent when the page opened."""
+    if st.session_state.get("session_checked"):
+        return
+    st.session_state.session_checked = True
+    token = st.context.cookies.get(session.COOKIE)
+    if not isinstance(token, str) or not token or "user_name" in st.session_state:
+        return
+    found = session.resume(get_settings(), token)
+    if found is not None:
+        st.session_state.user_name = found.user_name
+        st.session_state.user_created = found.user_created
+        st.session_state.page_session = found.session_id
+
+
+def keep_signed_in(user: User) -> None:
+    """After a sign-in, for ``RAG_SESSION_HOURS``: the hidden frame (``cookie_frame``) loads
+    app.py's session route, which sets the cookie a reload signs in with."""
+    settings = get_settings()
+    if settings.session_hours > 0:
+        session_id, code = session.begin(settings, user.name, user.created)
+        st.session_state.page_session = session_id
+        st.session_state.cookie_url = f"{session.ROUTE}?n={code}"
+
+
+def cookie_frame() -> None:
+    """The hidden frame that takes the session cookie, drawn at the same place on every run
+    after a sign-in, so it loads once (its code works once)."""
+    if st.session_state.get("cookie_url"):
+        st.iframe(st.session_state.cookie_url, height=1, alt=COOKIE_TITLE)
 
 
 def current_user() -> User | None:
@@ -209,6 +245,7 @@ def sign_in_page(accounts: Accounts, oidc: bool) -> None:
             else:
                 st.session_state.user_name = user.name
                 st.session_state.user_created = user.created  # this account, not a namesake
+                keep_signed_in(user)
                 st.rerun()
     st.stop()
 
@@ -226,8 +263,13 @@ def require(role: Role) -> None:
 
 
 def sign_out() -> None:
+    """Forget the user here, and end the kept sign-in, so no reload or copied cookie
+    resumes it."""
     st.session_state.pop("user_name", None)
     st.session_state.pop("user_created", None)
+    st.session_state.pop("cookie_url", None)
+    if "page_session" in st.session_state:
+        session.end(get_settings(), st.session_state.pop("page_session"))
     new_conversation()
     if oidc_configured() and oidc_signed_in():
         st.logout()
@@ -687,6 +729,7 @@ def answer_pending(service: RagService) -> None:
 def main() -> None:
     st.session_state.setdefault("messages", [])
     st.session_state.setdefault("pending", [])
+    cookie_frame()
     user = current_user()  # stops at the sign-in form until someone signs in
     uploads.allow(session_id(), user is None or user.can("editor"))  # as edit_corpus shows
     st.title("Ask the documents")

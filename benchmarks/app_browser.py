@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rag.config import Settings
 from rag.service import RagService
-from tests.browser import ROOT, ask, chromium_page, streamlit_app
+from tests.browser import ROOT, VIEWER, ask, chromium_page, streamlit_app
 
 QUESTION = "How many workers are in Kursk?"
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
@@ -34,7 +34,7 @@ def first_answer_seconds(page, data_dir: Path, screenshot: bool) -> tuple[float,
         answer_s = time.perf_counter() - started
         if screenshot:
             page.get_by_text("Show in document").first.click()
-            page.frame_locator("iframe").first.locator("mark.cite-hl").wait_for()
+            page.frame_locator(VIEWER).first.locator("mark.cite-hl").wait_for()
             page.wait_for_timeout(800)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
     return server_s, answer_s

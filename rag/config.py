@@ -185,6 +185,12 @@ class Settings(BaseSettings):
         description="Serve the chat page beyond loopback even with no account (anyone who "
         "reaches it can then read the documents); by default it is refused.",
     )
+    session_hours: float = Field(
+        12.0,
+        ge=0,
+        description="How long a sign-in on the chat page lasts across reloads and restarts "
+        "(a session cookie, `HttpOnly`; signing out ends it); 0 = sign in on every reload.",
+    )
     oidc_role: Literal["none", "reader", "editor"] = Field(
         "reader",
         description="Role of a single sign-on (OIDC) user without a local account of that "

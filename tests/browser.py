@@ -18,6 +18,9 @@ from pathlib import Path
 from tests.procs import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
+# The document viewer's frame (titled after rag.ui.render.VIEWER_TITLE): the page has
+# other, hidden frames of its own.
+VIEWER = 'iframe[title*="the whole document"]'
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -58,6 +58,16 @@ CREATE TABLE IF NOT EXISTS messages (
     message TEXT NOT NULL,
     PRIMARY KEY (conversation, position)
 );
+-- rag.ui.session: the chat page's sign-ins kept across reloads (SHA-256 of tokens only)
+CREATE TABLE IF NOT EXISTS page_sessions (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    account_created REAL NOT NULL,
+    issued REAL NOT NULL,
+    expires REAL NOT NULL,
+    code_sha256 TEXT,
+    token_sha256 TEXT UNIQUE
+);
 """
 
 

@@ -76,11 +76,14 @@ FOCUS_HTML = (
     "const t = setInterval(() => { if (box()) { box().focus(); clearInterval(t); } }, 100);"
     "setTimeout(() => clearInterval(t), 10000);</script>"
 )
+# A hidden frame that loads app.py's session route once after a sign-in: the response sets
+# the session cookie (``rag.ui.session``); it shows nothing.
+COOKIE_TITLE = "Keeps this sign-in across reloads"
 # Characters of the answer read out: its opening, the rest is in the message.
 ANNOUNCED_CHARS = 300
 _FRAMES_STYLE = "".join(
     f'[data-testid=stElementContainer]:has(iframe[title="{title}"]){{display:none}}'
-    for title in (FOCUS_TITLE, ANNOUNCE_TITLE)
+    for title in (FOCUS_TITLE, ANNOUNCE_TITLE, COOKIE_TITLE)
 )
 PAGE_STYLE = (
     f"<style>.cite-card{{line-height:1.5}}{_MARK_STYLE}{_CAPTION_STYLE}{_WIDTH_STYLE}"

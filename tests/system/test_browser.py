@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.service import RagService
-from tests.browser import ask, browser_available, chromium_page, streamlit_app
+from tests.browser import VIEWER, ask, browser_available, chromium_page, streamlit_app
 from tests.conftest import make_settings
 
 pytestmark = [
@@ -58,7 +58,7 @@ def test_hostile_document_renders_as_inert_text(app_url: str) -> None:
         page.goto(app_url)
         ask(page, "Quel fragment illustre une attaque par injection de script ?")
         page.get_by_text("Show in document").first.click()
-        frame_locator = page.frame_locator("iframe").first
+        frame_locator = page.frame_locator(VIEWER).first
         frame_locator.locator("mark.cite-hl").wait_for(timeout=30_000)
         page.wait_for_timeout(1000)
         body = page.locator("body").inner_text()

@@ -69,7 +69,8 @@ def test_reader_asks_and_opens_citations_but_cannot_upload(app_url: str) -> None
         ask(page, KURSK)
         assert KURSK_QUOTE in page.locator("mark.cite-hl").first.inner_text()
         page.get_by_text("Show in document").first.click()
-        page.frame_locator("iframe").first.locator("mark.cite-hl").wait_for(timeout=30_000)
+        viewer = page.frame_locator('iframe[title*="the whole document"]').first
+        viewer.locator("mark.cite-hl").wait_for(timeout=30_000)
         assert page.get_by_test_id("stFileUploader").count() == 0
         assert page.get_by_role("button", name="Re-index documents").count() == 0
 
@@ -91,21 +92,55 @@ def _conversation_id(page) -> str:
     return parse_qs(urlparse(page.url).query)["c"][0]
 
 
-def test_conversation_survives_reload_and_restart(data_dir: Path) -> None:
-    """On its own server, stopped and started again on the same data dir."""
+def test_the_sign_in_and_the_conversation_survive_reload_and_restart(data_dir: Path) -> None:
+    """On its own server, stopped and started again on the same data dir: the session
+    cookie (``rag.ui.session``, kept in the database) signs the reader in again, and the
+    URL reopens the conversation."""
     with streamlit_app(data_dir) as url, chromium_page() as page:
         page.goto(url)
         sign_in(page, "rita")
         ask(page, KURSK)
         conv_id = _conversation_id(page)
-        page.reload()  # a new session: sign in again, the URL reopens the conversation
-        sign_in(page, "rita")
+        (cookie,) = [c for c in page.context.cookies() if c["name"] == "rag_session"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert "rag_session" not in page.evaluate("document.cookie")  # no script reads it
+        page.reload()  # a new session, and no form: the cookie signs rita in
         page.locator("mark.cite-hl").first.wait_for(timeout=WAIT_MS)
         assert KURSK_QUOTE in page.locator("mark.cite-hl").first.inner_text()
+        assert page.get_by_text("Signed in as rita").count() == 1
+        kept = _session_cookie(page)
     with streamlit_app(data_dir) as restarted, chromium_page() as page:
-        page.goto(restarted)
-        sign_in(page, "rita")
-        page.get_by_role("button", name=KURSK).first.click()  # listed in the sidebar
+        page.context.add_cookies([{**kept, "url": restarted}])
+        page.goto(f"{restarted}/?c={conv_id}")
         page.locator("mark.cite-hl").first.wait_for(timeout=WAIT_MS)
         assert KURSK_QUOTE in page.locator("mark.cite-hl").first.inner_text()
-        assert _conversation_id(page) == conv_id
+        assert page.get_by_text("Signed in as rita").count() == 1
+
+
+def test_signing_out_ends_the_kept_sign_in(app_url: str) -> None:
+    """After "Sign out", neither a reload nor a copy of the old cookie signs anyone in."""
+    with chromium_page() as page:
+        page.goto(app_url)
+        sign_in(page, "ed")
+        page.wait_for_function(  # the hidden frame has fetched the cookie
+            "() => [...document.querySelectorAll('iframe')].some("
+            "f => f.contentDocument && f.contentDocument.title === 'Signed in')",
+            timeout=WAIT_MS,
+        )
+        old = _session_cookie(page)
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_role("textbox", name="Password").wait_for(timeout=WAIT_MS)
+        page.reload()
+        page.get_by_role("textbox", name="Password").wait_for(timeout=WAIT_MS)
+    with chromium_page() as page:  # another browser, given the old cookie
+        page.context.add_cookies([{**old, "url": app_url}])
+        page.goto(app_url)
+        page.get_by_role("textbox", name="Password").wait_for(timeout=WAIT_MS)
+        page.wait_for_timeout(2000)  # a resumed sign-in would have shown the chat by now
+        assert page.get_by_test_id("stChatInputTextArea").count() == 0
+
+
+def _session_cookie(page) -> dict:
+    """The session cookie's name and value, as another browser would be given it."""
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "rag_session"]
+    return {"name": cookie["name"], "value": cookie["value"]}
