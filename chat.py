@@ -122,8 +122,12 @@ def get_service() -> RagService:
             st.progress(preparation.fraction, PREPARING.format(step=preparation.step))
         time.sleep(LOADING_POLL_S)
         st.rerun()
-    if loading.exception() is not None:
+    error = loading.exception()
+    if error is not None:
         service_loading.clear()  # try again on the next run
+    if isinstance(error, RagError):  # e.g. a model that cannot load: say how to fix it
+        st.error(str(error))
+        st.stop()
     return loading.result()
 
 
