@@ -266,9 +266,12 @@ def embed_batch(batch: list[TextNode], embedder: Embedder, late: bool) -> Embedd
     pooled: list[np.ndarray | None] = []
     for node, node_states, recs in zip(batch, states, per_node, strict=True):
         shift = embed_text_offset(node) - node.metadata["start"]
-        pooled += [node_states.pool(m["start"] + shift, m["end"] + shift) for _, _, m in recs]
+        pooled += [  # a table row is embedded as its labelled text, not pooled as written
+            None if "quote" in m else node_states.pool(m["start"] + shift, m["end"] + shift)
+            for _, _, m in recs
+        ]
     missing = [i for i, vec in enumerate(pooled) if vec is None]
-    if missing:  # no token of the sentence made it into the pass (cannot happen with E5)
+    if missing:  # table rows, or no token of the sentence made it into the pass
         found = embedder.embed_passages([sentences[i][1] for i in missing])
         for i, vec in zip(missing, found, strict=True):
             pooled[i] = vec
