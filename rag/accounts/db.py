@@ -58,6 +58,16 @@ CREATE TABLE IF NOT EXISTS messages (
     message TEXT NOT NULL,
     PRIMARY KEY (conversation, position)
 );
+-- rag.ingest.feeds: the feeds `rag ingest --watch` and the app follow, their validators
+CREATE TABLE IF NOT EXISTS feeds (
+    url TEXT PRIMARY KEY,
+    workspace TEXT NOT NULL,
+    added REAL NOT NULL,
+    etag TEXT,
+    last_modified TEXT,
+    checked REAL,
+    status TEXT
+);
 """
 
 

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 # whole corpus's index in memory. The answer step embeds the few of its top chunks when it
 # needs them (``rag.retrieval.hybrid.HybridRetriever.score_sentences``).
 MIN_VECTOR_SENTENCE_CHARS = 30
+# Chunk metadata each of its sentences carries, for its citation: where the text is, and a
+# web article's page, outlet and date (``rag.ingest.feeds``).
+_CARRIED = ("page", "text_ref", "ocr", "url", "outlet", "date")
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
             continue
         local = start - meta["start"]
         line = meta["line"] + node.text.count("\n", 0, local)
-        carried = {key: meta[key] for key in ("page", "text_ref", "ocr") if key in meta}
+        carried = {key: meta[key] for key in _CARRIED if key in meta}
         section = inner.at(start) or meta.get("section")
         if section:
             carried["section"] = section

@@ -100,6 +100,7 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
                         **({"section": section} if section else {}),
                         **({"headings": json.dumps(inner)} if inner else {}),
                         **({"rows": json.dumps(rows, ensure_ascii=False)} if rows else {}),
+                        **loaded.meta,
                     },
                     excluded_embed_metadata_keys=[
                         *_INTERNAL_KEYS,

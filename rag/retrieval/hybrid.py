@@ -53,6 +53,9 @@ _KEEP = (
     "ocr",
     "repeats",
     "rows",
+    "url",
+    "outlet",
+    "date",
 )
 
 
@@ -83,6 +86,9 @@ class SentenceScore:
             m.get("section"),
             m.get("text_ref"),
             bool(m.get("ocr")),
+            m.get("url"),
+            m.get("outlet"),
+            m.get("date"),
         )
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from rag.ui.emphasis import text_lang
 
@@ -23,6 +24,9 @@ _IMAGE = re.compile(r"!\[")
 # word joiner (U+2060, invisible and zero-width) goes inside each trigger instead.
 _AUTOLINK = re.compile(r"(?i)(?<=http)(?=s?:)|(?<=www)(?=\.)|(?=@)")
 WORD_JOINER = "\u2060"
+# Characters a link target keeps as they are; the rest (parentheses, spaces, angle brackets,
+# which would end a Markdown link or open markup) are percent-encoded.
+_URL_SAFE = ":/?#@!$&'*+,;=%-._~"
 
 HIGHLIGHT_CLASS = "cite-hl"
 # Shown beside a citation whose page was scanned: its quote is what OCR read, not the print.
@@ -151,6 +155,18 @@ def document_html(text: str, start: int, end: int) -> str:
         + highlight_html(text, start, end)
         + "</div><script>document.getElementById('cite').scrollIntoView({block:'center'});</script>"
     )
+
+
+def citation_origin(cite: dict[str, Any]) -> str:
+    """Markdown naming where a quote comes from: a web article's outlet and date, linking
+    to its page, else the file's name (both escaped; only an http(s) link is made)."""
+    url = str(cite.get("url") or "")
+    if urlsplit(url).scheme in ("http", "https"):
+        label = " · ".join(str(x) for x in (cite.get("outlet"), cite.get("date")) if x)
+        return (
+            f"[{escape_md(label or urlsplit(url).hostname or url)}]({quote(url, safe=_URL_SAFE)})"
+        )
+    return escape_md(Path(cite["source"]).name)
 
 
 def citation_place(cite: dict[str, Any]) -> str:
