@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 # whole corpus's index in memory. The answer step embeds the few of its top chunks when it
 # needs them (``rag.retrieval.hybrid.HybridRetriever.score_sentences``).
 MIN_VECTOR_SENTENCE_CHARS = 30
-# Chunk metadata each of its sentences carries, for its citation: where the text is, and a
-# web article's page, outlet and date (``rag.ingest.feeds``).
-_CARRIED = ("page", "text_ref", "ocr", "url", "outlet", "date")
+# Chunk metadata each of its sentences carries: where the text is, for its citation; a web
+# article's page, outlet and date (``rag.ingest.feeds``); the date and workspace a filter
+# on the sentence index reads.
+_CARRIED = ("page", "text_ref", "ocr", "url", "outlet", "date", "date_int", "workspace")
 
 
 @dataclass(frozen=True)

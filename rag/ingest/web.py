@@ -65,6 +65,11 @@ class FetchError(RagError):
     """A URL that could not be fetched; the message is the reason, fit for a ``failed:`` line."""
 
 
+class AddressRefused(FetchError):
+    """A host or peer address this product must not reach (said as such, not as a robots.txt
+    that could not be read)."""
+
+
 @dataclass(frozen=True)
 class Fetched:
     """A response: the final URL (after redirects), its media type and body, and the
@@ -122,7 +127,7 @@ def check_address(address: str, allow_private: bool) -> None:
         ip = ip.ipv4_mapped
     if allow_private or (ip.is_global and not ip.is_multicast):  # 224/4 counts as global
         return
-    raise FetchError(
+    raise AddressRefused(
         f"refused: {ip} is a private, loopback or reserved address (RAG_FETCH_ALLOW_PRIVATE)"
     )
 
@@ -261,6 +266,8 @@ class Fetcher:
             with self._response(origin + "/robots.txt", {}) as response:
                 status = response.status_code
                 body = self._body(response, ROBOTS_MAX_BYTES) if status < 300 else b""
+        except AddressRefused:
+            raise
         except FetchError:
             status, body = 503, b""
         if status >= 500:

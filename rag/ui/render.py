@@ -273,7 +273,8 @@ def _citation_lines(cites: list[dict[str, Any]]) -> list[str]:
     for c in cites:
         quote = export_text(c["quote"].replace("\n", " "))
         where = export_text(citation_place(c).replace(" · ", ", "))
-        out.append(f"- [{c['n']}] {export_text(Path(c['source']).name)}, {where}: “{quote}”")
+        name = c.get("url") or Path(c["source"]).name  # a web article: its page
+        out.append(f"- [{c['n']}] {export_text(name)}, {where}: “{quote}”")
         why = why_label(c)
         if why:
             out[-1] += f" ({export_text(why)})"

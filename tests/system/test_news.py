@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from rag.ingest.feeds import News, normalize
-from rag.ingest.web import FetchError, check_address, check_url
+from rag.ingest.web import Fetcher, FetchError, check_address, check_url
 from rag.service import RagService
 from rag.ui.render import citation_origin
 from tests.conftest import ROOT, make_settings, run_cli
@@ -296,6 +296,16 @@ def test_private_addresses_are_refused_unless_allowed(address: str, refused: boo
     else:
         check_address(address, allow_private=False)
     check_address(address, allow_private=True)
+
+
+def test_the_address_connected_to_is_checked_too(site, monkeypatch) -> None:
+    """A name checked while it resolved to a public address, then connected to loopback
+    (DNS rebinding): the peer's address is refused before the body is read."""
+    _, base = site
+    monkeypatch.setattr("rag.ingest.web.check_url", lambda url, allow_private: None)
+    with Fetcher(make_settings(Path("unused"))) as fetcher, pytest.raises(FetchError) as caught:
+        fetcher.get(f"{base}/loue.html", ("text/html",))
+    assert str(caught.value).startswith("refused: 127.0.0.1")
 
 
 def test_only_http_urls_are_fetched() -> None:
