@@ -412,6 +412,8 @@ def test_feed_commands_and_the_watcher_follows_registered_feeds(
     assert run_cli("feed", "add", "file:///etc/passwd", data_dir=data).returncode == 2
     listed = run_cli("feed", "list", data_dir=data)
     assert listed.stdout.startswith(f"{normalize(base + '/atom.xml')}\tdoubs\tnever checked")
+    page = run_cli("ingest", f"{base}/saut.html", data_dir=data, env=ALLOW)
+    assert page.returncode == 0 and page.stdout == f"added: {base}/saut.html\n", page
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -447,6 +449,7 @@ def test_feed_commands_and_the_watcher_follows_registered_feeds(
     chunks = service.store.all_chunks()
     mine = [c.meta for c in chunks if c.meta.get("url") == f"{base}/citadelle.html"]
     assert mine and all(m["workspace"] == "doubs" and m["date_int"] == 20261130 for m in mine)
+    assert run_cli("feed", "list", data_dir=data).stdout.rstrip().endswith("\tok")
     assert run_cli("feed", "remove", f"{base}/atom.xml", data_dir=data).returncode == 0
     assert run_cli("feed", "list", data_dir=data).stdout == ""
     assert run_cli("feed", "remove", f"{base}/atom.xml", data_dir=data).returncode == 2
