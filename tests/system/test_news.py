@@ -25,7 +25,7 @@ from rag.service import RagService
 from rag.ui.render import citation_origin
 from tests.conftest import ROOT, make_settings, run_cli
 
-ALLOW = {"RAG_FETCH_ALLOW_PRIVATE": "1", "RAG_FETCH_TIMEOUT": "1", "RAG_FEED_MAX_ITEMS": "100"}
+ALLOW = {"RAG_FETCH_ALLOW_PRIVATE": "1", "RAG_FETCH_TIMEOUT": "3", "RAG_FEED_MAX_ITEMS": "100"}
 BIG_MB = 50
 
 
@@ -124,7 +124,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.site.log.append((self.path, dict(self.headers)))
         if self.path == "/stall.html":
-            time.sleep(4)  # past RAG_FETCH_TIMEOUT=1: the fetch gives up first
+            time.sleep(20)  # past RAG_FETCH_TIMEOUT=3: the fetch gives up first
             return
         if self.path == "/big.html":
             return self._big()
