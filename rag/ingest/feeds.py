@@ -41,7 +41,8 @@ from rag.config import Settings
 from rag.datadir import check_data_dir
 from rag.documents.formats import FormatError, extract
 from rag.errors import RagError
-from rag.ingest.web import FEED_TYPES, PAGE_TYPES, Fetched, Fetcher, FetchError
+from rag.ingest.files import one_line
+from rag.ingest.web import FEED_TYPES, PAGE_TYPES, Fetched, Fetcher, FetchError, http_url
 
 if TYPE_CHECKING:
     from rag.index.records import FileRecord
@@ -84,15 +85,21 @@ class Item:
 
 @dataclass
 class Run:
-    """The articles of one run by stored file, and the lines already printed for it."""
+    """The articles of one run (stored file -> the link it came from) and how many items
+    failed (each already reported on its line)."""
 
     paths: dict[Path, str] = field(default_factory=dict)
     failed: int = 0
 
 
 def normalize(url: str) -> str:
-    """``url`` without its fragment and ``utm_*`` parameters, scheme and host lower-case."""
-    parts = urlsplit(url.strip())
+    """``url`` without its fragment and ``utm_*`` parameters, scheme and host lower-case
+    (a URL too broken to split is kept as it is: fetching it fails with the reason)."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return url.strip()
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     kept = urlencode([(k, v) for k, v in query if not k.lower().startswith("utm_")])
     host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
@@ -101,8 +108,10 @@ def normalize(url: str) -> str:
 
 def check_feed_url(url: str) -> str:
     """A feed URL as registered (normalized), or ``FeedError`` when it is not http(s)."""
-    if urlsplit(url.strip()).scheme not in ("http", "https") or not urlsplit(url).hostname:
-        raise FeedError(f"not an http(s) URL: {url}")
+    try:
+        http_url(url)  # its addresses are checked at each fetch
+    except FetchError as exc:
+        raise FeedError(f"not a feed URL: {url} ({exc})") from None
     return normalize(url)
 
 
@@ -160,9 +169,12 @@ def feed_items(fetched: Fetched, workspace: str = "") -> list[Item]:
     """The items a feed lists, in its order; ``FetchError`` when it is not a readable feed."""
     import feedparser
 
-    parsed = feedparser.parse(
-        fetched.body, response_headers={"content-location": fetched.url, "content-type": "xml"}
-    )
+    try:
+        parsed = feedparser.parse(
+            fetched.body, response_headers={"content-location": fetched.url, "content-type": "xml"}
+        )
+    except Exception as exc:  # the parser's crash costs this feed, never the run
+        raise FetchError(f"malformed feed ({one_line(exc)})") from None
     outlet = str(parsed.feed.get("title", ""))
     items = []
     for entry in parsed.entries:
@@ -270,9 +282,14 @@ class News:
     def _store(self, item: Item, fetched: Fetched) -> Path:
         """Write the article (when its main text changed) and its metadata; its path."""
         html = fetched.text()
-        (part,), _ = extract(".html", html.encode("utf-8"), self.settings.max_text_chars)
+        try:
+            (part,), _ = extract(".html", html.encode("utf-8"), self.settings.max_text_chars)
+            meta = page_metadata(html, fetched.url, item)
+        except FormatError:
+            raise
+        except Exception as exc:  # an extractor's crash costs this article, never the run
+            raise FormatError(f"cannot extract text ({one_line(exc)})") from None
         digest = hashlib.sha256(part.text.encode("utf-8")).hexdigest()
-        meta = page_metadata(html, fetched.url, item)
         key = hashlib.sha256(meta["url"].encode("utf-8")).hexdigest()[:24]
         path = self.root / f"{key}.html"
         sidecar = _read_json(path.with_suffix(".json"))

@@ -16,7 +16,8 @@ Invariants, for every request (a page, a feed, a robots.txt):
   held whole before the check.
 - The media type must be one the caller reads (pages: HTML; feeds: RSS, Atom, XML).
 - robots.txt is read once per host per ``Fetcher`` and obeyed for ``ROBOTS_AGENT``
-  (RFC 9309: a 4xx means no rules, a 5xx or no answer means nothing may be fetched).
+  (RFC 9309: a 4xx means no rules, a 5xx means nothing may be fetched; a host that does
+  not answer for it is not fetched from either).
 - Requests name the product (``USER_AGENT``) and never send cookies or credentials.
 
 Nothing here looks inside a document for URLs: callers pass the URLs to fetch (a user's, a
@@ -32,7 +33,7 @@ import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 import httpx
@@ -63,11 +64,6 @@ CHARSET_PRESCAN = 1024
 
 class FetchError(RagError):
     """A URL that could not be fetched; the message is the reason, fit for a ``failed:`` line."""
-
-
-class AddressRefused(FetchError):
-    """A host or peer address this product must not reach (said as such, not as a robots.txt
-    that could not be read)."""
 
 
 @dataclass(frozen=True)
@@ -103,14 +99,24 @@ def _meta_charset(body: bytes) -> str | None:
     return found.group(1).decode("ascii") if found else None
 
 
-def check_url(url: str, allow_private: bool) -> None:
-    """Refuse (``FetchError``) a URL that is not http(s), has no host, or whose host has an
-    address this product must not reach."""
-    parts = urlsplit(url)
+def http_url(url: str) -> SplitResult:
+    """The parts of an http(s) URL with a host, or ``FetchError`` saying what is wrong."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise FetchError(f"not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise FetchError(f"only http and https URLs are fetched, not {parts.scheme or 'this'}")
     if not parts.hostname:
         raise FetchError("the URL has no host")
+    return parts
+
+
+def check_url(url: str, allow_private: bool) -> None:
+    """Refuse (``FetchError``) a URL that is not http(s), has no host, or whose host has an
+    address this product must not reach."""
+    parts = http_url(url)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
@@ -127,7 +133,7 @@ def check_address(address: str, allow_private: bool) -> None:
         ip = ip.ipv4_mapped
     if allow_private or (ip.is_global and not ip.is_multicast):  # 224/4 counts as global
         return
-    raise AddressRefused(
+    raise FetchError(
         f"refused: {ip} is a private, loopback or reserved address (RAG_FETCH_ALLOW_PRIVATE)"
     )
 
@@ -207,7 +213,7 @@ class Fetcher:
             raise FetchError(
                 f"timed out (no answer within {self.settings.fetch_timeout:g} s, RAG_FETCH_TIMEOUT)"
             ) from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise FetchError(f"cannot fetch ({type(exc).__name__}: {exc})") from None
 
     def _read(self, url: str, response: httpx.Response, accept: Collection[str]) -> Fetched:
@@ -259,17 +265,13 @@ class Fetcher:
         return self._robots[origin].can_fetch(ROBOTS_AGENT, url)
 
     def _read_robots(self, origin: str) -> RobotFileParser:
-        """The rules of ``origin``: a 4xx (or a redirect, not followed) means none, a 5xx or
-        no answer means nothing may be fetched (RFC 9309)."""
+        """The rules of ``origin``: a 4xx (or a redirect, not followed) means none, a 5xx
+        that nothing may be fetched (RFC 9309); a host that does not answer fails the fetch
+        with its own reason (a timeout, a refused connection or address)."""
         rules = RobotFileParser(origin + "/robots.txt")
-        try:
-            with self._response(origin + "/robots.txt", {}) as response:
-                status = response.status_code
-                body = self._body(response, ROBOTS_MAX_BYTES) if status < 300 else b""
-        except AddressRefused:
-            raise
-        except FetchError:
-            status, body = 503, b""
+        with self._response(origin + "/robots.txt", {}) as response:  # no answer: FetchError
+            status = response.status_code
+            body = self._body(response, ROBOTS_MAX_BYTES) if status < 300 else b""
         if status >= 500:
             rules.disallow_all = True
         elif status >= 300:
