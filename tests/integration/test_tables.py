@@ -125,3 +125,10 @@ def test_the_row_answers_with_its_own_text_cited(name: str, tmp_path: Path) -> N
     assert best.quote.strip("| ") == ORNANS_ROW  # the row as written, not its labelled form
     cited = Path(best.extracted or best.source).read_text(encoding="utf-8")
     assert cited[best.start : best.end] == best.quote
+
+
+def test_an_html_table_without_header_cells_is_headed_by_its_first_row() -> None:
+    plain = html_file().decode().replace("<th>", "<td>").replace("</th>", "</td>")
+    (part,), _ = extract(".html", plain.replace("<thead>", "").replace("</thead>", "").encode())
+    assert "|---" not in part.text  # trafilatura writes no delimiter row here
+    assert ORNANS_LABELLED in [row.labelled for row in part.rows]
