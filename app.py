@@ -79,6 +79,19 @@ def watch_folder(folder: Path, stop: threading.Event) -> None:
         log.warning("folder watch stopped: %s", exc)
 
 
+def follow_feeds(stop: threading.Event) -> None:
+    """Keep the registered feeds (``rag feed add``) indexed while the server runs."""
+    try:
+        from rag.config import get_settings
+        from rag.ingest.feeds import Follower
+        from rag.service import shared_service
+
+        settings = get_settings()
+        Follower(settings, shared_service(settings), lambda line: print(line, flush=True)).run(stop)
+    except Exception as exc:
+        log.warning("feed following stopped: %s", exc)
+
+
 def bind_address() -> str:
     """The address the server listens on (``server.address``; unset means every one)."""
     return str(st_config.get_option("server.address") or "")
@@ -218,6 +231,7 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
         threading.Thread(
             target=watch_folder, args=(folder, stop), name="rag-watch", daemon=True
         ).start()
+    threading.Thread(target=follow_feeds, args=(stop,), name="rag-feeds", daemon=True).start()
     yield
     stop.set()
 

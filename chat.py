@@ -45,6 +45,7 @@ from rag.ui.render import (
     answered_by,
     author_label,
     citation_card_html,
+    citation_origin,
     citation_place,
     confidence_scale,
     confidence_words,
@@ -321,8 +322,7 @@ def render_citation(
     with st.container(border=True):
         title = f"**{escape_md(cite.get('title') or '')}**  \n" if titled else ""
         st.markdown(
-            f"**[{cite['n']}]** {title}"
-            f"{escape_md(Path(cite['source']).name)} · {escape_md(citation_place(cite))}"
+            f"**[{cite['n']}]** {title}{citation_origin(cite)} · {escape_md(citation_place(cite))}"
         )
         if text is None or text[cite["start"] : cite["end"]] != cite["quote"]:
             st.warning("The source file changed since this answer; citation hidden.")

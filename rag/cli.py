@@ -1,4 +1,4 @@
-"""``rag`` command line: ingest, ask, eval, user, serve. A stable contract for scripts.
+"""``rag`` command line: ingest, feed, ask, eval, user, serve. A stable contract for scripts.
 
 User mistakes (missing paths, empty index, wrong embedder, bad questions) print one line
 starting with ``error:`` and exit non-zero; tracebacks are for bugs only.
@@ -45,15 +45,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="Cited answers from your documents.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ing = sub.add_parser("ingest", help="index files or folders (default: seeds/)")
-    ing.add_argument("paths", nargs="*", type=Path, help=f"files or folders ({SUPPORTED_LABEL})")
+    ing = sub.add_parser("ingest", help="index files, folders or web pages (default: seeds/)")
+    ing.add_argument(
+        "paths",
+        nargs="*",
+        help=f"files or folders ({SUPPORTED_LABEL}), or http(s) URLs of articles or "
+        "RSS/Atom feeds (a feed's current items are fetched once)",
+    )
     ing.add_argument("--rebuild", action="store_true", help="drop the index and start over")
     ing.add_argument("--prune", action="store_true", help="remove chunks of deleted files")
     ing.add_argument(
         "--watch",
         action="store_true",
-        help="then keep following the paths: index new and changed files, prune deleted ones",
+        help="then keep following the paths (index new and changed files, prune deleted "
+        "ones) and the registered feeds (`rag feed add`)",
     )
+
+    _feed_parser(sub)
 
     ask = sub.add_parser("ask", help="answer a question with citations")
     ask.add_argument("question")
@@ -93,6 +101,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _feed_parser(sub: argparse._SubParsersAction) -> None:
+    """`rag feed add|list|remove`: the feeds the watcher and the app follow."""
+    feed = sub.add_parser("feed", help="RSS/Atom feeds that `ingest --watch` and the app follow")
+    feed_sub = feed.add_subparsers(dest="feed_command", required=True)
+    feed_add = feed_sub.add_parser("add", help="register a feed (its items are fetched on watch)")
+    feed_add.add_argument("url")
+    feed_add.add_argument("--workspace", default=None, help="workspace its articles go to")
+    feed_sub.add_parser("list", help="list the registered feeds")
+    feed_sub.add_parser("remove", help="stop following a feed").add_argument("url")
+
+
 def shown(text: str) -> str:
     """Document or user text made safe to print: terminal controls removed.
 
@@ -111,11 +130,16 @@ def json_line(data: object) -> str:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from rag.service import RagService
 
-    paths = args.paths or [DEFAULT_CORPUS]
+    urls = [p for p in args.paths if is_url(p)]
+    paths = [Path(p) for p in args.paths if not is_url(p)] or ([] if urls else [DEFAULT_CORPUS])
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise RagError(f"no such file or directory: {', '.join(missing)}")
     service = RagService()
+    if urls:
+        if args.watch or args.rebuild or args.prune:
+            raise RagError("URLs are ingested alone: no --watch, --rebuild or --prune with them")
+        return ingest_urls(urls, service, paths)
     if args.watch:
         if args.rebuild:
             raise RagError("--watch cannot rebuild: run `rag ingest --rebuild` first")
@@ -130,6 +154,45 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     print(report.summary())
     if report.failed and not (report.added or report.updated or report.unchanged):
         return EXIT_FAILED_FILES
+    return 0
+
+
+def is_url(arg: str) -> bool:
+    """Whether an ``ingest`` argument is a web address rather than a path."""
+    return re.match(r"(?i)https?://", arg) is not None
+
+
+def ingest_urls(urls: list[str], service: RagService, paths: list[Path]) -> int:
+    """Fetch and index articles and feeds' current items (then any paths given with them),
+    one line per item; exit 3 when every item failed."""
+    from rag.ingest.feeds import News
+
+    news = News(
+        service.settings,
+        service,
+        lambda line: print(shown(line), flush=True),
+        show_progress=sys.stderr.isatty(),
+    )
+    run = news.ingest_urls(urls)
+    if paths:
+        print(service.ingest(paths, show_progress=sys.stderr.isatty()).summary())
+    return EXIT_FAILED_FILES if run.failed and not run.paths else 0
+
+
+def cmd_feed(args: argparse.Namespace) -> int:
+    from rag.ingest.feeds import Feeds
+
+    feeds = Feeds(get_settings())
+    if args.feed_command == "add":
+        url = feeds.add(args.url, args.workspace)
+        print(f"following {shown(url)}; `rag ingest --watch` and the app fetch it", file=sys.stderr)
+    elif args.feed_command == "remove":
+        print(f"removed {shown(feeds.remove(args.url))}", file=sys.stderr)
+    else:
+        for row in feeds.list():
+            checked = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["checked"] or 0))
+            seen = f"{checked}\t{row['status']}" if row["checked"] else "never checked"
+            print(f"{shown(row['url'])}\t{shown(row['workspace'])}\t{shown(seen)}")
     return 0
 
 
@@ -195,7 +258,10 @@ def _print_citations(citations: list[Citation], quotes: bool = False) -> None:
         flag = "" if c.verified else " (unverified)"
         page = f" page {c.page}" if c.page else ""
         ocr = " (OCR)" if c.ocr else ""
-        print(f"  [{c.n}] {shown(c.source)}:{c.line}{page}{ocr} (chars {c.start}-{c.end}){flag}")
+        where = f"{c.source}:{c.line}"
+        if c.url:  # a web article: its page, outlet and date
+            where = f"{c.url} ({', '.join(x for x in (c.outlet, c.date) if x)})"
+        print(f"  [{c.n}] {shown(where)}{page}{ocr} (chars {c.start}-{c.end}){flag}")
         if quotes:
             print(f"      “{shown(' '.join(c.quote.split()))}”")
         if c.supported is False:
@@ -275,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {
         "ingest": cmd_ingest,
+        "feed": cmd_feed,
         "ask": cmd_ask,
         "eval": cmd_eval,
         "user": cmd_user,

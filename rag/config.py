@@ -108,6 +108,39 @@ class Settings(BaseSettings):
         description="A folder the app indexes when it starts and keeps in step while it runs "
         "(new, changed and deleted files, as `rag ingest --watch`).",
     )
+    feed_interval: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds between two looks at the registered feeds (`rag feed add`) by "
+        "`rag ingest --watch` and the app (conditional requests: an unchanged feed costs "
+        "one small response).",
+    )
+    feed_max_items: int = Field(
+        200,
+        ge=1,
+        description="Most items of one feed fetched per look, newest first as the feed lists "
+        "them; the others are reported as skipped.",
+    )
+    fetch_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds a web request may wait to connect or between two bytes, and "
+        "four times that for a whole response (pages, feeds, robots.txt).",
+    )
+    fetch_max_mb: float = Field(
+        5.0,
+        gt=0,
+        description="Largest page or feed fetched, in MB (MiB); a larger one is stopped "
+        "while it streams and reported.",
+    )
+    fetch_max_redirects: int = Field(
+        5, ge=0, description="Redirects followed per web request (each one checked again)."
+    )
+    fetch_allow_private: bool = Field(
+        False,
+        description="Allow fetching from private, loopback and link-local addresses "
+        "(refused by default, so a feed or a link cannot reach the local network).",
+    )
     top_k: int = Field(5, description="Passages retrieved per question.")
     abstain_threshold: float = Field(
         0.0,

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from rag.answering.decision import Decision, Judge, Verdict, WordVectors
 from rag.answering.extractive import (
@@ -121,6 +122,7 @@ class RagService:
         prune: bool = False,
         progress: ProgressFn | None = None,
         show_progress: bool = True,
+        metadata: dict[str, dict[str, Any]] | None = None,
     ) -> IngestReport:
         """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``).
 
@@ -141,6 +143,7 @@ class RagService:
                 prune=prune,
                 progress=progress,
                 show_progress=show_progress,
+                metadata=metadata,
             )
 
     def indexed_files(self) -> dict[str, FileRecord]:

@@ -68,6 +68,16 @@ CREATE TABLE IF NOT EXISTS page_sessions (
     code_sha256 TEXT,
     token_sha256 TEXT UNIQUE
 );
+-- rag.ingest.feeds: the feeds `rag ingest --watch` and the app follow, their validators
+CREATE TABLE IF NOT EXISTS feeds (
+    url TEXT PRIMARY KEY,
+    workspace TEXT NOT NULL,
+    added REAL NOT NULL,
+    etag TEXT,
+    last_modified TEXT,
+    checked REAL,
+    status TEXT
+);
 """
 
 

@@ -42,6 +42,10 @@ class Citation:
     # For an LLM's citation: whether the answer verifier finds that its sentence answers
     # the question (None: not checked, as for extractive quotes, which it chose).
     supported: bool | None = None
+    # A web article's page (the link to the original), its outlet and publication date.
+    url: str | None = None
+    outlet: str | None = None
+    date: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +63,9 @@ class Span:
     section: str | None = None
     extracted: str | None = None
     ocr: bool = False
+    url: str | None = None
+    outlet: str | None = None
+    date: str | None = None
 
     @property
     def ref(self) -> str:
@@ -148,4 +155,7 @@ class SourceCache:
             section=span.section,
             extracted=span.extracted,
             ocr=span.ocr,
+            url=span.url,
+            outlet=span.outlet,
+            date=span.date,
         )

@@ -10,6 +10,14 @@ Section titles are given per part as ``(offset, title)`` pairs: Markdown heading
 heading paragraphs of a Word/OpenDocument file, which the extracted text keeps on lines of
 their own. Tables become one line per row, cells joined by `` | ``.
 
+A table row alone ("Ornans | 18 400") does not say what its numbers are: each body row of a
+Word, OpenDocument, HTML or Markdown table is also given as ``Row`` (its span in the part's
+text and its cells labelled by the header row, "Fromagerie: Ornans; Meules par an: 18 400"),
+which ingest stores and embeds as that row's sentence while its citation stays the row's
+own text. The header is the table's first row (Word and OpenDocument tables rarely mark
+one), or the row above a Markdown delimiter row (``|---|---|``; trafilatura writes HTML
+tables that way too).
+
 PDF pages without a text layer (scans) are read by Tesseract: each page is rendered at
 ``OCR_DPI`` by pdfium and its text marked ``ocr`` so a citation can say it was machine-read.
 Tesseract runs single-threaded (``OMP_THREAD_LIMIT=1`` unless set), one process per core.
@@ -72,8 +80,23 @@ _TEMPORARY = re.compile("|".join(TEMPORARY_NAMES), re.IGNORECASE)
 
 _MD_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _SPACES = re.compile(r"\s+")
+_LINE = re.compile(r"^.*$", re.MULTILINE)
+_MD_DELIMITER = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
 
 Headings = tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table body row: ``text[start:end]`` is the row as extracted, ``labelled`` the same
+    cells each prefixed by its column's header ("Fromagerie: Ornans; Meules par an: 18 400")."""
+
+    start: int
+    end: int
+    labelled: str
+
+
+Rows = tuple[Row, ...]
 
 
 class FormatError(RagError):
@@ -93,6 +116,7 @@ class Part:
     extracted: bool = False
     headings: Headings = ()
     ocr: bool = False
+    rows: Rows = ()
 
 
 def is_temporary(name: str) -> bool:
@@ -148,9 +172,10 @@ def extract(suffix: str, data: bytes, max_chars: int = 0) -> tuple[list[Part], s
     else:
         text, encoding = decode(data)
         if suffix in (".html", ".htm"):
-            parts = [Part(_html_main_text(text), extracted=True)]
+            main = _html_main_text(text)
+            parts = [Part(main, extracted=True, rows=markdown_table_rows(main, header_first=True))]
         elif suffix == ".md":
-            parts = [Part(text, headings=markdown_headings(text))]
+            parts = [Part(text, headings=markdown_headings(text), rows=markdown_table_rows(text))]
         else:
             parts = [Part(text)]
     limit.check(sum(len(part.text) for part in parts))
@@ -190,6 +215,59 @@ class TextLimit:
 
 def markdown_headings(text: str) -> Headings:
     return tuple((m.start(), m.group(1).strip()) for m in _MD_HEADING.finditer(text))
+
+
+def labelled_row(header: list[str], cells: list[str]) -> str:
+    """A row's cells each after its column's header ("Fromagerie: Ornans; Meules par an:
+    18 400"); an empty cell is left out, a cell without a header (or equal to it) stands alone."""
+    out = []
+    for i, cell in enumerate(cells):
+        name = header[i] if i < len(header) else ""
+        if cell:
+            out.append(f"{name}: {cell}" if name and name != cell else cell)
+    return "; ".join(out)
+
+
+def markdown_table_rows(text: str, *, header_first: bool = False) -> Rows:
+    """The body rows of the pipe tables in ``text``: GitHub's Markdown tables (a header row,
+    a delimiter row of dashes, then rows until a line without a pipe), or with
+    ``header_first`` any run of lines starting with a pipe, headed by its first line (how
+    trafilatura writes an HTML table without ``<th>`` cells: no delimiter row)."""
+    rows: list[Row] = []
+    lines = [m for m in _LINE.finditer(text)]
+    i = 0
+    while i < len(lines):
+        line = lines[i].group()
+        below = lines[i + 1].group() if i + 1 < len(lines) else ""
+        delimited = "|" in line and "|" in below and _MD_DELIMITER.match(below) is not None
+        if not (delimited or (header_first and line.lstrip().startswith("|"))):
+            i += 1
+            continue
+        header = _pipe_cells(line)
+        i += 2 if delimited else 1
+        while i < len(lines) and "|" in lines[i].group():
+            row = _table_row(header, lines[i])
+            if row:
+                rows.append(row)
+            i += 1
+    return tuple(rows)
+
+
+def _table_row(header: list[str], line: re.Match[str]) -> Row | None:
+    """A pipe-table line as a ``Row`` (its span without the surrounding blanks)."""
+    labelled = labelled_row(header, _pipe_cells(line.group()))
+    stripped = line.group().strip()
+    if not labelled or not stripped:
+        return None
+    start = line.start() + line.group().index(stripped)
+    return Row(start, start + len(stripped), labelled)
+
+
+def _pipe_cells(line: str) -> list[str]:
+    """The cells of a pipe-table line (outer pipes optional, ``\\|`` is a literal pipe)."""
+    inner = line.strip().removeprefix("|").removesuffix("|")
+    cells = re.split(r"(?<!\\)\|", inner)
+    return [_SPACES.sub(" ", cell.replace("\\|", "|")).strip() for cell in cells]
 
 
 # Every PDF starts with this header; readers accept it anywhere in the first 1024 bytes
@@ -330,6 +408,7 @@ class _Lines:
     def __init__(self, limit: TextLimit) -> None:
         self.lines: list[str] = []
         self.headings: list[tuple[int, str]] = []
+        self.rows: list[Row] = []
         self.size = 0
         self.limit = limit
 
@@ -343,13 +422,25 @@ class _Lines:
         self.size += len(line) + 1
         self.limit.check(self.size)
 
-    def row(self, cells: Iterable[str]) -> None:
-        self.add(CELL_SEPARATOR.join(_SPACES.sub(" ", cell).strip() for cell in cells))
+    def table(self, rows: Iterable[Iterable[str]]) -> None:
+        """A table's rows, one line each; the first is the header that labels the others."""
+        header: list[str] | None = None
+        for row in rows:
+            cells = [_SPACES.sub(" ", cell).strip() for cell in row]
+            if not any(cells):
+                continue
+            start = self.size
+            self.add(CELL_SEPARATOR.join(cells))
+            if header is None:
+                header = cells
+            elif labelled := labelled_row(header, cells):
+                self.rows.append(Row(start, self.size - 1, labelled))
 
     def part(self, what: str) -> Part:
         if not self.lines:
             raise FormatError(f"no text found in the {what}")
-        return Part("\n".join(self.lines), extracted=True, headings=tuple(self.headings))
+        text = "\n".join(self.lines)
+        return Part(text, extracted=True, headings=tuple(self.headings), rows=tuple(self.rows))
 
 
 def _docx_text(data: bytes, limit: TextLimit) -> Part:
@@ -364,8 +455,7 @@ def _docx_text(data: bytes, limit: TextLimit) -> Part:
         out = _Lines(limit)
         for block in document.iter_inner_content():
             if isinstance(block, Table):
-                for row in block.rows:
-                    out.row(cell.text for cell in row.cells)
+                out.table((cell.text for cell in row.cells) for row in block.rows)
             else:
                 style = (block.style.name if block.style is not None else "").lower()
                 out.add(block.text, heading=style.startswith(("heading", "title")))
@@ -398,8 +488,10 @@ def _odt_walk(nodes: Iterable[Any], out: _Lines) -> None:
         if name in ("h", "p"):
             out.add(teletype.extractText(node), heading=name == "h")
         elif name == "table":
-            for row in _odt_rows(node):
-                out.row(_odt_cell_text(cell) for cell in _odt_children(row, "table-cell"))
+            out.table(
+                (_odt_cell_text(cell) for cell in _odt_children(row, "table-cell"))
+                for row in _odt_rows(node)
+            )
         elif name not in ("tracked-changes", "sequence-decls", "variable-decls"):
             _odt_walk(node.childNodes, out)  # lists, sections, frames: their text in order
 

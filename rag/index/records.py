@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 # whole corpus's index in memory. The answer step embeds the few of its top chunks when it
 # needs them (``rag.retrieval.hybrid.HybridRetriever.score_sentences``).
 MIN_VECTOR_SENTENCE_CHARS = 30
+# Chunk metadata each of its sentences carries: where the text is, for its citation; a web
+# article's page, outlet and date (``rag.ingest.feeds``); the date and workspace a filter
+# on the sentence index reads.
+_CARRIED = ("page", "text_ref", "ocr", "url", "outlet", "date", "date_int", "workspace")
 
 
 @dataclass(frozen=True)
@@ -62,22 +66,24 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
     repeating earlier text of its file is left out (``rag.ingest.chunking.drop_repeats``).
 
     A heading inside the chunk (its ``headings`` metadata) starts a new section for the
-    sentences after it; the others are in the chunk's section.
+    sentences after it; the others are in the chunk's section. A table row's text is its
+    labelled cells and its ``quote`` the row as written (``node_sentences``).
     """
     meta = node.metadata
     inner = Sections(tuple(map(tuple, json.loads(meta.get("headings", "[]")))))
     repeats = set(json.loads(meta.get("repeats", "[]")))
     out = []
-    for j, (start, end) in enumerate(sentence_spans(node.text, meta["start"])):
+    for j, (start, end, text, quote) in enumerate(node_sentences(node)):
         if j in repeats:  # the file's first copy of this sentence stands for it
             continue
         local = start - meta["start"]
-        text = node.text[local : end - meta["start"]]
         line = meta["line"] + node.text.count("\n", 0, local)
-        carried = {key: meta[key] for key in ("page", "text_ref", "ocr") if key in meta}
+        carried = {key: meta[key] for key in _CARRIED if key in meta}
         section = inner.at(start) or meta.get("section")
         if section:
             carried["section"] = section
+        if quote is not None:
+            carried["quote"] = quote
         out.append(
             (
                 f"{node.id_}-s{j:03d}",
@@ -88,12 +94,31 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
                     "start": start,
                     "end": end,
                     "line": line,
-                    "chars": end - start,
+                    "chars": len(text),
                     **carried,
                 },
             )
         )
     return out
+
+
+def node_sentences(node: TextNode) -> list[tuple[int, int, str, str | None]]:
+    """``(start, end, text, quote)`` of each sentence of a chunk (absolute offsets).
+
+    A table row inside the chunk (its ``rows`` metadata, ``rag.documents.formats.Row``) is
+    one sentence whose text is the row labelled by its header, and whose ``quote`` is the
+    row as written, what a citation shows; other sentences have ``quote`` None.
+    """
+    offset = node.metadata["start"]
+    rows = [tuple(row) for row in json.loads(node.metadata.get("rows", "[]"))]
+    found: list[tuple[int, int, str, str | None]] = [
+        (start, end, node.text[start - offset : end - offset], None)
+        for start, end in sentence_spans(node.text, offset)
+        if not any(r_start <= start < r_end for r_start, r_end, _ in rows)
+    ]
+    for start, end, labelled in rows:
+        found.append((start, end, labelled, node.text[start - offset : end - offset]))
+    return sorted(found)
 
 
 def has_vector(meta: dict) -> bool:

@@ -22,15 +22,16 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import TextNode
 
 from rag.documents.formats import Sections
-from rag.index.records import FileRecord
+from rag.index.records import FileRecord, node_sentences
 from rag.ingest.files import LoadedFile
-from rag.text import sentence_spans, split_sentences
+from rag.text import split_sentences
 
 # Bookkeeping a retrieved chunk carries but neither the embedder nor the LLM should read;
 # "headings" are the (offset, title) pairs of the headings inside the chunk, as JSON, so a
 # sentence's section is known from its chunk alone (the answer step cuts short ones again).
 # "repeats" lists, as JSON, the chunk's sentences that repeat earlier text of the file, and
-# "copies" counts a chunk's exact repeats in the file (``drop_repeats``).
+# "copies" counts a chunk's exact repeats in the file (``drop_repeats``). "rows" lists, as
+# JSON, the table rows inside the chunk with their header-labelled text (``Part.rows``).
 _INTERNAL_KEYS = (
     "source",
     "start",
@@ -40,6 +41,7 @@ _INTERNAL_KEYS = (
     "headings",
     "repeats",
     "copies",
+    "rows",
 )
 
 
@@ -79,6 +81,8 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
         for start, end in _chunk_spans(part.text, splitter):
             section = sections.at(start)
             inner = [[at, title] for at, title in part.headings if start < at < end]
+            rows = [[r.start, r.end, r.labelled] for r in part.rows if start <= r.start < end]
+            rows = [row for row in rows if row[1] <= end]
             nodes.append(
                 TextNode(
                     id_=file_chunk_id(loaded, len(nodes)),
@@ -95,6 +99,8 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
                         **where,
                         **({"section": section} if section else {}),
                         **({"headings": json.dumps(inner)} if inner else {}),
+                        **({"rows": json.dumps(rows, ensure_ascii=False)} if rows else {}),
+                        **loaded.meta,
                     },
                     excluded_embed_metadata_keys=[
                         *_INTERNAL_KEYS,
@@ -127,10 +133,10 @@ def drop_repeats(nodes: list[TextNode]) -> list[TextNode]:
             continue
         kept[node.text] = node
         repeats = []
-        for j, (start, end) in enumerate(sentence_spans(node.text)):
-            if node.text[start:end] in seen:
+        for j, (_, _, text, _) in enumerate(node_sentences(node)):
+            if text in seen:
                 repeats.append(j)
-            seen.add(node.text[start:end])
+            seen.add(text)
         if repeats:
             node.metadata["repeats"] = json.dumps(repeats)
     return list(kept.values())

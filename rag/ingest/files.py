@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,9 +42,13 @@ class LoadedFile:
     parts: list[Part]
     sha256: str
     encoding: str
+    # Metadata every chunk of the file carries (a web article's url, outlet, date, title).
+    meta: dict[str, str | int] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
+        if self.meta.get("title"):
+            return str(self.meta["title"])[:_TITLE_MAX]
         lines = (line.strip().lstrip("#").strip() for line in self.parts[0].text.splitlines())
         return next((line for line in lines if line), "")[:_TITLE_MAX] or Path(self.source).name
 

@@ -101,8 +101,10 @@ def ingest(
     show_progress: bool = True,
     max_file_mb: float | None = None,
     max_text_chars: int = 0,
+    metadata: dict[str, dict[str, Any]] | None = None,
 ) -> IngestReport:
-    """Bring the index in line with ``paths``; returns counts for the summary line."""
+    """Bring the index in line with ``paths``; returns counts for the summary line.
+    ``metadata``: by source, what its chunks also carry (web articles, ``rag.ingest.feeds``)."""
     report = IngestReport()
     if rebuild:
         store.drop()
@@ -118,7 +120,7 @@ def ingest(
         stamp.renew()
         store.forget_files(gone)
     chunked = _chunk_files(
-        todo, known, report, extracted_root, (chunk_size, chunk_overlap), max_text_chars
+        todo, known, report, extracted_root, (chunk_size, chunk_overlap), max_text_chars, metadata
     )
     total = sum(_size(path) for path in todo)
     bar = tqdm(
@@ -186,6 +188,7 @@ def _chunk_files(
     extracted_root: Path,
     chunking: tuple[int, int],
     max_text_chars: int,
+    metadata: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[ChunkedFile]:
     """Each file loaded and chunked only when the embedder reaches it.
 
@@ -198,6 +201,7 @@ def _chunk_files(
         if loaded is None:
             yield ChunkedFile(None, [], _size(path))
             continue
+        loaded.meta = (metadata or {}).get(loaded.source, {})
         store_extracted(loaded, extracted_root)
         if splitter is None:
             splitter = make_splitter(*chunking)
@@ -266,9 +270,12 @@ def embed_batch(batch: list[TextNode], embedder: Embedder, late: bool) -> Embedd
     pooled: list[np.ndarray | None] = []
     for node, node_states, recs in zip(batch, states, per_node, strict=True):
         shift = embed_text_offset(node) - node.metadata["start"]
-        pooled += [node_states.pool(m["start"] + shift, m["end"] + shift) for _, _, m in recs]
+        pooled += [  # a table row is embedded as its labelled text, not pooled as written
+            None if "quote" in m else node_states.pool(m["start"] + shift, m["end"] + shift)
+            for _, _, m in recs
+        ]
     missing = [i for i, vec in enumerate(pooled) if vec is None]
-    if missing:  # no token of the sentence made it into the pass (cannot happen with E5)
+    if missing:  # table rows, or no token of the sentence made it into the pass
         found = embedder.embed_passages([sentences[i][1] for i in missing])
         for i, vec in zip(missing, found, strict=True):
             pooled[i] = vec

@@ -12,6 +12,10 @@ unsupported types are ignored. A file whose size or modification time still chan
 file that fails to parse may be half-written too: it is tried again at the next ticks, up to
 ``MAX_ATTEMPTS`` times, then reported as failed until it changes again.
 
+Registered feeds (``rag feed add``) are looked at between two steps, every
+``RAG_FEED_INTERVAL`` seconds (``rag.ingest.feeds.Follower``): the file events keep their
+order, and a feed's items are indexed by the same one writer.
+
 ``stop`` (a ``threading.Event``) ends the loop between two steps, never inside one.
 """
 
@@ -27,6 +31,7 @@ from watchfiles import Change, DefaultFilter
 from watchfiles import watch as watch_changes
 
 from rag.documents.formats import SUPPORTED_SUFFIXES, is_temporary
+from rag.ingest.feeds import Follower
 
 if TYPE_CHECKING:
     from rag.index.records import FileRecord
@@ -64,10 +69,13 @@ class WatchFilter(DefaultFilter):
 def watch(
     paths: Iterable[Path], service: RagService, stop: threading.Event, out: Out = print
 ) -> None:
-    """Index ``paths`` (pruning deleted files), then follow their changes until ``stop``."""
+    """Index ``paths`` (pruning deleted files), then follow their changes until ``stop``;
+    the registered feeds are looked at every ``RAG_FEED_INTERVAL`` seconds meanwhile."""
     roots = [path.resolve() for path in paths]
     report = Step(service, out).run(roots, prune=True)
     out(f"{report.summary()}; watching {', '.join(map(str, roots))}")
+    feeds = Follower(service.settings, service, out)
+    feeds.due()
     waiting: dict[Path, int] = {}  # files to look at again, with their failed attempts
     for changes in watch_changes(
         *roots,
@@ -85,6 +93,7 @@ def watch(
         deleted = any(change == Change.deleted for change, _ in changes)
         if touched or waiting or deleted:
             waiting = Step(service, out).follow(touched, waiting, prune=deleted)
+        feeds.due()
 
 
 class Step:

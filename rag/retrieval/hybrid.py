@@ -52,6 +52,10 @@ _KEEP = (
     "text_ref",
     "ocr",
     "repeats",
+    "rows",
+    "url",
+    "outlet",
+    "date",
 )
 
 
@@ -70,17 +74,21 @@ class SentenceScore:
         return int(self.meta["line"])
 
     def span(self) -> Span:
-        """Where the sentence is, for citation."""
+        """Where the sentence is, for citation: a table row's is the row as written (its
+        ``text`` is the row labelled by its header, ``rag.index.records.node_sentences``)."""
         m = self.meta
         return Span(
             m["source"],
             m["start"],
             m["end"],
-            self.text,
+            m.get("quote", self.text),
             m.get("page"),
             m.get("section"),
             m.get("text_ref"),
             bool(m.get("ocr")),
+            m.get("url"),
+            m.get("outlet"),
+            m.get("date"),
         )
 
 

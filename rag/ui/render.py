@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from rag.ui.emphasis import text_lang
 
@@ -25,6 +26,9 @@ _IMAGE = re.compile(r"!\[")
 # word joiner (U+2060, invisible and zero-width) goes inside each trigger instead.
 _AUTOLINK = re.compile(r"(?i)(?<=http)(?=s?:)|(?<=www)(?=\.)|(?=@)")
 WORD_JOINER = "\u2060"
+# Characters a link target keeps as they are; the rest (parentheses, spaces, angle brackets,
+# which would end a Markdown link or open markup) are percent-encoded.
+_URL_SAFE = ":/?#@!$&'*+,;=%-._~"
 
 HIGHLIGHT_CLASS = "cite-hl"
 # Shown beside a citation whose page was scanned: its quote is what OCR read, not the print.
@@ -214,6 +218,18 @@ def document_html(text: str, start: int, end: int, name: str, title: str = "") -
     )
 
 
+def citation_origin(cite: dict[str, Any]) -> str:
+    """Markdown naming where a quote comes from: a web article's outlet and date, linking
+    to its page, else the file's name (both escaped; only an http(s) link is made)."""
+    url = str(cite.get("url") or "")
+    if urlsplit(url).scheme in ("http", "https"):
+        label = " · ".join(str(x) for x in (cite.get("outlet"), cite.get("date")) if x)
+        return (
+            f"[{escape_md(label or urlsplit(url).hostname or url)}]({quote(url, safe=_URL_SAFE)})"
+        )
+    return escape_md(Path(cite["source"]).name)
+
+
 def citation_place(cite: dict[str, Any]) -> str:
     """Where a citation is: page and section when known, then the line."""
     place = [f"page {cite['page']}"] if cite.get("page") else []
@@ -318,7 +334,8 @@ def _citation_lines(cites: list[dict[str, Any]]) -> list[str]:
     for c in cites:
         quote = export_text(c["quote"].replace("\n", " "))
         where = export_text(citation_place(c).replace(" · ", ", "))
-        out.append(f"- [{c['n']}] {export_text(Path(c['source']).name)}, {where}: “{quote}”")
+        name = c.get("url") or Path(c["source"]).name  # a web article: its page
+        out.append(f"- [{c['n']}] {export_text(name)}, {where}: “{quote}”")
         why = why_label(c)
         if why:
             out[-1] += f" ({export_text(why)})"
