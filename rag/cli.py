@@ -55,10 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         help="then keep following the paths: index new and changed files, prune deleted ones",
     )
 
-    ask = sub.add_parser("ask", help="answer a question with citations")
-    ask.add_argument("question")
-    ask.add_argument("-k", type=int, default=None, help="passages to retrieve")
-    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_ask(sub)
 
     ev = sub.add_parser(
         "eval", help="retrieval recall@k / MRR and answer-level figures on PIAF-format files"
@@ -91,6 +88,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     serve.add_argument("--port", type=int, default=8000)
     return parser
+
+
+def _add_ask(sub: argparse._SubParsersAction) -> None:
+    """``rag ask`` and its filters (``rag.retrieval.filters``)."""
+    ask = sub.add_parser("ask", help="answer a question with citations")
+    ask.add_argument("question")
+    ask.add_argument("-k", type=int, default=None, help="passages to retrieve")
+    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.add_argument(
+        "--doc",
+        action="append",
+        metavar="ID_OR_PATH",
+        help="answer only from this document (repeat for several; see `rag documents list`)",
+    )
+    ask.add_argument("--since", metavar="YYYY-MM-DD", help="only documents dated this day or later")
+    ask.add_argument(
+        "--until", metavar="YYYY-MM-DD", help="only documents dated this day or earlier"
+    )
+    ask.add_argument("--folder", metavar="PREFIX", help="only documents under this folder")
 
 
 def shown(text: str) -> str:
@@ -162,9 +178,11 @@ CLOSEST_HEADING = "Closest passages (they may not answer your question):"
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    from rag.retrieval.filters import Filters
     from rag.service import RagService
 
-    stream = RagService().ask_stream(args.question, top_k=args.k)
+    filters = Filters.of(args.doc, args.since, args.until, args.folder)
+    stream = RagService().ask_stream(args.question, top_k=args.k, filters=filters)
     if args.json:
         print(json_line(stream.finalize().to_json()))
         return 0
@@ -195,7 +213,9 @@ def _print_citations(citations: list[Citation], quotes: bool = False) -> None:
         flag = "" if c.verified else " (unverified)"
         page = f" page {c.page}" if c.page else ""
         ocr = " (OCR)" if c.ocr else ""
-        print(f"  [{c.n}] {shown(c.source)}:{c.line}{page}{ocr} (chars {c.start}-{c.end}){flag}")
+        dated = f"{c.date} " if c.date else ""  # the document's own date, before its path
+        where = f"{dated}{shown(c.source)}:{c.line}{page}{ocr}"
+        print(f"  [{c.n}] {where} (chars {c.start}-{c.end}){flag}")
         if quotes:
             print(f"      “{shown(' '.join(c.quote.split()))}”")
         if c.supported is False:

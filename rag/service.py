@@ -36,6 +36,7 @@ from rag.index.records import FileRecord, document_refs
 from rag.index.store import Store, open_store
 from rag.ingest.pipeline import IngestReport, ProgressFn, ingest, ingest_options
 from rag.ingest.uploads import ingest_uploads
+from rag.retrieval.filters import Filters, Selection
 from rag.retrieval.hybrid import HybridRetriever
 
 # Re-exported: the page and the HTTP API take the answer types and question errors from here.
@@ -165,12 +166,23 @@ class RagService:
                 raise StoreError("The index is empty: run `rag ingest` first.")
             store.check_embedder()
 
-    def ask(self, question: str, top_k: int | None = None, history: History = ()) -> Answer:
-        """Answer from the indexed documents, with verified citations, or abstain."""
-        return self.ask_stream(question, top_k, history).finalize()
+    def ask(
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: History = (),
+        filters: Filters | None = None,
+    ) -> Answer:
+        """Answer from the indexed documents (those ``filters`` keep), with verified
+        citations, or abstain."""
+        return self.ask_stream(question, top_k, history, filters).finalize()
 
     def ask_stream(
-        self, question: str, top_k: int | None = None, history: History = ()
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: History = (),
+        filters: Filters | None = None,
     ) -> AnswerStream:
         """The answer as it is written; ``finalize()`` then gives it with checked citations.
 
@@ -178,17 +190,20 @@ class RagService:
         standalone question from ``history``, retrieve, decide (``Decision.verdict``), then
         answer, extractive (single-turn) or streamed by the LLM, which is asked unless nothing
         relevant was found, since it can answer what the quotes could not (or refuse).
+        ``filters`` (checked before anything else runs) hold every arm of the retrieval.
         """
         question = check_question(question)
         self.ensure_ready()
+        selection = self.selection(filters)
         if not self.settings.llm_enabled:
-            return AnswerStream.of(self.evidence(question, top_k).extractive)
+            return AnswerStream.of(self.evidence(question, top_k, selection=selection).extractive)
         generator = Generator(self.settings)
         try:
             standalone = generator.standalone(question, history)
         except LLMError as error:
-            return AnswerStream.of(fallback(self.evidence(question, top_k).extractive, error))
-        found = self.evidence(standalone, top_k)
+            found = self.evidence(question, top_k, selection=selection)
+            return AnswerStream.of(fallback(found.extractive, error))
+        found = self.evidence(standalone, top_k, selection=selection)
         if found.verdict is Verdict.NOTHING:
             return AnswerStream.of(found.extractive)
 
@@ -212,24 +227,38 @@ class RagService:
             self._decision = (self.settings, Decision.resolve(self.settings))
         return self._decision[1]
 
+    def selection(self, filters: Filters | None) -> Selection | None:
+        """``filters`` resolved against the indexed documents (``FilterError`` when one
+        names nothing indexed)."""
+        if filters is None:
+            return None
+        with self._reading() as store:
+            return filters.resolve(store.file_records().values())
+
     def evidence(
-        self, question: str, top_k: int | None = None, exclude: Collection[str] = ()
+        self,
+        question: str,
+        top_k: int | None = None,
+        exclude: Collection[str] = (),
+        selection: Selection | None = None,
     ) -> Evidence:
-        """What ``question`` retrieves (never the chunk ids in ``exclude``), the judgement
-        over it and the extractive answer."""
+        """What ``question`` retrieves (never the chunk ids in ``exclude``, only inside
+        ``selection``), the judgement over it and the extractive answer."""
         with self._reading():
             retriever = self.retriever(top_k)
-            retrieval = retriever.search(question, exclude=exclude)
+            retrieval = retriever.search(question, exclude=exclude, selection=selection)
         decision = self.decision
         judge = Judge(retriever.lexical, self.word_vectors, score=decision.score)
         judgement = judge.judge(question, retrieval)
         answer = extractive_answer(retrieval, judgement, decision)
         return Evidence(retrieval, judgement, answer, decision.verdict(answer.confidence))
 
-    def leads(self, question: str, top_k: int | None = None) -> list[Citation]:
-        """A refusal's leads (``rag.answering.extractive.leads``): what the documents say
-        on the question's subject, never an answer."""
-        found = self.evidence(check_question(question), top_k)
+    def leads(
+        self, question: str, top_k: int | None = None, filters: Filters | None = None
+    ) -> list[Citation]:
+        """A refusal's leads (``rag.answering.extractive.leads``): what the documents (those
+        ``filters`` keep) say on the question's subject, never an answer."""
+        found = self.evidence(check_question(question), top_k, selection=self.selection(filters))
         return leads(found.judgement, found.retrieval)
 
     @property

@@ -42,6 +42,8 @@ class Citation:
     # For an LLM's citation: whether the answer verifier finds that its sentence answers
     # the question (None: not checked, as for extractive quotes, which it chose).
     supported: bool | None = None
+    # The document's own date, YYYY-MM-DD (None: indexed before documents were dated).
+    date: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +61,7 @@ class Span:
     section: str | None = None
     extracted: str | None = None
     ocr: bool = False
+    date: str | None = None
 
     @property
     def ref(self) -> str:
@@ -148,4 +151,5 @@ class SourceCache:
             section=span.section,
             extracted=span.extracted,
             ocr=span.ocr,
+            date=span.date,
         )

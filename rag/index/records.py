@@ -8,6 +8,7 @@ through ``.metadata``, ``.text`` and ``.id_``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 # whole corpus's index in memory. The answer step embeds the few of its top chunks when it
 # needs them (``rag.retrieval.hybrid.HybridRetriever.score_sentences``).
 MIN_VECTOR_SENTENCE_CHARS = 30
+# A document id is the first 32 hex digits (128 bits) of its path's SHA-256.
+DOCUMENT_ID_CHARS = 32
+# Chunk metadata that a chunk's sentences carry too, so a filter reads the same keys on both.
+SENTENCE_CARRIED = ("page", "text_ref", "ocr", "date", "date_int")
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,33 @@ class Stored:
 
 @dataclass(frozen=True)
 class FileRecord:
-    """What the manifest knows about one ingested file."""
+    """What the manifest knows about one ingested file (the documents list shows it).
+
+    ``date`` is the document's own (``rag.documents.dates``); ``added_by`` who uploaded it
+    ("" for a file ingested from a folder), ``added_at`` when this version was indexed
+    (seconds since the epoch); ``size`` its bytes. Records written before these existed read
+    as "" and 0: unknown.
+    """
 
     source: str
     sha256: str
     chunks: int
     title: str
+    date: str = ""
+    size: int = 0
+    added_by: str = ""
+    added_at: float = 0.0
+
+    @property
+    def id(self) -> str:
+        """The document's public id (``document_id`` of its source path)."""
+        return document_id(self.source)
+
+
+def document_id(ref: str) -> str:
+    """The public id of the text or document at ``ref`` (a path: hashed, so the id reveals
+    nothing about where it is)."""
+    return hashlib.sha256(ref.encode()).hexdigest()[:DOCUMENT_ID_CHARS]
 
 
 def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
@@ -74,7 +100,7 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
         local = start - meta["start"]
         text = node.text[local : end - meta["start"]]
         line = meta["line"] + node.text.count("\n", 0, local)
-        carried = {key: meta[key] for key in ("page", "text_ref", "ocr") if key in meta}
+        carried = {key: meta[key] for key in SENTENCE_CARRIED if key in meta}
         section = inner.at(start) or meta.get("section")
         if section:
             carried["section"] = section

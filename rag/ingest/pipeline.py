@@ -101,8 +101,10 @@ def ingest(
     show_progress: bool = True,
     max_file_mb: float | None = None,
     max_text_chars: int = 0,
+    added_by: str = "",
 ) -> IngestReport:
-    """Bring the index in line with ``paths``; returns counts for the summary line."""
+    """Bring the index in line with ``paths``; returns counts for the summary line.
+    ``added_by``: who uploads these files (one re-read from a folder keeps its record's)."""
     report = IngestReport()
     if rebuild:
         store.drop()
@@ -118,7 +120,7 @@ def ingest(
         stamp.renew()
         store.forget_files(gone)
     chunked = _chunk_files(
-        todo, known, report, extracted_root, (chunk_size, chunk_overlap), max_text_chars
+        todo, known, report, extracted_root, (chunk_size, chunk_overlap), max_text_chars, added_by
     )
     total = sum(_size(path) for path in todo)
     bar = tqdm(
@@ -186,6 +188,7 @@ def _chunk_files(
     extracted_root: Path,
     chunking: tuple[int, int],
     max_text_chars: int,
+    added_by: str,
 ) -> Iterator[ChunkedFile]:
     """Each file loaded and chunked only when the embedder reaches it.
 
@@ -198,6 +201,8 @@ def _chunk_files(
         if loaded is None:
             yield ChunkedFile(None, [], _size(path))
             continue
+        previous = known.get(loaded.source)
+        loaded.added_by = added_by or (previous.added_by if previous else "")
         store_extracted(loaded, extracted_root)
         if splitter is None:
             splitter = make_splitter(*chunking)

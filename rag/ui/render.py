@@ -154,8 +154,10 @@ def document_html(text: str, start: int, end: int) -> str:
 
 
 def citation_place(cite: dict[str, Any]) -> str:
-    """Where a citation is: page and section when known, then the line."""
-    place = [f"page {cite['page']}"] if cite.get("page") else []
+    """Where a citation is: its document's date, page and section when known, then the line."""
+    place = [f"dated {cite['date']}"] if cite.get("date") else []
+    if cite.get("page"):
+        place.append(f"page {cite['page']}")
     if cite.get("ocr"):
         place.append(OCR_NOTE)
     if cite.get("section"):
