@@ -19,7 +19,13 @@ Endpoints:
   32 hex digits of the SHA-256 of that text's path (a citation's ``extracted`` or else its
   ``source``), looked up among the index's own texts only (``RagService.document_refs``):
   no id reads any other file.
-- ``POST /v1/documents`` (multipart, editors): upload and index files at once.
+- ``GET /v1/documents``: the indexed documents (id, title, source, date, type, size,
+  chunks, who added each and when); ``DELETE /v1/documents/{id}`` (editors) removes one,
+  by its id or the id of one of its texts (``RagService.remove_document``).
+- ``POST /v1/documents`` (multipart, editors): upload and index files at once (recorded as
+  added by the key's user).
+- ``POST /v1/ask`` and chat completions take a ``filters`` object (``documents``, ``since``,
+  ``until``, ``folder``: ``rag ask``'s options); a bad value is a 400 saying which.
 - ``GET /v1/models/{id}``: the one model's card (``models.retrieve``).
 - ``GET /v1/models`` (for clients such as Open WebUI that list models first), ``GET /health``.
 
@@ -79,7 +85,7 @@ from rag.index.records import document_id
 from rag.index.store import StoreError
 from rag.retrieval.filters import FilterError, Filters
 from rag.security import foreign_request, is_loopback
-from rag.service import AnswerStream, RagService
+from rag.service import AnswerStream, DocumentError, RagService
 
 log = logging.getLogger(__name__)
 
@@ -478,6 +484,40 @@ async def ask(request: Request) -> Response:
     return JSONResponse(answer.to_json())
 
 
+async def list_documents(request: Request) -> Response:
+    """``GET /v1/documents``: every indexed document (``FileRecord.to_json``)."""
+    await authorize(request, "reader")
+    service: RagService = request.app.state.service
+    records = await run_in_threadpool(service.documents)
+    return JSONResponse({"object": "list", "data": [r.to_json() for r in records]})
+
+
+async def documents(request: Request) -> Response:
+    """``/v1/documents``: the list (GET), or an upload (POST)."""
+    if request.method == "GET":
+        return await list_documents(request)
+    return await upload_documents(request)
+
+
+async def delete_document(request: Request) -> Response:
+    """``DELETE /v1/documents/{id}`` (editors): the document and everything indexed of it."""
+    user = await authorize(request, "editor")
+    service: RagService = request.app.state.service
+    try:
+        record = await run_in_threadpool(service.remove_document, request.path_params["doc_id"])
+    except DocumentError:
+        raise HTTPException(404, "No such document in the index.") from None
+    log.info("%s removed %s", user.name if user else "the local user", record.source)
+    return JSONResponse({"id": record.id, "deleted": True, "title": record.title})
+
+
+async def document(request: Request) -> Response:
+    """``/v1/documents/{id}``: a text (GET), or a document's removal (DELETE)."""
+    if request.method == "DELETE":
+        return await delete_document(request)
+    return await get_document(request)
+
+
 async def get_document(request: Request) -> Response:
     await authorize(request, "reader")
     service: RagService = request.app.state.service
@@ -513,7 +553,7 @@ def limited_body(request: Request, limit: int, message: str) -> Request:
 
 
 async def upload_documents(request: Request) -> Response:
-    await authorize(request, "editor")
+    user = await authorize(request, "editor")
     service: RagService = request.app.state.service
     limit_mb = service.settings.max_file_mb
     if limit_mb > 0:
@@ -531,7 +571,8 @@ async def upload_documents(request: Request) -> Response:
         raise HTTPException(400, "Invalid upload: send files as multipart/form-data.")
     uploads = [(f.filename or "upload", await f.read()) for f in files]
     await form.close()
-    report = await run_in_threadpool(service.add_uploads, uploads)
+    added_by = user.name if user else ""
+    report = await run_in_threadpool(service.add_uploads, uploads, None, added_by)
     return JSONResponse(
         {
             "summary": report.summary(),
@@ -583,7 +624,7 @@ def cors(settings: Settings) -> list[Middleware]:
         Middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     ]
@@ -611,8 +652,8 @@ def create_app(settings: Settings, *, require_auth: bool = False) -> Starlette:
             Route("/v1/models/{model_id:path}", model_card),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/ask", ask, methods=["POST"]),
-            Route("/v1/documents", upload_documents, methods=["POST"]),
-            Route("/v1/documents/{doc_id}", get_document),
+            Route("/v1/documents", documents, methods=["GET", "POST"]),
+            Route("/v1/documents/{doc_id}", document, methods=["GET", "DELETE"]),
         ],
         exception_handlers={
             HTTPException: _http_error,

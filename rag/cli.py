@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _add_ask(sub)
+    _add_documents(sub)
 
     ev = sub.add_parser(
         "eval", help="retrieval recall@k / MRR and answer-level figures on PIAF-format files"
@@ -107,6 +108,18 @@ def _add_ask(sub: argparse._SubParsersAction) -> None:
         "--until", metavar="YYYY-MM-DD", help="only documents dated this day or earlier"
     )
     ask.add_argument("--folder", metavar="PREFIX", help="only documents under this folder")
+
+
+def _add_documents(sub: argparse._SubParsersAction) -> None:
+    """``rag documents list|remove`` (``rag docs`` for short)."""
+    docs = sub.add_parser("documents", aliases=["docs"], help="list or remove indexed documents")
+    docs_sub = docs.add_subparsers(dest="documents_command", required=True)
+    listing = docs_sub.add_parser("list", help="title, date, type, size, chunks, who added it")
+    listing.add_argument("--json", action="store_true", help="print one JSON object per line")
+    remove = docs_sub.add_parser(
+        "remove", help="remove a document from the index (and its uploaded file)"
+    )
+    remove.add_argument("document", metavar="ID_OR_PATH")
 
 
 def shown(text: str) -> str:
@@ -224,6 +237,27 @@ def _print_citations(citations: list[Citation], quotes: bool = False) -> None:
             print(f"      not in this passage: {shown(', '.join(c.missing))}")
 
 
+def cmd_documents(args: argparse.Namespace) -> int:
+    """List the indexed documents, or remove one (``rag documents list|remove``)."""
+    from rag.service import RagService
+
+    service = RagService()
+    if args.documents_command == "remove":
+        record = service.remove_document(args.document)
+        print(f"removed {shown(record.title)} ({shown(record.source)})", file=sys.stderr)
+        return 0
+    for record in service.documents():
+        entry = record.to_json()
+        if args.json:
+            print(json_line(entry))
+            continue
+        added = " ".join(filter(None, [entry["added_by"], (entry["added_at"] or "")[:10]]))
+        cells = [entry["id"], entry["date"] or "-", entry["type"], f"{record.size:,} B"]
+        cells += [f"{record.chunks} chunks", added or "-", record.title, record.source]
+        print("\t".join(shown(cell) for cell in cells))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from rag.evaluate import evaluate_files
 
@@ -296,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "ingest": cmd_ingest,
         "ask": cmd_ask,
+        "documents": cmd_documents,
+        "docs": cmd_documents,
         "eval": cmd_eval,
         "user": cmd_user,
         "serve": cmd_serve,

@@ -8,6 +8,7 @@ an exception with a message fit to show as is.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -31,16 +32,21 @@ from rag.config import Settings, get_settings
 from rag.datadir import StoreError, check_data_dir, write_lock
 from rag.documents.citations import Citation, document_text
 from rag.embedding.embedders import Embedder, make_embedder
-from rag.index.lexical import LexicalCache, LexicalIndex
-from rag.index.records import FileRecord, document_refs
+from rag.errors import RagError
+from rag.index.lexical import LexicalCache, LexicalIndex, sync_lexical
+from rag.index.records import FileRecord, document_id, document_refs
 from rag.index.store import Store, open_store
 from rag.ingest.pipeline import IngestReport, ProgressFn, ingest, ingest_options
 from rag.ingest.uploads import ingest_uploads
-from rag.retrieval.filters import Filters, Selection
+from rag.retrieval.filters import Filters, Selection, names_document
 from rag.retrieval.hybrid import HybridRetriever
 
 # Re-exported: the page and the HTTP API take the answer types and question errors from here.
 __all__ = ["Answer", "AnswerStream", "QuestionError", "StoreError", "check_question"]
+
+
+class DocumentError(RagError):
+    """A document that cannot be found or removed; the message says which and why."""
 
 
 @dataclass
@@ -122,8 +128,10 @@ class RagService:
         prune: bool = False,
         progress: ProgressFn | None = None,
         show_progress: bool = True,
+        added_by: str = "",
     ) -> IngestReport:
-        """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``).
+        """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``), as uploaded
+        by ``added_by`` when they are uploads.
 
         One ingest at a time writes to an embedded store (``write_lock``); others wait.
         """
@@ -142,12 +150,64 @@ class RagService:
                 prune=prune,
                 progress=progress,
                 show_progress=show_progress,
+                added_by=added_by,
             )
 
     def indexed_files(self) -> dict[str, FileRecord]:
         """The manifest: every fully indexed file by source path (the watcher diffs it)."""
         with self._reading() as store:
             return store.file_records()
+
+    def documents(self) -> list[FileRecord]:
+        """Every indexed document, newest first (by its own date, then title)."""
+        records = sorted(self.indexed_files().values(), key=lambda r: (r.title.lower(), r.source))
+        return sorted(records, key=lambda r: r.date, reverse=True)
+
+    def find_document(self, ref: str) -> FileRecord:
+        """The indexed document ``ref`` names: its id, its path, or the id of one of its
+        texts (``GET /v1/documents/{id}``); ``DocumentError`` when none or several do."""
+        extracted = self.settings.data_dir / "extracted"
+        records = self.indexed_files().values()
+        found = [r for r in records if ref in (r.id, r.source)] or [
+            r for r in records if ref in map(document_id, document_refs([r], extracted))
+        ]
+        found = found or [r for r in records if names_document(r, ref)]
+        if len(found) != 1:
+            many = f"{len(found)} documents match" if found else "no indexed document matches"
+            raise DocumentError(f"{many} {ref!r}; see `rag documents list`")
+        return found[0]
+
+    def remove_document(self, ref: str) -> FileRecord:
+        """Take the document ``ref`` names out of the index: its chunks, sentences and BM25
+        entries, its extracted text and, for an upload, its file. A file left in an indexed
+        folder comes back at that folder's next ingest; a removed upload does not."""
+        self.ensure_data_dir()
+        with write_lock(self.settings):
+            with self._reading():
+                pass  # reopens Chroma if another process wrote: never write from a stale view
+            record = self.find_document(ref)
+            store = self.store
+            store.renew_stamp()  # before and after the writes (see rag.index.store)
+            store.forget_files([record.source])
+            store.renew_stamp()
+            self._forget_files_of(record)
+            sync_lexical(store, self._lexical.root, force=True)
+        return record
+
+    def _forget_files_of(self, record: FileRecord) -> None:
+        """The extracted text of a removed document (unless an indexed copy shares it) and,
+        for an upload, the uploaded file."""
+        folder = self.settings.data_dir / "extracted" / record.sha256[:24]
+        if not any(r.sha256 == record.sha256 for r in self.indexed_files().values()):
+            shutil.rmtree(folder, ignore_errors=True)
+        source = Path(record.source)
+        if source.is_relative_to(self.upload_dir.resolve()):
+            source.unlink(missing_ok=True)
+
+    def is_indexed(self, source: str) -> bool:
+        """Whether ``source`` is still indexed (a removed document's quotes say it was)."""
+        with self._reading() as store:
+            return store.file_record(source) is not None
 
     def lexical(self) -> LexicalIndex:
         """The BM25 index matching the chunks (see ``rag.index.lexical.LexicalCache``)."""
@@ -266,16 +326,22 @@ class RagService:
         return self.settings.data_dir / "uploads"
 
     def add_uploads(
-        self, uploads: list[tuple[str, bytes]], progress: ProgressFn | None = None
+        self,
+        uploads: list[tuple[str, bytes]],
+        progress: ProgressFn | None = None,
+        added_by: str = "",
     ) -> IngestReport:
-        """Save uploaded files under the upload folder and index them at once (a file that
-        cannot be saved or parsed is reported by name; ``rag.ingest.uploads.ingest_uploads``)."""
+        """Save uploaded files under the upload folder and index them at once, as added by
+        ``added_by`` (a file that cannot be saved or parsed is reported by name and not kept;
+        ``rag.ingest.uploads.ingest_uploads``)."""
         self.ensure_data_dir()
         return ingest_uploads(
             self.upload_dir,
             uploads,
             self.settings.max_file_mb,
-            lambda saved: self.ingest(saved, progress=progress, show_progress=False),
+            lambda saved: self.ingest(
+                saved, progress=progress, show_progress=False, added_by=added_by
+            ),
         )
 
     def document_text(self, ref: str) -> str | None:

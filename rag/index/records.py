@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,22 @@ class FileRecord:
     def id(self) -> str:
         """The document's public id (``document_id`` of its source path)."""
         return document_id(self.source)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documents list's entry: id, title, source, date, type, size, chunks, who
+        added it and when (ISO 8601, UTC; None when unknown)."""
+        added = datetime.fromtimestamp(self.added_at, UTC) if self.added_at else None
+        return {
+            "id": self.id,
+            "title": self.title,
+            "source": self.source,
+            "date": self.date or None,
+            "type": Path(self.source).suffix.lstrip(".").lower(),
+            "size": self.size,
+            "chunks": self.chunks,
+            "added_by": self.added_by,
+            "added_at": added.isoformat(timespec="seconds") if added else None,
+        }
 
 
 def document_id(ref: str) -> str:

@@ -71,7 +71,7 @@ class Filters:
         if self.documents:
             sources = set()
             for wanted in self.documents:
-                found = {r.source for r in records if _names(r, wanted)}
+                found = {r.source for r in records if names_document(r, wanted)}
                 if not found:
                     raise FilterError(f"no indexed document matches {wanted!r}")
                 sources |= found
@@ -89,7 +89,7 @@ class Filters:
         )
 
 
-def _names(record: FileRecord, wanted: str) -> bool:
+def names_document(record: FileRecord, wanted: str) -> bool:
     """Whether ``wanted`` names this document: its id, its path (absolute, relative to the
     working directory, or the tail of its path as citations may show it)."""
     if wanted in (record.id, record.source):
