@@ -170,3 +170,51 @@ def test_api_lists_and_deletes_documents_for_editors(service: RagService, tmp_pa
         answer = httpx.post(f"{url}/v1/ask", json=asked, headers=keys["reader"], timeout=120)
         assert OTHER not in json.dumps(answer.json())
     assert not (service.upload_dir / "ouessant.txt").exists()
+
+
+BREST = (
+    "Rapport sur le port de Brest\n"
+    "Le port de Brest a accueilli exactement 4321 navires de pêche en 2023.\n"
+)
+BREST_QUESTION = "Combien de navires de pêche le port de Brest a-t-il accueillis en 2023 ?"
+
+
+def test_the_page_filters_lists_and_removes_documents(tmp_path: Path, monkeypatch) -> None:
+    """The real page (AppTest): an upload is listed with its date, a document filter keeps
+    it out of an answer, and once removed its earlier quote says the document is gone."""
+    from streamlit.testing.v1 import AppTest
+
+    from rag.config import get_settings
+    from rag.ui.page import REMOVED_NOTICE
+    from rag.ui.render import escape_md
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RAG_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    at = AppTest.from_file(str(ROOT / "chat.py"), default_timeout=300).run()
+    at.sidebar.file_uploader[0].set_value(("brest.txt", BREST.encode(), "text/plain")).run()
+    assert not at.exception, at.exception
+    service = RagService(get_settings())
+    brest = next(r for r in service.documents() if r.source.endswith("brest.txt"))
+    listed = [md.value for md in at.sidebar.expander[1].markdown]
+    assert any("Rapport sur le port de Brest" in line and "TXT" in line for line in listed)
+
+    seed = next(r for r in service.documents() if r.id != brest.id)
+    at.sidebar.multiselect[0].set_value([seed.id]).run()
+    at.chat_input[0].set_value(BREST_QUESTION).run()
+    assert "4321" not in "\n".join(h.proto.body for h in at.html)
+    at.sidebar.multiselect[0].set_value([]).run()
+    at.chat_input[0].set_value(BREST_QUESTION).run()
+    assert "4321 navires" in "\n".join(h.proto.body for h in at.html)
+    today = brest.date  # a plain text file is dated by its modification time
+    assert any(escape_md(f"line 2 · dated {today}") in md.value for md in at.markdown)
+
+    at.button(key=f"remove-doc-{brest.id}").click().run()
+    at.button(key=f"remove-doc-{brest.id}-yes").click().run()
+    assert not at.exception, at.exception
+    assert not RagService(get_settings()).is_indexed(brest.source)
+    assert any(REMOVED_NOTICE in w.value for w in at.warning)
+    assert not Path(brest.source).exists()
+    get_settings.cache_clear()
