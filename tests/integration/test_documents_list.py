@@ -182,6 +182,7 @@ BREST_QUESTION = "Combien de navires de pêche le port de Brest a-t-il accueilli
 def test_the_page_filters_lists_and_removes_documents(tmp_path: Path, monkeypatch) -> None:
     """The real page (AppTest): an upload is listed with its date, a document filter keeps
     it out of an answer, and once removed its earlier quote says the document is gone."""
+    import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     from rag.config import get_settings
@@ -193,6 +194,7 @@ def test_the_page_filters_lists_and_removes_documents(tmp_path: Path, monkeypatc
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RAG_LLM_MODEL"):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
+    st.cache_resource.clear()  # the app's service is cached per process, with old settings
     at = AppTest.from_file(str(ROOT / "chat.py"), default_timeout=300).run()
     at.sidebar.file_uploader[0].set_value(("brest.txt", BREST.encode(), "text/plain")).run()
     assert not at.exception, at.exception
@@ -218,3 +220,38 @@ def test_the_page_filters_lists_and_removes_documents(tmp_path: Path, monkeypatc
     assert any(REMOVED_NOTICE in w.value for w in at.warning)
     assert not Path(brest.source).exists()
     get_settings.cache_clear()
+    st.cache_resource.clear()
+
+
+def test_on_the_page_editors_upload_as_themselves_and_readers_cannot_remove(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """With accounts: an editor's upload is listed as theirs; a reader sees the list with
+    no Remove button."""
+    import streamlit as st
+
+    from rag.config import get_settings
+    from tests.integration.test_signin import sign_in, signed_out
+
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RAG_LLM_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    st.cache_resource.clear()  # the app's service is cached per process, with old settings
+    accounts = Accounts(get_settings())
+    accounts.add("rita", PASSWORD, "reader")
+    accounts.add("ed", PASSWORD, "editor")
+    try:
+        ed = sign_in(signed_out(), "ed")
+        ed.sidebar.file_uploader[0].set_value(("brest.txt", BREST.encode(), "text/plain")).run()
+        assert not ed.exception, ed.exception
+        brest = next(r for r in RagService(get_settings()).documents() if "Brest" in r.title)
+        assert brest.added_by == "ed"
+        assert ed.button(key=f"remove-doc-{brest.id}")
+        rita = sign_in(signed_out(), "rita")
+        listed = "\n".join(md.value for e in rita.sidebar.expander for md in e.markdown)
+        assert "added by ed on" in listed
+        assert not [b for b in rita.sidebar.button if (b.key or "").startswith("remove-doc-")]
+    finally:
+        get_settings.cache_clear()
+        st.cache_resource.clear()
