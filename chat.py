@@ -29,10 +29,17 @@ from rag.accounts.users import ROLES, AccountError, Accounts, Role, User
 from rag.config import get_settings
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
+from rag.retrieval.filters import Filters
 from rag.ui import page, session, uploads
 from rag.ui.emphasis import example_questions
 from rag.ui.followup import FOLLOW_UP_HINT, is_follow_up
-from rag.ui.page import Identity, conversation_label
+from rag.ui.page import (
+    REMOVED_NOTICE,
+    Identity,
+    conversation_label,
+    document_label,
+    document_line,
+)
 from rag.ui.render import (
     ANNOUNCE_TITLE,
     CLOSEST_HEADING,
@@ -324,6 +331,10 @@ def render_citation(
         st.markdown(
             f"**[{cite['n']}]** {title}{citation_origin(cite)} · {escape_md(citation_place(cite))}"
         )
+        if text is None and not service.is_indexed(cite["source"]):
+            st.warning(REMOVED_NOTICE)
+            st.markdown(f"> {escape_md(' '.join(cite['quote'].split()))}")
+            return
         if text is None or text[cite["start"] : cite["end"]] != cite["quote"]:
             st.warning("The source file changed since this answer; citation hidden.")
             return
@@ -414,6 +425,8 @@ def sidebar(service: RagService, user: User | None) -> None:
             st.caption(f"Keeping {escape_md(str(settings.watch_dir))} in sync")
         if user is None or user.can("editor"):
             edit_corpus(service)
+        filter_controls(service)
+        documents_section(service, user is None or user.can("editor"))
         with st.expander("Search details"):  # the technical terms stay out of the main view
             st.caption(
                 f"Passages indexed (chunks): {status.chunks}  \nEmbedding model: "
@@ -553,6 +566,74 @@ def edit_corpus(service: RagService) -> None:
         st.success(report.summary())
 
 
+def filter_controls(service: RagService) -> None:
+    """The question's filters, read by ``handle_question`` (``chosen_filters``): documents,
+    a date range (inclusive), a folder. Each retrieval arm searches only inside them."""
+    records = {r.id: r for r in service.documents()}
+    chosen = [i for i in st.session_state.get("filter_docs", []) if i in records]
+    st.session_state.filter_docs = chosen  # a document removed meanwhile is no choice
+    with st.expander("Filters", expanded=chosen_filters_set()):
+        st.multiselect(
+            "Only these documents",
+            list(records),
+            format_func=lambda doc_id: document_label(records[doc_id]),
+            key="filter_docs",
+        )
+        st.date_input("Dated from", value=None, format="YYYY-MM-DD", key="filter_since")
+        st.date_input("Dated until", value=None, format="YYYY-MM-DD", key="filter_until")
+        st.text_input("Only under this folder", key="filter_folder", placeholder="e.g. lemonde")
+
+
+def chosen_filters_set() -> bool:
+    state = st.session_state
+    keys = ("filter_docs", "filter_since", "filter_until", "filter_folder")
+    return any(state.get(key) for key in keys)
+
+
+def chosen_filters() -> Filters | None:
+    """The sidebar's filters as ``Filters`` (``FilterError`` for a range that ends before
+    it starts)."""
+    state = st.session_state
+    since, until = state.get("filter_since"), state.get("filter_until")
+    return Filters.of(
+        state.get("filter_docs"),
+        since.isoformat() if since else None,
+        until.isoformat() if until else None,
+        state.get("filter_folder"),
+    )
+
+
+def documents_section(service: RagService, editor: bool) -> None:
+    """What is indexed: each document's title, date, type, size, passages, who added it
+    and when; editors remove one (after a confirmation)."""
+    records = service.documents()
+    with st.expander(f"Documents ({len(records)})"):
+        for record in records:
+            st.markdown(document_line(record, escape_md))
+            if editor:
+                confirmed_button(
+                    "Remove",
+                    f"remove-doc-{record.id}",
+                    f"Remove {escape_md(record.title)} from the index? Its passages go, and "
+                    "an uploaded file is deleted.",
+                    remove_document,
+                    record.id,
+                )
+
+
+def remove_document(doc_id: str) -> None:
+    """Remove a document (editors, checked again here); the page says what was removed."""
+    if not allowed("editor"):
+        st.session_state.notice = "Only an editor may remove documents."
+        return
+    try:
+        record = service_loading().result().remove_document(doc_id)
+    except RagError as exc:
+        st.session_state.notice = str(exc)
+        return
+    st.toast(f"Removed {escape_md(record.title)} from the index")
+
+
 def manage_users(admin: User) -> None:
     """Admins list, add and remove accounts (as ``rag user`` does); API keys stay on the CLI."""
     accounts = Accounts(get_settings())
@@ -621,7 +702,11 @@ def index_uploads(service: RagService, uploads: list) -> None:
     limit_mb = service.settings.max_file_mb
     refused = [r for f in uploads if (r := upload_refusal(f.name, f.size, limit_mb))]
     fitting = [f for f in uploads if upload_refusal(f.name, f.size, limit_mb) is None]
-    report = service.add_uploads([(f.name, f.getvalue()) for f in fitting], progress=progress)
+    report = service.add_uploads(
+        [(f.name, f.getvalue()) for f in fitting],
+        progress=progress,
+        added_by=st.session_state.get("user_name") or "",
+    )
     bar.empty()
     st.session_state.upload_errors = refused + page.upload_errors(report.failed)
     st.session_state.upload_report = report.summary()
@@ -674,12 +759,13 @@ def handle_question(question: str, service: RagService) -> None:
         st.html(author_label("assistant"))
         with st.spinner("Searching the documents…"):
             try:
-                stream = service.ask_stream(question, top_k=top_k, history=history)
+                filters = chosen_filters()
+                stream = service.ask_stream(question, top_k, history, filters)
             except RagError as exc:
                 messages.append(asked)
                 st.error(str(exc))
                 return
-        msg = answer_message(show_stream(stream), question, top_k, service)
+        msg = answer_message(show_stream(stream), question, top_k, service, filters)
         if history and not service.settings.llm_enabled and is_follow_up(question):
             msg["hint"] = FOLLOW_UP_HINT
         messages += [asked, msg]
@@ -688,12 +774,15 @@ def handle_question(question: str, service: RagService) -> None:
     save_exchange(messages[-2:])
 
 
-def answer_message(answer: Answer, question: str, top_k: int, service: RagService) -> dict:
+def answer_message(
+    answer: Answer, question: str, top_k: int, service: RagService, filters: Filters | None
+) -> dict:
     """The answer as saved and shown (``rag.ui.page.answer_message``). A refusal with no
     closest passages gets the retrieved sentences that share a word with the question as
-    leads (``service.leads``), so a reader learns what the documents do say on it."""
+    leads (``service.leads``, inside the same filters), so a reader learns what the
+    documents do say on it."""
     if answer.abstained and not answer.closest and answer.confidence is not None:
-        answer = replace(answer, closest=service.leads(question, top_k))
+        answer = replace(answer, closest=service.leads(question, top_k, filters))
     return page.answer_message(answer)
 
 

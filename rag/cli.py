@@ -62,11 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _feed_parser(sub)
-
-    ask = sub.add_parser("ask", help="answer a question with citations")
-    ask.add_argument("question")
-    ask.add_argument("-k", type=int, default=None, help="passages to retrieve")
-    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_ask(sub)
+    _add_documents(sub)
 
     ev = sub.add_parser(
         "eval", help="retrieval recall@k / MRR and answer-level figures on PIAF-format files"
@@ -110,6 +107,37 @@ def _feed_parser(sub: argparse._SubParsersAction) -> None:
     feed_add.add_argument("--workspace", default=None, help="workspace its articles go to")
     feed_sub.add_parser("list", help="list the registered feeds")
     feed_sub.add_parser("remove", help="stop following a feed").add_argument("url")
+
+
+def _add_ask(sub: argparse._SubParsersAction) -> None:
+    """``rag ask`` and its filters (``rag.retrieval.filters``)."""
+    ask = sub.add_parser("ask", help="answer a question with citations")
+    ask.add_argument("question")
+    ask.add_argument("-k", type=int, default=None, help="passages to retrieve")
+    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.add_argument(
+        "--doc",
+        action="append",
+        metavar="ID_OR_PATH",
+        help="answer only from this document (repeat for several; see `rag documents list`)",
+    )
+    ask.add_argument("--since", metavar="YYYY-MM-DD", help="only documents dated this day or later")
+    ask.add_argument(
+        "--until", metavar="YYYY-MM-DD", help="only documents dated this day or earlier"
+    )
+    ask.add_argument("--folder", metavar="PREFIX", help="only documents under this folder")
+
+
+def _add_documents(sub: argparse._SubParsersAction) -> None:
+    """``rag documents list|remove`` (``rag docs`` for short)."""
+    docs = sub.add_parser("documents", aliases=["docs"], help="list or remove indexed documents")
+    docs_sub = docs.add_subparsers(dest="documents_command", required=True)
+    listing = docs_sub.add_parser("list", help="title, date, type, size, chunks, who added it")
+    listing.add_argument("--json", action="store_true", help="print one JSON object per line")
+    remove = docs_sub.add_parser(
+        "remove", help="remove a document from the index (and its uploaded file)"
+    )
+    remove.add_argument("document", metavar="ID_OR_PATH")
 
 
 def shown(text: str) -> str:
@@ -225,9 +253,11 @@ CLOSEST_HEADING = "Closest passages (they may not answer your question):"
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    from rag.retrieval.filters import Filters
     from rag.service import RagService
 
-    stream = RagService().ask_stream(args.question, top_k=args.k)
+    filters = Filters.of(args.doc, args.since, args.until, args.folder)
+    stream = RagService().ask_stream(args.question, top_k=args.k, filters=filters)
     if args.json:
         print(json_line(stream.finalize().to_json()))
         return 0
@@ -258,16 +288,38 @@ def _print_citations(citations: list[Citation], quotes: bool = False) -> None:
         flag = "" if c.verified else " (unverified)"
         page = f" page {c.page}" if c.page else ""
         ocr = " (OCR)" if c.ocr else ""
-        where = f"{c.source}:{c.line}"
+        dated = f"{c.date} " if c.date else ""  # the document's own date, before its path
+        where = f"{dated}{shown(c.source)}:{c.line}"
         if c.url:  # a web article: its page, outlet and date
-            where = f"{c.url} ({', '.join(x for x in (c.outlet, c.date) if x)})"
-        print(f"  [{c.n}] {shown(where)}{page}{ocr} (chars {c.start}-{c.end}){flag}")
+            where = shown(f"{c.url} ({', '.join(x for x in (c.outlet, c.date) if x)})")
+        print(f"  [{c.n}] {where}{page}{ocr} (chars {c.start}-{c.end}){flag}")
         if quotes:
             print(f"      “{shown(' '.join(c.quote.split()))}”")
         if c.supported is False:
             print("      this sentence may not answer the question (answer verifier)")
         if c.missing:
             print(f"      not in this passage: {shown(', '.join(c.missing))}")
+
+
+def cmd_documents(args: argparse.Namespace) -> int:
+    """List the indexed documents, or remove one (``rag documents list|remove``)."""
+    from rag.service import RagService
+
+    service = RagService()
+    if args.documents_command == "remove":
+        record = service.remove_document(args.document)
+        print(f"removed {shown(record.title)} ({shown(record.source)})", file=sys.stderr)
+        return 0
+    for record in service.documents():
+        entry = record.to_json()
+        if args.json:
+            print(json_line(entry))
+            continue
+        added = " ".join(filter(None, [entry["added_by"], (entry["added_at"] or "")[:10]]))
+        cells = [entry["id"], entry["date"] or "-", entry["type"], f"{record.size:,} B"]
+        cells += [f"{record.chunks} chunks", added or "-", record.title, record.source]
+        print("\t".join(shown(cell) for cell in cells))
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -343,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ingest": cmd_ingest,
         "feed": cmd_feed,
         "ask": cmd_ask,
+        "documents": cmd_documents,
+        "docs": cmd_documents,
         "eval": cmd_eval,
         "user": cmd_user,
         "serve": cmd_serve,

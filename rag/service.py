@@ -8,6 +8,7 @@ an exception with a message fit to show as is.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -32,15 +33,21 @@ from rag.config import Settings, get_settings
 from rag.datadir import StoreError, check_data_dir, write_lock
 from rag.documents.citations import Citation, document_text
 from rag.embedding.embedders import Embedder, make_embedder
-from rag.index.lexical import LexicalCache, LexicalIndex
-from rag.index.records import FileRecord, document_refs
+from rag.errors import RagError
+from rag.index.lexical import LexicalCache, LexicalIndex, sync_lexical
+from rag.index.records import FileRecord, document_id, document_refs
 from rag.index.store import Store, open_store
 from rag.ingest.pipeline import IngestReport, ProgressFn, ingest, ingest_options
 from rag.ingest.uploads import ingest_uploads
+from rag.retrieval.filters import Filters, Selection, names_document
 from rag.retrieval.hybrid import HybridRetriever
 
 # Re-exported: the page and the HTTP API take the answer types and question errors from here.
 __all__ = ["Answer", "AnswerStream", "QuestionError", "StoreError", "check_question"]
+
+
+class DocumentError(RagError):
+    """A document that cannot be found or removed; the message says which and why."""
 
 
 @dataclass
@@ -122,9 +129,11 @@ class RagService:
         prune: bool = False,
         progress: ProgressFn | None = None,
         show_progress: bool = True,
+        added_by: str = "",
         metadata: dict[str, dict[str, Any]] | None = None,
     ) -> IngestReport:
-        """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``).
+        """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``), as uploaded
+        by ``added_by`` when they are uploads.
 
         One ingest at a time writes to an embedded store (``write_lock``); others wait.
         """
@@ -143,6 +152,7 @@ class RagService:
                 prune=prune,
                 progress=progress,
                 show_progress=show_progress,
+                added_by=added_by,
                 metadata=metadata,
             )
 
@@ -150,6 +160,57 @@ class RagService:
         """The manifest: every fully indexed file by source path (the watcher diffs it)."""
         with self._reading() as store:
             return store.file_records()
+
+    def documents(self) -> list[FileRecord]:
+        """Every indexed document, newest first (by its own date, then title)."""
+        records = sorted(self.indexed_files().values(), key=lambda r: (r.title.lower(), r.source))
+        return sorted(records, key=lambda r: r.date, reverse=True)
+
+    def find_document(self, ref: str) -> FileRecord:
+        """The indexed document ``ref`` names: its id, its path, or the id of one of its
+        texts (``GET /v1/documents/{id}``); ``DocumentError`` when none or several do."""
+        extracted = self.settings.data_dir / "extracted"
+        records = self.indexed_files().values()
+        found = [r for r in records if ref in (r.id, r.source)] or [
+            r for r in records if ref in map(document_id, document_refs([r], extracted))
+        ]
+        found = found or [r for r in records if names_document(r, ref)]
+        if len(found) != 1:
+            many = f"{len(found)} documents match" if found else "no indexed document matches"
+            raise DocumentError(f"{many} {ref!r}; see `rag documents list`")
+        return found[0]
+
+    def remove_document(self, ref: str) -> FileRecord:
+        """Take the document ``ref`` names out of the index: its chunks, sentences and BM25
+        entries, its extracted text and, for an upload, its file. A file left in an indexed
+        folder comes back at that folder's next ingest; a removed upload does not."""
+        self.ensure_data_dir()
+        with write_lock(self.settings):
+            with self._reading():
+                pass  # reopens Chroma if another process wrote: never write from a stale view
+            record = self.find_document(ref)
+            store = self.store
+            store.renew_stamp()  # before and after the writes (see rag.index.store)
+            store.forget_files([record.source])
+            store.renew_stamp()
+            self._forget_files_of(record)
+            sync_lexical(store, self._lexical.root, force=True)
+        return record
+
+    def _forget_files_of(self, record: FileRecord) -> None:
+        """The extracted text of a removed document (unless an indexed copy shares it) and,
+        for an upload, the uploaded file."""
+        folder = self.settings.data_dir / "extracted" / record.sha256[:24]
+        if not any(r.sha256 == record.sha256 for r in self.indexed_files().values()):
+            shutil.rmtree(folder, ignore_errors=True)
+        source = Path(record.source)
+        if source.is_relative_to(self.upload_dir.resolve()):
+            source.unlink(missing_ok=True)
+
+    def is_indexed(self, source: str) -> bool:
+        """Whether ``source`` is still indexed (a removed document's quotes say it was)."""
+        with self._reading() as store:
+            return store.file_record(source) is not None
 
     def lexical(self) -> LexicalIndex:
         """The BM25 index matching the chunks (see ``rag.index.lexical.LexicalCache``)."""
@@ -168,12 +229,23 @@ class RagService:
                 raise StoreError("The index is empty: run `rag ingest` first.")
             store.check_embedder()
 
-    def ask(self, question: str, top_k: int | None = None, history: History = ()) -> Answer:
-        """Answer from the indexed documents, with verified citations, or abstain."""
-        return self.ask_stream(question, top_k, history).finalize()
+    def ask(
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: History = (),
+        filters: Filters | None = None,
+    ) -> Answer:
+        """Answer from the indexed documents (those ``filters`` keep), with verified
+        citations, or abstain."""
+        return self.ask_stream(question, top_k, history, filters).finalize()
 
     def ask_stream(
-        self, question: str, top_k: int | None = None, history: History = ()
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: History = (),
+        filters: Filters | None = None,
     ) -> AnswerStream:
         """The answer as it is written; ``finalize()`` then gives it with checked citations.
 
@@ -181,17 +253,20 @@ class RagService:
         standalone question from ``history``, retrieve, decide (``Decision.verdict``), then
         answer, extractive (single-turn) or streamed by the LLM, which is asked unless nothing
         relevant was found, since it can answer what the quotes could not (or refuse).
+        ``filters`` (checked before anything else runs) hold every arm of the retrieval.
         """
         question = check_question(question)
         self.ensure_ready()
+        selection = self.selection(filters)
         if not self.settings.llm_enabled:
-            return AnswerStream.of(self.evidence(question, top_k).extractive)
+            return AnswerStream.of(self.evidence(question, top_k, selection=selection).extractive)
         generator = Generator(self.settings)
         try:
             standalone = generator.standalone(question, history)
         except LLMError as error:
-            return AnswerStream.of(fallback(self.evidence(question, top_k).extractive, error))
-        found = self.evidence(standalone, top_k)
+            found = self.evidence(question, top_k, selection=selection)
+            return AnswerStream.of(fallback(found.extractive, error))
+        found = self.evidence(standalone, top_k, selection=selection)
         if found.verdict is Verdict.NOTHING:
             return AnswerStream.of(found.extractive)
 
@@ -215,24 +290,38 @@ class RagService:
             self._decision = (self.settings, Decision.resolve(self.settings))
         return self._decision[1]
 
+    def selection(self, filters: Filters | None) -> Selection | None:
+        """``filters`` resolved against the indexed documents (``FilterError`` when one
+        names nothing indexed)."""
+        if filters is None:
+            return None
+        with self._reading() as store:
+            return filters.resolve(store.file_records().values())
+
     def evidence(
-        self, question: str, top_k: int | None = None, exclude: Collection[str] = ()
+        self,
+        question: str,
+        top_k: int | None = None,
+        exclude: Collection[str] = (),
+        selection: Selection | None = None,
     ) -> Evidence:
-        """What ``question`` retrieves (never the chunk ids in ``exclude``), the judgement
-        over it and the extractive answer."""
+        """What ``question`` retrieves (never the chunk ids in ``exclude``, only inside
+        ``selection``), the judgement over it and the extractive answer."""
         with self._reading():
             retriever = self.retriever(top_k)
-            retrieval = retriever.search(question, exclude=exclude)
+            retrieval = retriever.search(question, exclude=exclude, selection=selection)
         decision = self.decision
         judge = Judge(retriever.lexical, self.word_vectors, score=decision.score)
         judgement = judge.judge(question, retrieval)
         answer = extractive_answer(retrieval, judgement, decision)
         return Evidence(retrieval, judgement, answer, decision.verdict(answer.confidence))
 
-    def leads(self, question: str, top_k: int | None = None) -> list[Citation]:
-        """A refusal's leads (``rag.answering.extractive.leads``): what the documents say
-        on the question's subject, never an answer."""
-        found = self.evidence(check_question(question), top_k)
+    def leads(
+        self, question: str, top_k: int | None = None, filters: Filters | None = None
+    ) -> list[Citation]:
+        """A refusal's leads (``rag.answering.extractive.leads``): what the documents (those
+        ``filters`` keep) say on the question's subject, never an answer."""
+        found = self.evidence(check_question(question), top_k, selection=self.selection(filters))
         return leads(found.judgement, found.retrieval)
 
     @property
@@ -240,16 +329,22 @@ class RagService:
         return self.settings.data_dir / "uploads"
 
     def add_uploads(
-        self, uploads: list[tuple[str, bytes]], progress: ProgressFn | None = None
+        self,
+        uploads: list[tuple[str, bytes]],
+        progress: ProgressFn | None = None,
+        added_by: str = "",
     ) -> IngestReport:
-        """Save uploaded files under the upload folder and index them at once (a file that
-        cannot be saved or parsed is reported by name; ``rag.ingest.uploads.ingest_uploads``)."""
+        """Save uploaded files under the upload folder and index them at once, as added by
+        ``added_by`` (a file that cannot be saved or parsed is reported by name and not kept;
+        ``rag.ingest.uploads.ingest_uploads``)."""
         self.ensure_data_dir()
         return ingest_uploads(
             self.upload_dir,
             uploads,
             self.settings.max_file_mb,
-            lambda saved: self.ingest(saved, progress=progress, show_progress=False),
+            lambda saved: self.ingest(
+                saved, progress=progress, show_progress=False, added_by=added_by
+            ),
         )
 
     def document_text(self, ref: str) -> str | None:

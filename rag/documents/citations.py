@@ -42,9 +42,10 @@ class Citation:
     # For an LLM's citation: whether the answer verifier finds that its sentence answers
     # the question (None: not checked, as for extractive quotes, which it chose).
     supported: bool | None = None
-    # A web article's page (the link to the original), its outlet and publication date.
+    # A web article's page (the link to the original) and its outlet.
     url: str | None = None
     outlet: str | None = None
+    # The document's own date, YYYY-MM-DD (None: indexed before documents were dated).
     date: str | None = None
 
     def to_json(self) -> dict[str, Any]:

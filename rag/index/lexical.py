@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import bm25s
 import numpy as np
@@ -38,22 +39,40 @@ class LexicalHits:
     coverage: float
 
 
-class LexicalIndex:
-    """A bm25s index over chunk texts, addressed by chunk id."""
+# Chunk metadata the index keeps per chunk, so a filter masks chunks before BM25's top-k
+# (``rag.retrieval.filters.Selection.admits``) without asking Chroma.
+MASK_KEYS = ("source", "date_int")
 
-    def __init__(self, bm25: bm25s.BM25 | None, ids: list[str], token: str) -> None:
+
+class LexicalIndex:
+    """A bm25s index over chunk texts, addressed by chunk id, with each chunk's filter keys."""
+
+    def __init__(
+        self,
+        bm25: bm25s.BM25 | None,
+        ids: list[str],
+        token: str,
+        metas: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.bm25 = bm25
         self.ids = ids
+        self.metas = metas if metas is not None else [{} for _ in ids]
         self.token = token  # the chunk state it covers (``Store.change_stamp``)
         self.vocab: dict[str, int] = bm25.vocab_dict if bm25 is not None else {}
 
     @classmethod
-    def build(cls, ids: list[str], texts: list[str], token: str) -> LexicalIndex:
+    def build(
+        cls,
+        ids: list[str],
+        texts: list[str],
+        token: str,
+        metas: list[dict[str, Any]] | None = None,
+    ) -> LexicalIndex:
         if not ids:
             return cls(None, [], token)
         bm25 = bm25s.BM25()
         bm25.index([tokenize(t) or ["∅"] for t in texts], show_progress=False)
-        return cls(bm25, list(ids), token)
+        return cls(bm25, list(ids), token, metas)
 
     @cached_property
     def idf(self) -> dict[str, float]:
@@ -73,14 +92,23 @@ class LexicalIndex:
         words relative to it, once per index rather than once per question."""
         return max(self.idf.values(), default=1.0)
 
-    def search(self, query: str, k: int) -> LexicalHits:
+    def search(
+        self, query: str, k: int, admits: Callable[[dict[str, Any]], bool] | None = None
+    ) -> LexicalHits:
+        """The ``k`` best chunks for ``query``; with ``admits``, only chunks whose metadata it
+        admits, masked before the top-k so ``k`` are found when they exist."""
         tokens = tokenize(query)
         known = [t for t in tokens if t in self.vocab]
         coverage = len(known) / len(tokens) if tokens else 0.0
         if not known or self.bm25 is None:
             return LexicalHits([], [], coverage)
         k = min(k, len(self.ids))
-        docs, scores = self.bm25.retrieve([known], k=k, show_progress=False, n_threads=1)
+        mask = None
+        if admits is not None:
+            mask = np.fromiter((admits(m) for m in self.metas), np.float32, len(self.metas))
+        docs, scores = self.bm25.retrieve(
+            [known], k=k, show_progress=False, n_threads=1, weight_mask=mask
+        )
         pairs = [(int(d), float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
         return LexicalHits([self.ids[d] for d, _ in pairs], [s for _, s in pairs], coverage)
 
@@ -92,7 +120,8 @@ class LexicalIndex:
         target.mkdir()
         if self.bm25 is not None:
             self.bm25.save(str(target), show_progress=False)
-        (target / "ids.json").write_text(json.dumps({"token": self.token, "ids": self.ids}))
+        listing = {"token": self.token, "ids": self.ids, "metas": self.metas}
+        (target / "ids.json").write_text(json.dumps(listing))
         tmp = root / f"CURRENT.{os.getpid()}"
         tmp.write_text(target.name)
         os.replace(tmp, root / "CURRENT")
@@ -106,11 +135,12 @@ class LexicalIndex:
         try:
             target = root / (root / "CURRENT").read_text().strip()
             meta = json.loads((target / "ids.json").read_text())
-            token = meta["token"]  # an index written before tokens existed is rebuilt
+            # An index written before tokens (or filter keys) existed is rebuilt.
+            token, metas = meta["token"], meta["metas"]
             bm25 = bm25s.BM25.load(str(target), show_progress=False) if meta["ids"] else None
         except (OSError, ValueError, KeyError):
             return None
-        return cls(bm25, meta["ids"], token)
+        return cls(bm25, meta["ids"], token, metas)
 
 
 def sync_lexical(
@@ -132,7 +162,8 @@ def sync_lexical(
             return current
         chunks = store.all_chunks()
         texts = [f"{c.meta.get('title', '')}\n{c.text}" for c in chunks]
-        index = LexicalIndex.build([c.id for c in chunks], texts, token)
+        metas = [{key: c.meta[key] for key in MASK_KEYS if key in c.meta} for c in chunks]
+        index = LexicalIndex.build([c.id for c in chunks], texts, token, metas)
         index.save(root)
         return index
 

@@ -8,9 +8,11 @@ through ``.metadata``, ``.text`` and ``.id_``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +28,12 @@ if TYPE_CHECKING:
 # whole corpus's index in memory. The answer step embeds the few of its top chunks when it
 # needs them (``rag.retrieval.hybrid.HybridRetriever.score_sentences``).
 MIN_VECTOR_SENTENCE_CHARS = 30
-# Chunk metadata each of its sentences carries: where the text is, for its citation; a web
-# article's page, outlet and date (``rag.ingest.feeds``); the date and workspace a filter
-# on the sentence index reads.
-_CARRIED = ("page", "text_ref", "ocr", "url", "outlet", "date", "date_int", "workspace")
+# A document id is the first 32 hex digits (128 bits) of its path's SHA-256.
+DOCUMENT_ID_CHARS = 32
+# Chunk metadata each of its sentences carries, so a filter reads the same keys on both:
+# where the text is, for its citation; a web article's page, outlet and date
+# (``rag.ingest.feeds``); the date and workspace the filters read.
+SENTENCE_CARRIED = ("page", "text_ref", "ocr", "url", "outlet", "date", "date_int", "workspace")
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,49 @@ class Stored:
 
 @dataclass(frozen=True)
 class FileRecord:
-    """What the manifest knows about one ingested file."""
+    """What the manifest knows about one ingested file (the documents list shows it).
+
+    ``date`` is the document's own (``rag.documents.dates``); ``added_by`` who uploaded it
+    ("" for a file ingested from a folder), ``added_at`` when this version was indexed
+    (seconds since the epoch); ``size`` its bytes. Records written before these existed read
+    as "" and 0: unknown.
+    """
 
     source: str
     sha256: str
     chunks: int
     title: str
+    date: str = ""
+    size: int = 0
+    added_by: str = ""
+    added_at: float = 0.0
+
+    @property
+    def id(self) -> str:
+        """The document's public id (``document_id`` of its source path)."""
+        return document_id(self.source)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documents list's entry: id, title, source, date, type, size, chunks, who
+        added it and when (ISO 8601, UTC; None when unknown)."""
+        added = datetime.fromtimestamp(self.added_at, UTC) if self.added_at else None
+        return {
+            "id": self.id,
+            "title": self.title,
+            "source": self.source,
+            "date": self.date or None,
+            "type": Path(self.source).suffix.lstrip(".").lower(),
+            "size": self.size,
+            "chunks": self.chunks,
+            "added_by": self.added_by,
+            "added_at": added.isoformat(timespec="seconds") if added else None,
+        }
+
+
+def document_id(ref: str) -> str:
+    """The public id of the text or document at ``ref`` (a path: hashed, so the id reveals
+    nothing about where it is)."""
+    return hashlib.sha256(ref.encode()).hexdigest()[:DOCUMENT_ID_CHARS]
 
 
 def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
@@ -78,7 +119,7 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
             continue
         local = start - meta["start"]
         line = meta["line"] + node.text.count("\n", 0, local)
-        carried = {key: meta[key] for key in _CARRIED if key in meta}
+        carried = {key: meta[key] for key in SENTENCE_CARRIED if key in meta}
         section = inner.at(start) or meta.get("section")
         if section:
             carried["section"] = section

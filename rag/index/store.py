@@ -152,6 +152,10 @@ class Store:
                     "sha256": rec.sha256,
                     "chunks": rec.chunks,
                     "title": rec.title,
+                    "date": rec.date,
+                    "size": rec.size,
+                    "added_by": rec.added_by,
+                    "added_at": rec.added_at,
                 }
                 for rec in recs
             ],
@@ -195,13 +199,19 @@ class Store:
         got = _get_all(self.sentences, ["documents", "metadatas", "embeddings"])
         return _stored(got, vectors=True)
 
-    def nearest_chunks(self, vector: list[float], n: int) -> list[Hit]:
-        """The ``n`` chunks nearest to ``vector`` (at most as many as there are)."""
-        return _nearest(self.chunks, vector, n, include_meta=False)
+    def nearest_chunks(
+        self, vector: list[float], n: int, where: dict[str, Any] | None = None
+    ) -> list[Hit]:
+        """The ``n`` chunks nearest to ``vector`` (at most as many as there are) among those
+        matching ``where`` (a Chroma filter, applied inside the search)."""
+        return _nearest(self.chunks, vector, n, include_meta=False, where=where)
 
-    def nearest_sentences(self, vector: list[float], n: int) -> list[Hit]:
-        """The ``n`` sentences nearest to ``vector``, with their metadata."""
-        return _nearest(self.sentences, vector, n, include_meta=True)
+    def nearest_sentences(
+        self, vector: list[float], n: int, where: dict[str, Any] | None = None
+    ) -> list[Hit]:
+        """The ``n`` sentences nearest to ``vector`` among those matching ``where``, with
+        their metadata."""
+        return _nearest(self.sentences, vector, n, include_meta=True, where=where)
 
     def chunks_by_id(self, ids: list[str]) -> list[Stored]:
         """The chunks with these ids that are still stored."""
@@ -240,7 +250,16 @@ class Store:
 
 
 def _record(meta: dict[str, Any]) -> FileRecord:
-    return FileRecord(meta["source"], meta["sha256"], int(meta["chunks"]), meta["title"])
+    return FileRecord(
+        meta["source"],
+        meta["sha256"],
+        int(meta["chunks"]),
+        meta["title"],
+        str(meta.get("date", "")),
+        int(meta.get("size", 0)),
+        str(meta.get("added_by", "")),
+        float(meta.get("added_at", 0.0)),
+    )
 
 
 def _get_all(collection: Any, include: list[str]) -> dict[str, list]:
@@ -270,13 +289,20 @@ def _stored(got: dict[str, Any], *, vectors: bool = False) -> list[Stored]:
     ]
 
 
-def _nearest(collection: Any, vector: list[float], n: int, *, include_meta: bool) -> list[Hit]:
+def _nearest(
+    collection: Any,
+    vector: list[float],
+    n: int,
+    *,
+    include_meta: bool,
+    where: dict[str, Any] | None = None,
+) -> list[Hit]:
     """Chroma's ``query`` result for one vector as hits (cosine similarity = 1 - distance)."""
     n = min(n, collection.count())
     if n <= 0:
         return []
     include = ["metadatas", "distances"] if include_meta else ["distances"]
-    got = collection.query(query_embeddings=[vector], n_results=n, include=include)
+    got = collection.query(query_embeddings=[vector], n_results=n, include=include, where=where)
     metas = got["metadatas"][0] if include_meta else [{}] * len(got["ids"][0])
     return [
         Hit(cid, 1.0 - dist, meta)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from llama_index.core import Document
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import TextNode
 
+from rag.documents.dates import date_int
 from rag.documents.formats import Sections
 from rag.index.records import FileRecord, node_sentences
 from rag.ingest.files import LoadedFile
@@ -42,6 +44,8 @@ _INTERNAL_KEYS = (
     "repeats",
     "copies",
     "rows",
+    "date_int",
+    "added_by",
 )
 
 
@@ -96,6 +100,7 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
                         "start": start,
                         "end": end,
                         "file_sha256": loaded.sha256,
+                        **document_keys(loaded),
                         **where,
                         **({"section": section} if section else {}),
                         **({"headings": json.dumps(inner)} if inner else {}),
@@ -104,6 +109,7 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
                     },
                     excluded_embed_metadata_keys=[
                         *_INTERNAL_KEYS,
+                        "date",
                         "line",
                         "page",
                         "section",
@@ -113,6 +119,15 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
                 )
             )
     return drop_repeats(nodes)
+
+
+def document_keys(loaded: LoadedFile) -> dict[str, str | int]:
+    """What every chunk of a file says about its document: its date, as shown and as a
+    number for range filters, and who uploaded it; no date key for a file without one."""
+    keys: dict[str, str | int] = {"added_by": loaded.added_by}
+    if loaded.date:
+        keys.update(date=loaded.date, date_int=date_int(loaded.date))
+    return keys
 
 
 def drop_repeats(nodes: list[TextNode]) -> list[TextNode]:
@@ -203,9 +218,23 @@ def chunk_batches(files: Iterable[ChunkedFile], size: int) -> Iterator[Batch]:
         if not count:
             batch.progress += item.size
         loaded = item.loaded
-        batch.finished.append(FileRecord(loaded.source, loaded.sha256, count, loaded.title))
+        batch.finished.append(file_record(loaded, count))
     if batch.nodes or batch.starting or batch.finished or batch.progress:
         yield batch
+
+
+def file_record(loaded: LoadedFile, chunks: int) -> FileRecord:
+    """The manifest record of a file whose ``chunks`` are all stored, indexed now."""
+    return FileRecord(
+        loaded.source,
+        loaded.sha256,
+        chunks,
+        loaded.title,
+        loaded.date,
+        loaded.size,
+        loaded.added_by,
+        time.time(),
+    )
 
 
 def embed_text(node: TextNode) -> str:

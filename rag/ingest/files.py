@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from rag.documents.dates import document_date, front_matter_end, mtime_day
 from rag.documents.formats import (
     SUPPORTED_LABEL,
     SUPPORTED_SUFFIXES,
@@ -36,12 +37,19 @@ class IngestError(RagError):
 
 @dataclass
 class LoadedFile:
-    """A source file turned into the text parts its citations will point into."""
+    """A source file turned into the text parts its citations will point into.
+
+    ``date``: the file's own date (``YYYY-MM-DD``, ``rag.documents.dates``), else its
+    modification day; ``added_by``: who uploaded it ("" for a file ingested from a folder).
+    """
 
     source: str
     parts: list[Part]
     sha256: str
     encoding: str
+    date: str = ""
+    size: int = 0
+    added_by: str = ""
     # Metadata every chunk of the file carries (a web article's url, outlet, date, title).
     meta: dict[str, str | int] = field(default_factory=dict)
 
@@ -49,7 +57,9 @@ class LoadedFile:
     def title(self) -> str:
         if self.meta.get("title"):
             return str(self.meta["title"])[:_TITLE_MAX]
-        lines = (line.strip().lstrip("#").strip() for line in self.parts[0].text.splitlines())
+        text = self.parts[0].text
+        text = text[front_matter_end(text) :]  # a Markdown file's front matter is no title
+        lines = (line.strip().lstrip("#").strip() for line in text.splitlines())
         return next((line for line in lines if line), "")[:_TITLE_MAX] or Path(self.source).name
 
     def text_ref(self, part: Part, root: Path) -> Path:
@@ -76,6 +86,7 @@ def load_file(path: Path, max_text_chars: int = 0) -> LoadedFile:
         raise IngestError(f"{path}: unsupported file type (supported: {SUPPORTED_LABEL})")
     try:
         data = path.read_bytes()
+        mtime = path.stat().st_mtime
         parts, encoding = extract(suffix, data, max_text_chars)
     except OSError as exc:
         raise IngestError(f"{path}: cannot read ({exc.strerror or exc})") from None
@@ -88,7 +99,9 @@ def load_file(path: Path, max_text_chars: int = 0) -> LoadedFile:
     parts = [part for part in parts if part.text.strip()]
     if not parts:
         raise IngestError(f"{path}: empty file")
-    return LoadedFile(str(path.resolve()), parts, hashlib.sha256(data).hexdigest(), encoding)
+    dated = document_date(suffix, data) or mtime_day(mtime)
+    digest = hashlib.sha256(data).hexdigest()
+    return LoadedFile(str(path.resolve()), parts, digest, encoding, dated, len(data))
 
 
 def one_line(exc: BaseException) -> str:

@@ -85,10 +85,18 @@ def ingest_uploads(
     ingest: Callable[[list[Path]], IngestReport],
 ) -> IngestReport:
     """Save ``uploads`` under ``folder`` and ``ingest`` the saved files: one report naming
-    both the uploads refused on saving and the files that failed to index."""
+    both the uploads refused on saving and the files that failed to index.
+
+    A saved file that failed to index is deleted: kept, it was reported again by every
+    re-index of the upload folder, and nothing could remove it.
+    """
     from rag.ingest.pipeline import IngestReport  # here: the pipeline imports LlamaIndex
 
     saved, failed = save_uploads(folder, uploads, max_file_mb)
     report = ingest(saved) if saved else IngestReport()
+    bad = {str(Path(path).resolve()) for path, _ in report.failed}
+    for path in saved:
+        if str(path.resolve()) in bad:
+            path.unlink(missing_ok=True)
     report.failed = failed + report.failed
     return report

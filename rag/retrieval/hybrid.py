@@ -27,6 +27,7 @@ from rag.embedding.embedders import Embedder
 from rag.index.lexical import LexicalHits, LexicalIndex
 from rag.index.records import MIN_VECTOR_SENTENCE_CHARS, Stored, has_vector, sentence_records
 from rag.index.store import Store
+from rag.retrieval.filters import Selection
 from rag.retrieval.fusion import Ranking, hybrid, ranking
 
 # Calibrated on the PIAF dev sets (see benchmarks/retrieval.py and docs/benchmarks.md).
@@ -118,19 +119,21 @@ class HybridRetriever(BaseRetriever):
     def embed(self, query: str) -> np.ndarray:
         return self.embedder.embed_queries([query])[0]
 
-    def chunk_ranking(self, qvec: np.ndarray) -> Ranking:
-        """Chunks nearest to the question (cosine similarity scores)."""
-        hits = self.store.nearest_chunks(qvec.tolist(), CHUNK_CANDIDATES)
+    def chunk_ranking(self, qvec: np.ndarray, where: dict[str, Any] | None = None) -> Ranking:
+        """Chunks nearest to the question (cosine similarity scores), among ``where``'s."""
+        hits = self.store.nearest_chunks(qvec.tolist(), CHUNK_CANDIDATES, where)
         return ranking({hit.id: hit.similarity for hit in hits})
 
-    def sentence_ranking(self, qvec: np.ndarray) -> Ranking:
-        """Chunks ordered by their best sentence's similarity to the question.
+    def sentence_ranking(self, qvec: np.ndarray, where: dict[str, Any] | None = None) -> Ranking:
+        """Chunks ordered by their best sentence's similarity to the question (among the
+        sentences ``where`` selects: a user's filters).
 
         Short sentences are dropped from the nearest ones here rather than by a Chroma
         ``where`` filter: a filtered vector query scans the metadata first and took 0.5 s
         on 116k sentences, the plain one 30 ms.
         """
-        hits = self.store.nearest_sentences(qvec.tolist(), SENTENCE_OVERFETCH * SENTENCE_CANDIDATES)
+        wanted = SENTENCE_OVERFETCH * SENTENCE_CANDIDATES
+        hits = self.store.nearest_sentences(qvec.tolist(), wanted, where)
         kept = [
             (hit.meta["chunk_id"], hit.similarity)
             for hit in hits
@@ -141,13 +144,13 @@ class HybridRetriever(BaseRetriever):
             best[chunk_id] = max(similarity, best.get(chunk_id, similarity))
         return ranking(best)
 
-    def dense_ranking(self, qvec: np.ndarray) -> Ranking:
+    def dense_ranking(self, qvec: np.ndarray, where: dict[str, Any] | None = None) -> Ranking:
         """Chunk similarity plus its best sentence's, each floored at the arm's last score.
 
         Adding the scores (rather than fusing ranks) keeps how much better one candidate
         is; the floor stands in for candidates an arm did not return.
         """
-        chunks, sentences = self.chunk_ranking(qvec), self.sentence_ranking(qvec)
+        chunks, sentences = self.chunk_ranking(qvec, where), self.sentence_ranking(qvec, where)
         chunk_score = dict(zip(chunks.ids, chunks.scores))
         sentence_score = dict(zip(sentences.ids, sentences.scores))
         chunk_floor = min(chunks.scores, default=0.0)
@@ -160,24 +163,36 @@ class HybridRetriever(BaseRetriever):
         ranked = ranking(combined)
         return Ranking(ranked.ids[:CHUNK_CANDIDATES], ranked.scores[:CHUNK_CANDIDATES])
 
-    def lexical_search(self, query: str) -> LexicalHits:
-        """BM25's hits, equal scores in id order (see ``ordered``)."""
-        hits = self.lexical.search(query, CHUNK_CANDIDATES)
+    def lexical_search(self, query: str, selection: Selection | None = None) -> LexicalHits:
+        """BM25's hits (inside ``selection``), equal scores in id order (see ``ordered``)."""
+        admits = selection.admits if selection is not None else None
+        hits = self.lexical.search(query, CHUNK_CANDIDATES, admits)
         ranked = ranking(dict(zip(hits.ids, hits.scores)))
         return LexicalHits(ranked.ids, ranked.scores, hits.coverage)
 
-    def rankings(self, query: str) -> tuple[np.ndarray, Ranking, LexicalHits]:
-        """Question vector, the dense ranking, and BM25's hits with their coverage."""
+    def rankings(
+        self, query: str, selection: Selection | None = None
+    ) -> tuple[np.ndarray, Ranking, LexicalHits]:
+        """Question vector, the dense ranking, and BM25's hits with their coverage, each
+        arm searching only inside ``selection`` (a user's filters)."""
         qvec = self.embed(query)
-        return qvec, self.dense_ranking(qvec), self.lexical_search(query)
+        where = selection.where() if selection is not None else None
+        return qvec, self.dense_ranking(qvec, where), self.lexical_search(query, selection)
 
-    def search(self, query: str, k: int | None = None, exclude: Collection[str] = ()) -> Retrieval:
+    def search(
+        self,
+        query: str,
+        k: int | None = None,
+        exclude: Collection[str] = (),
+        selection: Selection | None = None,
+    ) -> Retrieval:
         """Top ``k`` chunks, each with its sentences scored against the question.
 
         ``exclude``: chunk ids that must not be found (evaluation's near-miss questions: the
         passages holding the answer are taken out, the rest of the corpus stays).
+        ``selection``: the user's filters, applied inside each arm (``rag.retrieval.filters``).
         """
-        qvec, dense, lex = self.rankings(query)
+        qvec, dense, lex = self.rankings(query, selection)
         if exclude:
             dense, lex = _without(dense, exclude), _lexical_without(lex, exclude)
         fused = hybrid(dense, lex, k or self.top_k)

@@ -22,9 +22,12 @@ from rag.accounts.users import Accounts, User
 if TYPE_CHECKING:
     from rag.answering.extractive import Answer
     from rag.config import Settings
+    from rag.index.records import FileRecord
     from rag.ingest.files import Failure
 
 UNKNOWN_ADDRESS = "unknown"
+# Shown on a citation whose document was removed from the index after the answer was given.
+REMOVED_NOTICE = "This document was removed from the index; the quote is kept as it was cited."
 
 
 @dataclass(frozen=True)
@@ -122,3 +125,20 @@ def save_exchange(
 def upload_errors(failed: list[Failure]) -> list[str]:
     """One line per upload that could not be indexed, naming the file (never its path)."""
     return [f"Could not index {Path(name).name}: {reason}" for name, reason in failed]
+
+
+def document_label(record: FileRecord) -> str:
+    """A document as the filter's document picker names it: its title and date."""
+    return f"{record.title} · {record.date}" if record.date else record.title
+
+
+def document_line(record: FileRecord, escape: Callable[[str], str]) -> str:
+    """A document's line in the documents list: title (through ``escape``), date, type,
+    size, chunks, and who added it when."""
+    entry = record.to_json()
+    added = "added" + (f" by {escape(record.added_by)}" if record.added_by else "")
+    if entry["added_at"]:
+        added += f" on {entry['added_at'][:10]}"
+    size = f"{record.size / 1024:,.1f} KB" if record.size else "size unknown"
+    facts = [entry["date"] or "undated", entry["type"].upper(), size, f"{record.chunks} passages"]
+    return f"**{escape(record.title)}**  \n{' · '.join(facts)} · {added}"

@@ -231,13 +231,16 @@ def citation_origin(cite: dict[str, Any]) -> str:
 
 
 def citation_place(cite: dict[str, Any]) -> str:
-    """Where a citation is: page and section when known, then the line."""
+    """Where a citation is: page and section when known, the line, then the document's own
+    date (a news analyst weighs a quote by it)."""
     place = [f"page {cite['page']}"] if cite.get("page") else []
     if cite.get("ocr"):
         place.append(OCR_NOTE)
     if cite.get("section"):
         place.append(f"§ {cite['section']}")
     place.append(f"line {cite['line']}")
+    if cite.get("date"):
+        place.append(f"dated {cite['date']}")
     return " · ".join(place)
 
 
