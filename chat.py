@@ -26,6 +26,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from rag.accounts.conversations import LOCAL_USER, ConversationError, Conversations
 from rag.accounts.users import ROLES, AccountError, Accounts, Role, User
 from rag.config import get_settings
+from rag.documents.citations import source_label
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
 from rag.ui import page, uploads
@@ -247,7 +248,7 @@ def render_citation(
         title = f"**{escape_md(cite.get('title') or '')}**  \n" if titled else ""
         st.markdown(
             f"**[{cite['n']}]** {title}"
-            f"{escape_md(Path(cite['source']).name)} · {escape_md(citation_place(cite))}"
+            f"{escape_md(source_label(cite))} · {escape_md(citation_place(cite))}"
         )
         if text is None or text[cite["start"] : cite["end"]] != cite["quote"]:
             st.warning("The source file changed since this answer; citation hidden.")
@@ -259,7 +260,7 @@ def render_citation(
         st.html(citation_card_html(text, cite["start"], cite["end"], question or None))
         key = f"{group}-{msg_index}-{cite['n']}"
         if st.toggle("Show in document", key=key):
-            name = Path(cite["source"]).name
+            name = source_label(cite)
             st.caption(f"{escape_md(name)}, the whole document, scrolled to the quote")
             st.iframe(
                 document_html(text, cite["start"], cite["end"]),

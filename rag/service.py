@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,7 +29,7 @@ from rag.answering.llm import History, LLMError
 from rag.answering.verifier import default_verifier
 from rag.config import Settings, get_settings
 from rag.datadir import StoreError, check_data_dir, write_lock
-from rag.documents.citations import Citation, document_text
+from rag.documents.citations import Citation, document_text, public_json
 from rag.embedding.embedders import Embedder, make_embedder
 from rag.index.lexical import LexicalCache, LexicalIndex
 from rag.index.records import FileRecord, document_refs
@@ -121,8 +121,11 @@ class RagService:
         prune: bool = False,
         progress: ProgressFn | None = None,
         show_progress: bool = True,
+        roots: Sequence[Path] = (),
     ) -> IngestReport:
-        """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``).
+        """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``); a file's path
+        is shown relative to the folder among ``paths``, then ``roots``, then the uploads
+        folder, that holds it.
 
         One ingest at a time writes to an embedded store (``write_lock``); others wait.
         """
@@ -141,6 +144,7 @@ class RagService:
                 prune=prune,
                 progress=progress,
                 show_progress=show_progress,
+                roots=[*roots, self.upload_dir],
             )
 
     def indexed_files(self) -> dict[str, FileRecord]:
@@ -279,6 +283,17 @@ class RagService:
             files, chunks = store.file_records(), store.count()
         mode = f"llm:{self.settings.llm_model}" if self.settings.llm_enabled else "extractive"
         return CorpusStatus(len(files), chunks, self.embedder.model_id, mode)
+
+
+def answer_json(answer: Answer, *, absolute: bool = False) -> dict:
+    """An answer as ``rag ask --json`` prints it and ``POST /v1/ask`` returns it: its
+    citations as clients receive them (``rag.documents.citations.public_json``), with no
+    server path unless ``absolute``."""
+    return {
+        **answer.to_json(),
+        "citations": [public_json(c, absolute=absolute) for c in answer.citations],
+        "closest": [public_json(c, absolute=absolute) for c in answer.closest],
+    }
 
 
 _shared: tuple[Settings, RagService] | None = None

@@ -74,7 +74,7 @@ def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:
         local = start - meta["start"]
         text = node.text[local : end - meta["start"]]
         line = meta["line"] + node.text.count("\n", 0, local)
-        carried = {key: meta[key] for key in ("page", "text_ref", "ocr") if key in meta}
+        carried = {key: meta[key] for key in ("page", "text_ref", "ocr", "path") if key in meta}
         section = inner.at(start) or meta.get("section")
         if section:
             carried["section"] = section

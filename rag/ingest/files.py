@@ -42,6 +42,8 @@ class LoadedFile:
     parts: list[Part]
     sha256: str
     encoding: str
+    # The path users see: relative to the folder it was indexed from (``shown_path``).
+    path: str = ""
 
     @property
     def title(self) -> str:
@@ -85,6 +87,15 @@ def load_file(path: Path, max_text_chars: int = 0) -> LoadedFile:
     if not parts:
         raise IngestError(f"{path}: empty file")
     return LoadedFile(str(path.resolve()), parts, hashlib.sha256(data).hexdigest(), encoding)
+
+
+def shown_path(file: Path, roots: Iterable[Path]) -> str:
+    """``file`` (resolved) as users know it: relative to the first of the folders ``roots``
+    (resolved) that holds it, else its name. Citations show this, never the server's path."""
+    for root in roots:
+        if file.is_relative_to(root):
+            return file.relative_to(root).as_posix()
+    return file.name
 
 
 def one_line(exc: BaseException) -> str:

@@ -8,12 +8,17 @@ record is missing is therefore always redone from scratch, never duplicated.
 Files are read and chunked only as the embedder reaches them, so memory holds the files of
 the batch in flight rather than the corpus; progress is counted in source bytes for the
 same reason (a file's chunk count is known once it is read).
+
+Each chunk records its file's path as users see it (``path``): relative to the first folder
+among the ingest's ``paths``, then its ``roots`` (the watched folders of single changed
+files, the uploads folder), that holds it (``rag.ingest.files.shown_path``). That folder is
+known here and nowhere later, so citations never have to show the server's absolute path.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +49,7 @@ from rag.ingest.files import (
     LoadedFile,
     discover,
     load_file,
+    shown_path,
     store_extracted,
 )
 
@@ -101,8 +107,10 @@ def ingest(
     show_progress: bool = True,
     max_file_mb: float | None = None,
     max_text_chars: int = 0,
+    roots: Sequence[Path] = (),
 ) -> IngestReport:
-    """Bring the index in line with ``paths``; returns counts for the summary line."""
+    """Bring the index in line with ``paths``; returns counts for the summary line. Paths
+    are shown relative to the folders among ``paths``, then ``roots`` (module docstring)."""
     report = IngestReport()
     if rebuild:
         store.drop()
@@ -117,9 +125,8 @@ def ingest(
     if gone:
         stamp.renew()
         store.forget_files(gone)
-    chunked = _chunk_files(
-        todo, known, report, extracted_root, (chunk_size, chunk_overlap), max_text_chars
-    )
+    where = extracted_root, [path.resolve() for path in [*paths, *roots] if path.is_dir()]
+    chunked = _chunk_files(todo, known, report, where, (chunk_size, chunk_overlap), max_text_chars)
     total = sum(_size(path) for path in todo)
     bar = tqdm(
         total=total,
@@ -183,21 +190,24 @@ def _chunk_files(
     todo: list[Path],
     known: dict[str, FileRecord],
     report: IngestReport,
-    extracted_root: Path,
+    where: tuple[Path, list[Path]],
     chunking: tuple[int, int],
     max_text_chars: int,
 ) -> Iterator[ChunkedFile]:
-    """Each file loaded and chunked only when the embedder reaches it.
+    """Each file loaded and chunked only when the embedder reaches it; ``where``: the folder
+    of extracted texts, and the folders paths are shown relative to.
 
     Memory then holds the text and chunks of the files in the current batch, not the
     corpus's: loading all 94 CIDRE novels before embedding held 62,773 chunk nodes, 390 MB.
     """
+    extracted_root, folders = where
     splitter = None  # built on first use: its token counter takes a while to load
     for path in todo:
         loaded = _load_changed(path, known, report, max_text_chars)
         if loaded is None:
             yield ChunkedFile(None, [], _size(path))
             continue
+        loaded.path = shown_path(path, folders)
         store_extracted(loaded, extracted_root)
         if splitter is None:
             splitter = make_splitter(*chunking)

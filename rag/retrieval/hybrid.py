@@ -42,6 +42,7 @@ MIN_RANKING_SENTENCE_CHARS = MIN_VECTOR_SENTENCE_CHARS
 # Chunk metadata worth keeping on a retrieved node (the rest is LlamaIndex bookkeeping).
 _KEEP = (
     "source",
+    "path",
     "title",
     "line",
     "start",
@@ -81,6 +82,7 @@ class SentenceScore:
             m.get("section"),
             m.get("text_ref"),
             bool(m.get("ocr")),
+            m.get("path", ""),
         )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from rag.documents.citations import source_label
 from rag.ui.emphasis import text_lang
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
@@ -257,7 +258,7 @@ def _citation_lines(cites: list[dict[str, Any]]) -> list[str]:
     for c in cites:
         quote = export_text(c["quote"].replace("\n", " "))
         where = export_text(citation_place(c).replace(" · ", ", "))
-        out.append(f"- [{c['n']}] {export_text(Path(c['source']).name)}, {where}: “{quote}”")
+        out.append(f"- [{c['n']}] {export_text(source_label(c))}, {where}: “{quote}”")
         why = why_label(c)
         if why:
             out[-1] += f" ({export_text(why)})"

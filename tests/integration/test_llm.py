@@ -22,6 +22,7 @@ from rag import cli
 from rag.answering.extractive import NO_ANSWER, Answer
 from rag.answering.llm import NOT_IN_DOCUMENTS, PROMPTS_DIR
 from rag.config import Settings, get_settings
+from rag.documents.citations import source_label
 from rag.service import RagService
 from tests.conftest import ROOT, SEED, make_settings, run_cli
 from tests.openai_standin import StandIn, error, malformed, reply, slow
@@ -117,10 +118,12 @@ def citing(needle: str, claim: str, quote: str | None = None) -> Callable[[dict]
 
 
 def assert_verified(citations: list[dict[str, Any]]) -> None:
+    """Each citation verified, its quote exactly the seed's text there (the seed corpus is a
+    copy of SEED alone: a citation's ``source`` names its file within that folder)."""
     assert citations
     for cite in citations:
         assert cite["verified"] is True
-        text = Path(cite["source"]).read_text(encoding="utf-8")
+        text = (SEED.parent / source_label(cite)).read_text(encoding="utf-8")
         assert text[cite["start"] : cite["end"]] == cite["quote"]
 
 
