@@ -27,6 +27,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from rag.accounts.conversations import LOCAL_USER, ConversationError, Conversations
 from rag.accounts.users import ROLES, AccountError, Accounts, Role, User
 from rag.config import get_settings
+from rag.documents.citations import source_label
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
 from rag.retrieval.filters import Filters
@@ -345,7 +346,7 @@ def render_citation(
         st.html(citation_card_html(text, cite["start"], cite["end"], question or None))
         key = f"{group}-{msg_index}-{cite['n']}"
         if st.toggle("Show in document", key=key):
-            name = Path(cite["source"]).name
+            name = source_label(cite)
             st.iframe(  # as tall as its content: the text box inside stops at VIEWER_MAX_PX
                 document_html(text, cite["start"], cite["end"], name, cite.get("title") or ""),
                 alt=f"{name}: {VIEWER_TITLE}",

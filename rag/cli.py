@@ -116,6 +116,11 @@ def _add_ask(sub: argparse._SubParsersAction) -> None:
     ask.add_argument("-k", type=int, default=None, help="passages to retrieve")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.add_argument(
+        "--absolute",
+        action="store_true",
+        help="show cited files by absolute path (default: relative to their indexed folder)",
+    )
+    ask.add_argument(
         "--doc",
         action="append",
         metavar="ID_OR_PATH",
@@ -254,12 +259,12 @@ CLOSEST_HEADING = "Closest passages (they may not answer your question):"
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from rag.retrieval.filters import Filters
-    from rag.service import RagService
+    from rag.service import RagService, answer_json
 
     filters = Filters.of(args.doc, args.since, args.until, args.folder)
     stream = RagService().ask_stream(args.question, top_k=args.k, filters=filters)
     if args.json:
-        print(json_line(stream.finalize().to_json()))
+        print(json_line(answer_json(stream.finalize(), absolute=args.absolute)))
         return 0
     streamed = []
     for token in stream:
@@ -269,27 +274,30 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if answer.text.strip() != "".join(streamed).strip():  # a fallback replaced what streamed
         print(("\n\n" if streamed else "") + shown(answer.text), end="")
     print()
-    _print_citations(answer.citations)
+    _print_citations(answer.citations, absolute=args.absolute)
     if answer.confidence is not None:
         print(f"confidence: {answer.confidence:.2f}")
     if answer.closest:
         # A refusal's leads: their quotes are nowhere in the answer, so they are printed.
         print(CLOSEST_HEADING)
-        _print_citations(answer.closest, quotes=True)
+        _print_citations(answer.closest, quotes=True, absolute=args.absolute)
     if answer.note:
         print(f"note: {shown(answer.note)}", file=sys.stderr)
     print(f"({shown(answer.mode)})", file=sys.stderr)
     return 0
 
 
-def _print_citations(citations: list[Citation], quotes: bool = False) -> None:
-    """One line per citation (where to check it), with its quote below when asked."""
+def _print_citations(
+    citations: list[Citation], quotes: bool = False, absolute: bool = False
+) -> None:
+    """One line per citation (where to check it: the file relative to its indexed folder,
+    or by absolute path), with its quote below when asked."""
     for c in citations:
         flag = "" if c.verified else " (unverified)"
         page = f" page {c.page}" if c.page else ""
         ocr = " (OCR)" if c.ocr else ""
         dated = f"{c.date} " if c.date else ""  # the document's own date, before its path
-        where = f"{dated}{shown(c.source)}:{c.line}"
+        where = f"{dated}{shown(c.source if absolute else c.shown)}:{c.line}"
         if c.url:  # a web article: its page, outlet and date
             where = shown(f"{c.url} ({', '.join(x for x in (c.outlet, c.date) if x)})")
         print(f"  [{c.n}] {where}{page}{ocr} (chars {c.start}-{c.end}){flag}")
@@ -317,7 +325,7 @@ def cmd_documents(args: argparse.Namespace) -> int:
             continue
         added = " ".join(filter(None, [entry["added_by"], (entry["added_at"] or "")[:10]]))
         cells = [entry["id"], entry["date"] or "-", entry["type"], f"{record.size:,} B"]
-        cells += [f"{record.chunks} chunks", added or "-", record.title, record.source]
+        cells += [f"{record.chunks} chunks", added or "-", record.title, entry["source"]]
         print("\t".join(shown(cell) for cell in cells))
     return 0
 

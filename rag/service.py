@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -31,7 +31,7 @@ from rag.answering.llm import History, LLMError
 from rag.answering.verifier import default_verifier
 from rag.config import Settings, get_settings
 from rag.datadir import StoreError, check_data_dir, write_lock
-from rag.documents.citations import Citation, document_text
+from rag.documents.citations import Citation, document_text, public_json
 from rag.embedding.embedders import Embedder, make_embedder
 from rag.errors import RagError
 from rag.index.lexical import LexicalCache, LexicalIndex, sync_lexical
@@ -131,9 +131,11 @@ class RagService:
         show_progress: bool = True,
         added_by: str = "",
         metadata: dict[str, dict[str, Any]] | None = None,
+        roots: Sequence[Path] = (),
     ) -> IngestReport:
         """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``), as uploaded
-        by ``added_by`` when they are uploads.
+        by ``added_by`` when they are uploads; a file's path is shown relative to the folder
+        among ``paths``, then ``roots``, then the uploads folder, that holds it.
 
         One ingest at a time writes to an embedded store (``write_lock``); others wait.
         """
@@ -154,6 +156,7 @@ class RagService:
                 show_progress=show_progress,
                 added_by=added_by,
                 metadata=metadata,
+                roots=[*roots, self.upload_dir],
             )
 
     def indexed_files(self) -> dict[str, FileRecord]:
@@ -377,6 +380,17 @@ class RagService:
             files, chunks = store.file_records(), store.count()
         mode = f"llm:{self.settings.llm_model}" if self.settings.llm_enabled else "extractive"
         return CorpusStatus(len(files), chunks, self.embedder.model_id, mode)
+
+
+def answer_json(answer: Answer, *, absolute: bool = False) -> dict:
+    """An answer as ``rag ask --json`` prints it and ``POST /v1/ask`` returns it: its
+    citations as clients receive them (``rag.documents.citations.public_json``), with no
+    server path unless ``absolute``."""
+    return {
+        **answer.to_json(),
+        "citations": [public_json(c, absolute=absolute) for c in answer.citations],
+        "closest": [public_json(c, absolute=absolute) for c in answer.closest],
+    }
 
 
 _shared: tuple[Settings, RagService] | None = None

@@ -21,6 +21,12 @@ fallback, with the reason in its note. A refusal is never replaced by that fallb
 that echoes the prompt (``EchoGuard``) is such a failure, and none of it is shown. A reply cut
 by the question's deadline or by ``max_tokens`` (``ReplyCut``) ends with what came, checked
 like any reply, and the cut in its note.
+
+An answer whose every citation the answer decision finds not answering the question (``check``
+marks each ``supported``: the verifier below its answer threshold) is no answer either: it is
+replaced by the extractive answer, or its refusal, labelled ``fallback: unsupported`` with the
+reason in the note. Streamed, its text has been shown by then; the final answer replaces it
+(the page) or follows it (``rag ask``, a streamed API reply), with that note.
 """
 
 from __future__ import annotations
@@ -75,6 +81,9 @@ _QUOTE_MARKS = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "�
 MIN_QUOTE_CHARS = 12
 # A quote this similar to a sentence (difflib ratio) was copied from it with small slips.
 FUZZY_MATCH = 0.8
+UNSUPPORTED = (
+    "The LLM's answer rests only on sentences that do not answer this question (answer verifier)."
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +200,9 @@ class _Generation:
         if self.cut is not None:
             answer = replace(answer, note=" ".join(filter(None, [answer.note, self.cut.message])))
         citations = self.check(answer.citations) if self.check else answer.citations
+        if citations and all(c.supported is False for c in citations):
+            self.error = LLMError("unsupported", UNSUPPORTED)
+            return fallback(self.extractive, self.error)
         return replace(answer, citations=citations, confidence=self.extractive.confidence)
 
 

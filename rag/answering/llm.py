@@ -153,7 +153,8 @@ def format_passages(passages: Sequence[NodeWithScore]) -> str:
     blocks = []
     for n, hit in enumerate(passages, 1):
         meta = hit.node.metadata
-        attrs = f'id="{n}" source="{html.escape(Path(meta["source"]).name)}"'
+        shown = meta.get("path") or Path(meta["source"]).name  # as users see it, no server path
+        attrs = f'id="{n}" source="{html.escape(shown)}"'
         if meta.get("title"):
             attrs += f' title="{html.escape(meta["title"])}"'
         text = defuse(hit.node.get_content())

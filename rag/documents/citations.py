@@ -4,6 +4,11 @@ A citation is only ever produced by ``verify_span``, which re-reads the text the
 point into (the file itself for .txt/.md, the stored extracted text for PDF pages and HTML)
 with the same decoding as ingest and requires the quoted text to be exactly there. If it has
 changed or vanished since indexing, the citation is dropped rather than shown wrong.
+
+A citation's ``source`` is the indexed file's absolute path: the index reads through it and
+nobody else sees it. Users see ``path``, the file's path relative to the folder it was
+indexed from (recorded at ingest; the URL for a web page), or the file's name for an index
+older than that (``Citation.shown``); ``public_json`` is a citation as it leaves the server.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.documents.formats import FormatError, decode, read_text
+
+DOCUMENT_ID_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,45 @@ class Citation:
     outlet: str | None = None
     # The document's own date, YYYY-MM-DD (None: indexed before documents were dated).
     date: str | None = None
+    # The file as users know it: relative to its indexed folder, or a web page's URL ("":
+    # indexed before this was recorded).
+    path: str = ""
+
+    @property
+    def shown(self) -> str:
+        """What users see of the file: ``path``, or the file's name for an older index."""
+        return self.path or Path(self.source).name
+
+    @property
+    def ref(self) -> str:
+        """The text the offsets point into (what ``document_id`` names)."""
+        return self.extracted or self.source
 
     def to_json(self) -> dict[str, Any]:
+        """Everything, absolute paths included: what the server keeps (saved conversations)."""
         return asdict(self)
+
+
+def source_label(cite: dict[str, Any]) -> str:
+    """``Citation.shown`` for a citation kept as JSON (``Citation.to_json``)."""
+    return cite.get("path") or Path(cite["source"]).name
+
+
+def document_id(ref: str) -> str:
+    """The public id of the text at ``ref`` (a path: hashed, so the id reveals nothing)."""
+    return hashlib.sha256(ref.encode()).hexdigest()[:DOCUMENT_ID_CHARS]
+
+
+def public_json(citation: Citation, *, absolute: bool = False) -> dict[str, Any]:
+    """A citation as a client receives it: ``source`` is the path users know and its text
+    is reached through ``document_id`` (``GET /v1/documents/{id}``), so no server path
+    leaves the server; ``absolute`` keeps the paths (``rag ask --absolute``)."""
+    data = citation.to_json()
+    data["document_id"] = document_id(citation.ref)
+    if not absolute:
+        del data["extracted"], data["path"]
+        data["source"] = citation.shown
+    return data
 
 
 @dataclass(frozen=True)
@@ -67,6 +110,7 @@ class Span:
     url: str | None = None
     outlet: str | None = None
     date: str | None = None
+    path: str = ""
 
     @property
     def ref(self) -> str:
@@ -159,4 +203,5 @@ class SourceCache:
             url=span.url,
             outlet=span.outlet,
             date=span.date,
+            path=span.path,
         )

@@ -8,7 +8,6 @@ through ``.metadata``, ``.text`` and ``.id_``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag.documents.citations import document_id
 from rag.documents.formats import Sections
 from rag.text import sentence_spans
 
@@ -28,12 +28,20 @@ if TYPE_CHECKING:
 # whole corpus's index in memory. The answer step embeds the few of its top chunks when it
 # needs them (``rag.retrieval.hybrid.HybridRetriever.score_sentences``).
 MIN_VECTOR_SENTENCE_CHARS = 30
-# A document id is the first 32 hex digits (128 bits) of its path's SHA-256.
-DOCUMENT_ID_CHARS = 32
 # Chunk metadata each of its sentences carries, so a filter reads the same keys on both:
-# where the text is, for its citation; a web article's page, outlet and date
+# where the text is and the path users see, for its citation; a web article's page, outlet and date
 # (``rag.ingest.feeds``); the date and workspace the filters read.
-SENTENCE_CARRIED = ("page", "text_ref", "ocr", "url", "outlet", "date", "date_int", "workspace")
+SENTENCE_CARRIED = (
+    "page",
+    "text_ref",
+    "ocr",
+    "path",
+    "url",
+    "outlet",
+    "date",
+    "date_int",
+    "workspace",
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,9 @@ class FileRecord:
 
     ``date`` is the document's own (``rag.documents.dates``); ``added_by`` who uploaded it
     ("" for a file ingested from a folder), ``added_at`` when this version was indexed
-    (seconds since the epoch); ``size`` its bytes. Records written before these existed read
-    as "" and 0: unknown.
+    (seconds since the epoch); ``size`` its bytes; ``path`` the file as users know it
+    (``rag.ingest.files.shown_path``: relative to its indexed folder, or a web page's URL).
+    Records written before these existed read as "" and 0: unknown.
     """
 
     source: str
@@ -73,6 +82,7 @@ class FileRecord:
     size: int = 0
     added_by: str = ""
     added_at: float = 0.0
+    path: str = ""
 
     @property
     def id(self) -> str:
@@ -86,7 +96,7 @@ class FileRecord:
         return {
             "id": self.id,
             "title": self.title,
-            "source": self.source,
+            "source": self.path or Path(self.source).name,  # never a server path
             "date": self.date or None,
             "type": Path(self.source).suffix.lstrip(".").lower(),
             "size": self.size,
@@ -94,12 +104,6 @@ class FileRecord:
             "added_by": self.added_by,
             "added_at": added.isoformat(timespec="seconds") if added else None,
         }
-
-
-def document_id(ref: str) -> str:
-    """The public id of the text or document at ``ref`` (a path: hashed, so the id reveals
-    nothing about where it is)."""
-    return hashlib.sha256(ref.encode()).hexdigest()[:DOCUMENT_ID_CHARS]
 
 
 def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:

@@ -156,6 +156,7 @@ class Store:
                     "size": rec.size,
                     "added_by": rec.added_by,
                     "added_at": rec.added_at,
+                    "path": rec.path,
                 }
                 for rec in recs
             ],
@@ -259,6 +260,7 @@ def _record(meta: dict[str, Any]) -> FileRecord:
         int(meta.get("size", 0)),
         str(meta.get("added_by", "")),
         float(meta.get("added_at", 0.0)),
+        str(meta.get("path", "")),
     )
 
 

@@ -29,13 +29,15 @@ from rag.ingest.files import LoadedFile
 from rag.text import split_sentences
 
 # Bookkeeping a retrieved chunk carries but neither the embedder nor the LLM should read;
-# "headings" are the (offset, title) pairs of the headings inside the chunk, as JSON, so a
-# sentence's section is known from its chunk alone (the answer step cuts short ones again).
-# "repeats" lists, as JSON, the chunk's sentences that repeat earlier text of the file, and
-# "copies" counts a chunk's exact repeats in the file (``drop_repeats``). "rows" lists, as
+# "path" is the file as users see it (``rag.ingest.files.shown_path``); "headings" are the
+# (offset, title) pairs of the headings inside the chunk, as JSON, so a sentence's section
+# is known from its chunk alone (the answer step cuts short ones again). "repeats" lists, as
+# JSON, the chunk's sentences that repeat earlier text of the file, and "copies" counts a
+# chunk's exact repeats in the file (``drop_repeats``). "rows" lists, as
 # JSON, the table rows inside the chunk with their header-labelled text (``Part.rows``).
 _INTERNAL_KEYS = (
     "source",
+    "path",
     "start",
     "end",
     "file_sha256",
@@ -95,6 +97,7 @@ def chunk_file(loaded: LoadedFile, splitter: SentenceSplitter, root: Path) -> li
                     end_char_idx=end,
                     metadata={
                         "source": loaded.source,
+                        "path": loaded.path or Path(loaded.source).name,
                         "title": loaded.title,
                         "line": part.text.count("\n", 0, start) + 1,
                         "start": start,
@@ -234,6 +237,7 @@ def file_record(loaded: LoadedFile, chunks: int) -> FileRecord:
         loaded.size,
         loaded.added_by,
         time.time(),
+        loaded.path,
     )
 
 

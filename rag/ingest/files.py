@@ -52,6 +52,8 @@ class LoadedFile:
     added_by: str = ""
     # Metadata every chunk of the file carries (a web article's url, outlet, date, title).
     meta: dict[str, str | int] = field(default_factory=dict)
+    # The path users see: relative to the folder it was indexed from (``shown_path``).
+    path: str = ""
 
     @property
     def title(self) -> str:
@@ -102,6 +104,15 @@ def load_file(path: Path, max_text_chars: int = 0) -> LoadedFile:
     dated = document_date(suffix, data) or mtime_day(mtime)
     digest = hashlib.sha256(data).hexdigest()
     return LoadedFile(str(path.resolve()), parts, digest, encoding, dated, len(data))
+
+
+def shown_path(file: Path, roots: Iterable[Path]) -> str:
+    """``file`` (resolved) as users know it: relative to the first of the folders ``roots``
+    (resolved) that holds it, else its name. Citations show this, never the server's path."""
+    for root in roots:
+        if file.is_relative_to(root):
+            return file.relative_to(root).as_posix()
+    return file.name
 
 
 def one_line(exc: BaseException) -> str:

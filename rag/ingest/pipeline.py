@@ -8,12 +8,17 @@ record is missing is therefore always redone from scratch, never duplicated.
 Files are read and chunked only as the embedder reaches them, so memory holds the files of
 the batch in flight rather than the corpus; progress is counted in source bytes for the
 same reason (a file's chunk count is known once it is read).
+
+Each chunk records its file's path as users see it (``path``): relative to the first folder
+among the ingest's ``paths``, then its ``roots`` (the watched folders of single changed
+files, the uploads folder), that holds it (``rag.ingest.files.shown_path``). That folder is
+known here and nowhere later, so citations never have to show the server's absolute path.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +49,7 @@ from rag.ingest.files import (
     LoadedFile,
     discover,
     load_file,
+    shown_path,
     store_extracted,
 )
 
@@ -103,10 +109,12 @@ def ingest(
     max_text_chars: int = 0,
     added_by: str = "",
     metadata: dict[str, dict[str, Any]] | None = None,
+    roots: Sequence[Path] = (),
 ) -> IngestReport:
     """Bring the index in line with ``paths``; returns counts for the summary line.
-    ``added_by``: who uploads these files (one re-read from a folder keeps its record's);
-    ``metadata``: by source, what its chunks also carry (web articles, ``rag.ingest.feeds``)."""
+    ``added_by``: who uploads these files (a folder's re-read keeps its record's);
+    ``metadata``: by source, what its chunks also carry (web articles, ``rag.ingest.feeds``);
+    paths are shown relative to the folders among ``paths``, then ``roots``."""
     report = IngestReport()
     if rebuild:
         store.drop()
@@ -121,7 +129,8 @@ def ingest(
     if gone:
         stamp.renew()
         store.forget_files(gone)
-    origin = (added_by, metadata or {})
+    folders = [path.resolve() for path in [*paths, *roots] if path.is_dir()]
+    origin = _Origin(added_by, metadata or {}, folders)
     chunking = (chunk_size, chunk_overlap)
     chunked = _chunk_files(todo, known, report, extracted_root, chunking, max_text_chars, origin)
     total = sum(_size(path) for path in todo)
@@ -176,6 +185,17 @@ def _size(path: Path) -> int:
         return 0
 
 
+@dataclass(frozen=True)
+class _Origin:
+    """Where an ingest's files come from: who uploads them (``added_by``), what each
+    source's chunks also carry (``metadata``: web articles), and the ``folders`` their
+    paths are shown relative to (``rag.ingest.files.shown_path``)."""
+
+    added_by: str
+    metadata: dict[str, dict[str, Any]]
+    folders: list[Path]
+
+
 def _chunk_files(
     todo: list[Path],
     known: dict[str, FileRecord],
@@ -183,13 +203,12 @@ def _chunk_files(
     extracted_root: Path,
     chunking: tuple[int, int],
     max_text_chars: int,
-    origin: tuple[str, dict[str, dict[str, Any]]],
+    origin: _Origin,
 ) -> Iterator[ChunkedFile]:
     """Each file loaded and chunked only when the embedder reaches it.
 
     Memory then holds the text and chunks of the files in the current batch, not the
     corpus's: loading all 94 CIDRE novels before embedding held 62,773 chunk nodes, 390 MB.
-    ``origin``: who uploads these files, and by source what their chunks also carry.
     """
     splitter = None  # built on first use: its token counter takes a while to load
     for path in todo:
@@ -197,12 +216,12 @@ def _chunk_files(
         if loaded is None:
             yield ChunkedFile(None, [], _size(path))
             continue
-        added_by, metadata = origin
-        loaded.meta = metadata.get(loaded.source, {})
+        loaded.meta = origin.metadata.get(loaded.source, {})
         if loaded.meta.get("date"):  # a feed's or page's own date, not the stored copy's
             loaded.date = str(loaded.meta["date"])
         previous = known.get(loaded.source)
-        loaded.added_by = added_by or (previous.added_by if previous else "")
+        loaded.added_by = origin.added_by or (previous.added_by if previous else "")
+        loaded.path = str(loaded.meta.get("url") or "") or shown_path(path, origin.folders)
         store_extracted(loaded, extracted_root)
         if splitter is None:
             splitter = make_splitter(*chunking)

@@ -92,16 +92,18 @@ def watch(
             waiting.pop(path, None)  # a new change: a fresh set of attempts
         deleted = any(change == Change.deleted for change, _ in changes)
         if touched or waiting or deleted:
-            waiting = Step(service, out).follow(touched, waiting, prune=deleted)
+            waiting = Step(service, out, roots).follow(touched, waiting, prune=deleted)
         feeds.due()
 
 
 class Step:
-    """One incremental ingest and the per-file lines that say what it changed."""
+    """One incremental ingest and the per-file lines that say what it changed; a changed
+    file's path is shown relative to the watched folder (``roots``) that holds it."""
 
-    def __init__(self, service: RagService, out: Out) -> None:
+    def __init__(self, service: RagService, out: Out, roots: list[Path] | None = None) -> None:
         self.service = service
         self.out = out
+        self.roots = roots or []
 
     def run(self, paths: list[Path], *, prune: bool):
         before = self.service.indexed_files()
@@ -120,7 +122,9 @@ class Step:
         later = {path: waiting.get(path, 0) for path in busy}
         before = self.service.indexed_files()
         report = (
-            self.service.ingest(ready, prune=prune, show_progress=False) if ready or prune else None
+            self.service.ingest(ready, prune=prune, show_progress=False, roots=self.roots)
+            if ready or prune
+            else None
         )
         self._print_changes(before, self.service.indexed_files())
         for path, reason in report.failed if report else []:

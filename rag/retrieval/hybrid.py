@@ -43,6 +43,7 @@ MIN_RANKING_SENTENCE_CHARS = MIN_VECTOR_SENTENCE_CHARS
 # Chunk metadata worth keeping on a retrieved node (the rest is LlamaIndex bookkeeping).
 _KEEP = (
     "source",
+    "path",
     "title",
     "line",
     "start",
@@ -90,6 +91,7 @@ class SentenceScore:
             m.get("url"),
             m.get("outlet"),
             m.get("date"),
+            m.get("path", ""),
         )
 
 

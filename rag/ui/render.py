@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from rag.documents.citations import source_label
 from rag.ui.emphasis import text_lang
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
@@ -220,14 +221,14 @@ def document_html(text: str, start: int, end: int, name: str, title: str = "") -
 
 def citation_origin(cite: dict[str, Any]) -> str:
     """Markdown naming where a quote comes from: a web article's outlet and date, linking
-    to its page, else the file's name (both escaped; only an http(s) link is made)."""
+    to its page, else the file as users know it (both escaped; only an http(s) link is made)."""
     url = str(cite.get("url") or "")
     if urlsplit(url).scheme in ("http", "https"):
         label = " · ".join(str(x) for x in (cite.get("outlet"), cite.get("date")) if x)
         return (
             f"[{escape_md(label or urlsplit(url).hostname or url)}]({quote(url, safe=_URL_SAFE)})"
         )
-    return escape_md(Path(cite["source"]).name)
+    return escape_md(source_label(cite))
 
 
 def citation_place(cite: dict[str, Any]) -> str:
@@ -337,7 +338,7 @@ def _citation_lines(cites: list[dict[str, Any]]) -> list[str]:
     for c in cites:
         quote = export_text(c["quote"].replace("\n", " "))
         where = export_text(citation_place(c).replace(" · ", ", "))
-        name = c.get("url") or Path(c["source"]).name  # a web article: its page
+        name = c.get("url") or source_label(c)  # a web article: its page
         out.append(f"- [{c['n']}] {export_text(name)}, {where}: “{quote}”")
         why = why_label(c)
         if why:

@@ -69,7 +69,8 @@ def test_the_list_says_title_date_type_size_chunks_and_who_added_what(
         "",
     )
     assert page["type"] == "html" and page["date"] and page["size"] == len(HTML.encode())
-    chunk = next(c for c in service.store.all_chunks() if c.meta["source"] == pdf["source"])
+    assert pdf["source"] == "phares.pdf"  # relative to the uploads folder: no server path
+    chunk = next(c for c in service.store.all_chunks() if c.meta.get("path") == "phares.pdf")
     assert chunk.meta["added_by"] == "alice"
 
     data = service.settings.data_dir

@@ -209,11 +209,11 @@ def test_cli_filters_and_bad_dates(service: RagService, corpus: Path) -> None:
     done = run_cli("ask", BREST_2023, "--doc", doc.id, "--json", data_dir=data)
     assert done.returncode == 0, done.stderr
     cites = json.loads(done.stdout)["citations"]
-    assert cites and {c["source"] for c in cites} == {doc.source}
+    assert cites and {c["document_id"] for c in cites} == {doc.id}
     assert {c["date"] for c in cites} == {"2021-06-30"}
     text = run_cli("ask", BREST_2023, "--since", "2023-01-01", data_dir=data)
     assert text.returncode == 0, text.stderr
-    assert f"  [1] 2023-06-30 {source(corpus, 'ouest/brest-2023.md')}:" in text.stdout
+    assert "  [1] 2023-06-30 ouest/brest-2023.md:" in text.stdout
 
 
 def test_api_filters_on_ask_and_chat_completions(service: RagService) -> None:
@@ -238,5 +238,5 @@ def test_api_filters_on_ask_and_chat_completions(service: RagService) -> None:
             reply = got.json()
             cites = reply["citations"] if "citations" in reply else reply["choices"][0]["message"]
             cites = cites["citations"] if isinstance(cites, dict) else cites
-            assert cites and all("/ouest/" in c["source"] for c in cites)
+            assert cites and all(c["source"].startswith("ouest/") for c in cites)
             assert not any("4321" in c["quote"] for c in cites)

@@ -22,6 +22,7 @@ from rag import cli
 from rag.answering.extractive import NO_ANSWER, Answer
 from rag.answering.llm import NOT_IN_DOCUMENTS, PROMPTS_DIR
 from rag.config import Settings, get_settings
+from rag.documents.citations import source_label
 from rag.service import RagService
 from tests.conftest import ROOT, SEED, make_settings, run_cli
 from tests.openai_standin import StandIn, error, malformed, reply, slow
@@ -117,10 +118,12 @@ def citing(needle: str, claim: str, quote: str | None = None) -> Callable[[dict]
 
 
 def assert_verified(citations: list[dict[str, Any]]) -> None:
+    """Each citation verified, its quote exactly the seed's text there (the seed corpus is a
+    copy of SEED alone: a citation's ``source`` names its file within that folder)."""
     assert citations
     for cite in citations:
         assert cite["verified"] is True
-        text = Path(cite["source"]).read_text(encoding="utf-8")
+        text = (SEED.parent / source_label(cite)).read_text(encoding="utf-8")
         assert text[cite["start"] : cite["end"]] == cite["quote"]
 
 
@@ -182,7 +185,7 @@ def test_quote_missing_from_its_passage_is_flagged(llm: RagService, standin: Sta
 
 def test_without_quotes_the_sentence_nearest_the_claim_is_cited(llm: RagService, standin: StandIn):
     standin.script(reply(citing("six mille", "Le plan prévoit jusqu'à six mille experts")))
-    answer = llm.ask(KURSK, top_k=EVERY_CHUNK)
+    answer = llm.ask("How many North Korean experts does the plan foresee?", top_k=EVERY_CHUNK)
     assert [c.line for c in answer.citations] == [5]
     assert answer.citations[0].verified and answer.note is None and answer.verified
 
@@ -476,3 +479,55 @@ def test_app_falls_back_when_the_key_is_wrong(llm_app: AppTest, standin: StandIn
     assert any("rejected the API key" in w.value for w in llm_app.warning)
     assert "plus de mille spécialistes" in page
     assert SECRET not in page
+
+
+DRONES = "Il est notable que la Corée du Nord développe activement sa propre production de drones"
+OFF_QUESTION = "North Korea is building its own drones"
+
+
+def test_an_answer_citing_only_off_question_sentences_is_no_answer(
+    seed_service: RagService, standin: StandIn, monkeypatch
+):
+    """The model answers the Kursk question from the drones sentence: the answer verifier
+    finds it does not answer, so the extractive answer takes over, with a note."""
+    service = _with(seed_service, monkeypatch, standin.url, top_k=EVERY_CHUNK)
+    standin.script(reply(citing(DRONES, OFF_QUESTION, DRONES)))
+    shown, answer = _streamed(service, KURSK)
+    assert shown.startswith(OFF_QUESTION)  # streamed before the reply could be checked
+    assert answer.mode == "extractive (fallback: unsupported)"
+    assert "do not answer this question" in answer.note
+    assert "extractive answer instead" in answer.note
+    assert OFF_QUESTION not in answer.text and not answer.abstained
+    assert any(KURSK_SENTENCE in c.quote for c in answer.citations)
+    assert all(c.supported is None for c in answer.citations)  # the extractive quotes
+
+
+def test_when_the_extractive_answer_refuses_too_the_refusal_stands(
+    seed_service: RagService, standin: StandIn, monkeypatch
+):
+    strict = {"abstain_threshold": 1.0, "llm_gate": 0.01, "top_k": EVERY_CHUNK}
+    service = _with(seed_service, monkeypatch, standin.url, **strict)
+    standin.script(reply(citing(DRONES, OFF_QUESTION, DRONES)))
+    answer = service.ask(KURSK)
+    assert len(standin.requests) == 1
+    assert answer.abstained and answer.text == NO_ANSWER and answer.citations == []
+    assert answer.mode == "extractive (fallback: unsupported)"
+    assert "do not answer this question" in answer.note
+    assert answer.closest  # the leads a refusal keeps
+
+
+def test_one_answering_citation_keeps_the_llm_answer(
+    seed_service: RagService, standin: StandIn, monkeypatch
+):
+    def text(body: dict[str, Any]) -> str:
+        kursk, drones = number_of(body, "plus de mille"), number_of(body, DRONES)
+        return (
+            f"{KURSK_CLAIM} [{kursk}]; {OFF_QUESTION} [{drones}].\n\nQuotes:\n"
+            f'[{kursk}] "{KURSK_SENTENCE}"\n[{drones}] "{DRONES}"'
+        )
+
+    service = _with(seed_service, monkeypatch, standin.url, top_k=EVERY_CHUNK)
+    standin.script(reply(text))
+    answer = service.ask(KURSK)
+    assert answer.mode == f"llm:{MODEL}" and answer.text.startswith(KURSK_CLAIM)
+    assert [c.supported for c in answer.citations] == [True, False]

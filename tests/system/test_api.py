@@ -24,7 +24,7 @@ from rag.accounts.users import Accounts
 from rag.api import document_id
 from rag.service import RagService
 from tests.browser import wait_http
-from tests.conftest import ROOT, make_settings, run_cli
+from tests.conftest import ROOT, SEED, make_settings, run_cli
 from tests.integration.test_llm import KURSK_CLAIM, KURSK_SENTENCE, SECRET, citing, llm_env
 from tests.openai_standin import StandIn, error, reply
 from tests.procs import free_port, stop
@@ -95,12 +95,15 @@ def client(url: str, key: str = "unused") -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
 
 
-def assert_line_4(citations: list[dict]) -> None:
-    """The seed's line-4 citation is there, and every quote is exactly its file's text."""
+def assert_line_4(citations: list[dict], url: str, key: str = "") -> None:
+    """The seed's line-4 citation is there, named as in its folder, and every quote is
+    exactly the text its ``document_id`` serves (``GET /v1/documents/{id}``)."""
     assert any(c["line"] == 4 and KURSK_QUOTE in c["quote"] for c in citations), citations
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     for c in citations:
-        text = Path(c["source"]).read_text(encoding="utf-8")
-        assert text[c["start"] : c["end"]] == c["quote"]
+        assert c["source"] == SEED.name
+        doc = httpx.get(f"{url}/v1/documents/{c['document_id']}", headers=headers, timeout=60)
+        assert doc.json()["text"][c["start"] : c["end"]] == c["quote"]
 
 
 def stream_answer(chat: openai.OpenAI, **extra) -> tuple[str, list[dict]]:
@@ -124,7 +127,7 @@ def test_chat_completion_carries_the_line_4_citation(secured) -> None:
     )
     message = done.choices[0].message
     assert KURSK_QUOTE in message.content and "[1]" in message.content
-    assert_line_4(message.model_extra["citations"])
+    assert_line_4(message.model_extra["citations"], url, keys["reader"])
     assert 0.0 <= message.model_extra["confidence"] <= 1.0
     assert message.model_extra["closest"] == []
 
@@ -133,14 +136,14 @@ def test_streamed_completion_ends_with_the_citations(secured) -> None:
     url, keys = secured
     text, citations = stream_answer(client(url, keys["reader"]))
     assert KURSK_QUOTE in text
-    assert_line_4(citations)
+    assert_line_4(citations, url, keys["reader"])
 
 
 def test_llm_answer_streams_with_verified_citations(open_url: str, standin: StandIn) -> None:
     standin.script(reply(citing("plus de mille", KURSK_CLAIM, KURSK_SENTENCE)))
     text, citations = stream_answer(client(open_url))
     assert text.startswith(KURSK_CLAIM) and "[1]" in text and "Quotes:" not in text
-    assert_line_4(citations)
+    assert_line_4(citations, open_url)
     assert all(c["verified"] for c in citations)
 
 
@@ -162,7 +165,7 @@ def test_history_reaches_the_llm(open_url: str, standin: StandIn) -> None:
     assert len(standin.requests) == 2
     assert "They help Russia." in json.dumps(standin.requests[0])
     assert done.model == "anything"
-    assert_line_4(done.choices[0].message.model_extra["citations"])
+    assert_line_4(done.choices[0].message.model_extra["citations"], open_url)
 
 
 def test_llm_server_key_never_leaves_the_server(open_url: str, standin: StandIn) -> None:
@@ -194,7 +197,7 @@ def test_fallback_replacing_a_failed_stream_is_streamed_with_its_citations(
     standin.script(error(500))
     text, citations = stream_answer(client(open_url))
     assert KURSK_QUOTE in text
-    assert_line_4(citations)
+    assert_line_4(citations, open_url)
 
 
 def test_ask_returns_the_json_of_the_cli(secured, seed_index: Path) -> None:
@@ -352,3 +355,31 @@ def test_user_commands(tmp_path: Path) -> None:
     assert removed.returncode == 0 and "sign-in is off" in removed.stderr
     assert accounts.user_for_key(key) is None
     assert run_cli("user", "token", "alice", data_dir=data_dir).returncode == 2
+
+
+def test_no_response_holds_a_server_path(open_url: str, standin: StandIn, tmp_path_factory):
+    """Every path a client can take (answers plain and streamed, Open WebUI source events,
+    closest passages, documents, uploads, errors) names files as in their folder, never by
+    the data dir's or the corpus folder's absolute path (all under pytest's base temp)."""
+    server_paths = {str(tmp_path_factory.getbasetemp()), str(ROOT)}
+    kursk = {"messages": [{"role": "user", "content": KURSK}]}
+    salary = {"messages": [{"role": "user", "content": "What is the salary of the workers?"}]}
+    standin.script(reply(citing("plus de mille", KURSK_CLAIM, KURSK_SENTENCE)))
+    bodies = []
+    for body in (kursk, salary, {**kursk, "stream": True}, {**salary, "stream": True}):
+        done = httpx.post(f"{open_url}/v1/chat/completions", json=body, timeout=120)
+        assert done.status_code == 200, done.text
+        bodies.append(done.text)
+    assert '"type": "source"' in bodies[2]  # the Open WebUI events were checked too
+    asked = httpx.post(f"{open_url}/v1/ask", json={"question": KURSK}, timeout=120)
+    cite = asked.json()["citations"][0]
+    assert cite["source"] == SEED.name
+    document = httpx.get(f"{open_url}/v1/documents/{cite['document_id']}")
+    files = [("files", ("ok.txt", BREST.encode())), ("files", ("vide.txt", b"  \n"))]
+    uploaded = httpx.post(f"{open_url}/v1/documents", files=files, timeout=120)
+    assert uploaded.json()["failed"] == [{"name": "vide.txt", "reason": "empty file"}]
+    missing = httpx.get(f"{open_url}/v1/documents/{'0' * 32}")
+    models = httpx.get(f"{open_url}/v1/models/documents")
+    bodies += [r.text for r in (asked, document, uploaded, missing, models)]
+    for text in bodies:
+        assert not any(path in text for path in server_paths), text

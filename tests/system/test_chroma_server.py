@@ -112,8 +112,8 @@ def test_cli_against_the_server(tmp_path: Path, chroma_url: str, seed_corpus) ->
     payload = json.loads(ask.stdout)
     assert payload["abstained"] is False
     assert any(KURSK_QUOTE in c["quote"] for c in payload["citations"])
-    for cite in payload["citations"]:
-        text = Path(cite["source"]).read_text(encoding="utf-8")
+    for cite in payload["citations"]:  # ``source``: relative to the folder indexed
+        text = (seed_corpus / cite["source"]).read_text(encoding="utf-8")
         assert text[cite["start"] : cite["end"]] == cite["quote"]
     off = run_cli("ask", "What is the capital of Australia?", "--json", data_dir=data, env=env)
     assert json.loads(off.stdout)["abstained"] is True

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from rag.documents.citations import SourceCache
-from rag.service import RagService
+from rag.service import RagService, answer_json
 from tests.conftest import PIAF, ROOT, SEED, make_settings, piaf_passages, write_piaf_corpus
 
 N_PASSAGES = 100
@@ -45,11 +45,16 @@ def _seed_corpus(folder: Path) -> Path:
     return folder
 
 
-def _check(question: str, answer: dict) -> None:
-    """Citations match their files exactly; the seed question is always answered."""
+def _check(question: str, answer: dict, root: Path) -> None:
+    """Citations match their files exactly; the seed question is always answered.
+
+    ``answer`` is as clients get it (``answer_json``): each ``source`` is relative to the
+    folder it was indexed from, one of the folders in ``root``.
+    """
     cache = SourceCache()
     for cite in answer["citations"]:
-        text = cache.text(cite["extracted"] or cite["source"])
+        (path,) = root.glob(f"*/{cite['source']}")
+        text = cache.text(str(path))
         assert text is not None and text[cite["start"] : cite["end"]] == cite["quote"]
     if question == KURSK:
         assert not answer["abstained"]
@@ -115,7 +120,7 @@ def test_twenty_threads_ask_while_another_thread_ingests(tmp_path: Path) -> None
         for j in range(10):  # keep asking until the ingest has ended (and once after)
             question = questions[(i + j) % len(questions)]
             during = not finished.is_set()
-            answer = service.ask(question).to_json()
+            answer = answer_json(service.ask(question))
             asked.append((question, answer, during))
             if not during:
                 return
@@ -131,7 +136,7 @@ def test_twenty_threads_ask_while_another_thread_ingests(tmp_path: Path) -> None
     assert (report.added, report.failed) == (N_PASSAGES, [])
     assert sum(during for *_, during in asked) >= 20, "the asks did not overlap the ingest"
     for question, answer, _ in asked:
-        _check(question, answer)
+        _check(question, answer, tmp_path)
     _assert_consistent(tmp_path / "data", N_PASSAGES + 1)
 
 
@@ -145,7 +150,7 @@ def test_long_lived_service_follows_other_processes_writes(tmp_path: Path) -> No
     more = write_piaf_corpus(tmp_path / "piaf", 5)
     other = _cli("ingest", str(more), data_dir=data)
     assert other.wait(timeout=600) == 0, other.stderr.read()
-    _check(KURSK, app.ask(KURSK).to_json())
+    _check(KURSK, answer_json(app.ask(KURSK)), tmp_path)
     assert app.status().documents == 6
     _assert_consistent(data, 6)  # the vectors written by the other process are searchable
 
@@ -159,7 +164,7 @@ def test_long_lived_service_follows_other_processes_writes(tmp_path: Path) -> No
     # Another process rebuilds from scratch: the collections are new ones.
     rebuild = _cli("ingest", "--rebuild", str(tmp_path / "seed"), data_dir=data)
     assert rebuild.wait(timeout=600) == 0, rebuild.stderr.read()
-    _check(KURSK, app.ask(KURSK).to_json())
+    _check(KURSK, answer_json(app.ask(KURSK)), tmp_path)
     assert app.status().documents == 1
 
 
@@ -181,7 +186,7 @@ def test_ask_processes_while_an_ingest_process_runs(tmp_path: Path) -> None:
         procs = [(q, _cli("ask", q, "--json", data_dir=data)) for q in batch]
         while any(proc.poll() is None for _, proc in procs):
             question = questions[len(in_process) % len(questions)]
-            in_process.append((question, long_lived.ask(question).to_json()))
+            in_process.append((question, answer_json(long_lived.ask(question))))
         for question, proc in procs:
             out, err = proc.communicate(timeout=600)
             done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
@@ -194,10 +199,10 @@ def test_ask_processes_while_an_ingest_process_runs(tmp_path: Path) -> None:
     for question, done, _ in results:
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr
-        _check(question, json.loads(done.stdout))
+        _check(question, json.loads(done.stdout), tmp_path)
     assert sum(during for *_, during in results) >= 4, "no ask overlapped the ingest"
     for question, answer in in_process:
-        _check(question, answer)
+        _check(question, answer, tmp_path)
     _assert_consistent(data, N_PASSAGES + 1)
 
 
