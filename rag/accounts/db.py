@@ -158,8 +158,9 @@ def db_path(settings: Settings) -> Path:
 
 
 def shown_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for messages and logs."""
-    return re.sub(r"(//[^/:@]*):[^/@]*@", r"\1:***@", url)
+    """The URL with its password (``user:password@`` or ``?password=``) shown as ``***``."""
+    url = re.sub(r"(//[^/:@]*):[^/@]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def describe(settings: Settings) -> str:
