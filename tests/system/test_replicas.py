@@ -37,11 +37,11 @@ KURSK = "How many workers are in Kursk?"
 KURSK_QUOTE = "plus de mille spécialistes nord-coréens"
 PASSWORD = "correct horse battery"
 CLIENTS = 20
-# The acceptance's minute: long enough for every client to send many requests to both
-# replicas (each answer takes about a second on a loaded 2-core machine).
+# The acceptance's minute: every client sends several requests to both replicas (an answer
+# took 0.1-0.2 s alone and 1.5-17 s behind 19 others on the shared 2-core machine).
 LOAD_SECONDS = 60
-# The faulted run: the kill lands after KILL_AFTER_S, and the survivor then serves alone for
-# the rest, long enough for every client to have sent it several requests.
+# The faulted run: the kill lands after KILL_AFTER_S, with every client's request in flight,
+# and the survivor then serves alone for the rest.
 FAULT_SECONDS = 20
 KILL_AFTER_S = 5
 # An answer queued behind 19 others on two busy cores takes well under this.
@@ -203,6 +203,7 @@ class Load:
     """What 20 clients saw: answers per replica, errors, requests that failed over."""
 
     answers: dict[str, int] = field(default_factory=dict)
+    answered_at: dict[str, list[float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     failed_over: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -211,6 +212,7 @@ class Load:
         with self.lock:
             if answered(response):
                 self.answers[url] = self.answers.get(url, 0) + 1
+                self.answered_at.setdefault(url, []).append(time.monotonic())
             else:
                 self.errors.append(f"{url}: {response.status_code} {response.text[:200]}")
 
@@ -268,7 +270,7 @@ def test_twenty_clients_for_a_minute_then_a_replica_killed_mid_load(
     steady = run_load([a.url, b.url], key, LOAD_SECONDS, dead=set())
     print(f"steady: {steady.answers} answers in {LOAD_SECONDS} s, errors {steady.errors[:3]}")
     assert steady.errors == []
-    assert min(steady.answers.get(u, 0) for u in (a.url, b.url)) > CLIENTS
+    assert all(steady.answers.get(u, 0) > 0 for u in (a.url, b.url))  # both took their share
 
     before = snapshot(settings)
     writer = subprocess.Popen(
@@ -279,10 +281,13 @@ def test_twenty_clients_for_a_minute_then_a_replica_killed_mid_load(
         text=True,
     )
 
+    killed_at: list[float] = []
+
     def kill() -> None:
         time.sleep(KILL_AFTER_S)
         a.proc.send_signal(signal.SIGKILL)
         writer.send_signal(signal.SIGKILL)
+        killed_at.append(time.monotonic())
 
     killer = threading.Thread(target=kill)
     killer.start()
@@ -290,7 +295,10 @@ def test_twenty_clients_for_a_minute_then_a_replica_killed_mid_load(
     killer.join()
     print(f"faulted: {faulted.answers}, failed over {faulted.failed_over}")
     assert faulted.errors == []
-    assert faulted.answers.get(b.url, 0) > CLIENTS  # the survivor kept answering everyone
+    assert faulted.failed_over > 0  # requests were going to the killed replica
+    # Every request to the survivor, and every one failed over to it, was answered (no
+    # error above), and it went on answering after the kill.
+    assert any(t > killed_at[0] for t in faulted.answered_at.get(b.url, []))
 
     committed = _committed(writer)
     after = snapshot(settings)
