@@ -34,8 +34,14 @@ PIAF = ROOT / "tests" / "data" / "piaf"
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:
-    """Settings isolated from the developer's environment (own data dir, no LLM unless given)."""
-    isolated = {"llm_model": None, "openai_api_key": None, "openai_base_url": None}
+    """Settings isolated from the developer's environment (own data dir, its SQLite app
+    database, no LLM unless given)."""
+    isolated = {
+        "llm_model": None,
+        "openai_api_key": None,
+        "openai_base_url": None,
+        "database_url": None,
+    }
     return Settings(data_dir=data_dir, **{**isolated, **overrides})
 
 

@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS schema_version (
 """
 _migrated: set[str] = set()
 _pools: dict[str, Any] = {}
-_pools_lock = threading.Lock()
+# Held while a pool is created or a new data dir is marked (once per process, each).
+_setup_lock = threading.Lock()
 
 
 class DatabaseError(RagError):
@@ -218,7 +219,7 @@ def _pool(settings: Settings):
     from psycopg_pool import ConnectionPool
 
     url = settings.database_url
-    with _pools_lock:
+    with _setup_lock:
         if url not in _pools:
             options = {"autocommit": True, "row_factory": _pg_rows}
             try:
@@ -258,7 +259,8 @@ def _connection(settings: Settings) -> Iterator[Database]:
             "for the SQLite file in RAG_DATA_DIR."
         )
     if not (settings.data_dir / "rag-data.json").exists():
-        check_data_dir(settings.data_dir)
+        with _setup_lock:  # threads marking one new data dir at once raced on its draft file
+            check_data_dir(settings.data_dir)
     if not db_path(settings).exists():
         _migrated.discard(str(db_path(settings)))
     conn = sqlite3.connect(db_path(settings), timeout=BUSY_TIMEOUT_MS / 1000)

@@ -53,6 +53,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str 
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
     if database_url:
         monkeypatch.setenv("RAG_DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("RAG_DATABASE_URL", raising=False)
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RAG_LLM_MODEL"):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
