@@ -78,6 +78,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message
 
+from rag.accounts.db import DatabaseError
 from rag.accounts.users import AccountError, Accounts, Role, User
 from rag.answering.extractive import Answer, QuestionError
 from rag.answering.llm import CUT_NOTE
@@ -619,6 +620,13 @@ async def _store_down(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _database_down(request: Request, exc: Exception) -> Response:
+    """The app database unreachable (a PostgreSQL server down): 503; where it is stays in
+    the server log."""
+    log.warning("%s", exc)
+    return _error(503, "The app database is unavailable: try again shortly.")
+
+
 def cors(settings: Settings) -> list[Middleware]:
     """CORS for the origins ``RAG_API_CORS_ORIGINS`` names (browser "direct connections");
     none by default, so other web pages cannot read answers."""
@@ -663,6 +671,7 @@ def create_app(settings: Settings, *, require_auth: bool = False) -> Starlette:
         exception_handlers={
             HTTPException: _http_error,
             StoreError: _store_down,
+            DatabaseError: _database_down,
             httpx.TransportError: _store_down,
             Exception: _internal_error,
         },

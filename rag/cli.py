@@ -1,4 +1,5 @@
-"""``rag`` command line: ingest, feed, ask, eval, user, serve. A stable contract for scripts.
+"""``rag`` command line: ingest, feed, ask, documents, eval, user, db, serve. A stable
+contract for scripts.
 
 User mistakes (missing paths, empty index, wrong embedder, bad questions) print one line
 starting with ``error:`` and exit non-zero; tracebacks are for bugs only.
@@ -78,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--retrieval-only", action="store_true", help="skip the answer-level figures")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
+    _add_accounts(sub)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API (OpenAI-compatible)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    serve.add_argument("--port", type=int, default=8000)
+    return parser
+
+
+def _add_accounts(sub: argparse._SubParsersAction) -> None:
+    """``rag user`` (accounts and API keys) and ``rag db`` (the database they live in)."""
     user = sub.add_parser("user", help="manage accounts (sign-in is on once one exists)")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add an account (asks for its password)")
@@ -92,10 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     user_sub.add_parser("list", help="list accounts and their roles")
     user_sub.add_parser("token", help="print a new API key for NAME").add_argument("name")
 
-    serve = sub.add_parser("serve", help="serve the HTTP API (OpenAI-compatible)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
-    serve.add_argument("--port", type=int, default=8000)
-    return parser
+    db = sub.add_parser("db", help="the app database (accounts, API keys, conversations)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser(
+        "migrate", help="copy the SQLite app database of the data dir into an empty PostgreSQL one"
+    ).add_argument("--to", required=True, metavar="URL", help="postgresql://user:pw@host:port/db")
+    db_sub.add_parser("status", help="which database RAG_DATABASE_URL points to, its version")
 
 
 def _feed_parser(sub: argparse._SubParsersAction) -> None:
@@ -390,6 +403,24 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from rag.accounts.db import describe, shown_url
+    from rag.accounts.transfer import copy_sqlite_to, schema_version
+
+    settings = get_settings()
+    if args.db_command == "status":
+        current, known = schema_version(settings)
+        print(f"{describe(settings)}\tschema version {current} (this release: {known})")
+        return 0
+    for table, rows in copy_sqlite_to(settings, args.to).items():
+        print(f"{table}\t{rows}")
+    print(
+        f"copied into {shown_url(args.to)}; set RAG_DATABASE_URL to it for every app process",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from rag.api import serve
 
@@ -407,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "docs": cmd_documents,
         "eval": cmd_eval,
         "user": cmd_user,
+        "db": cmd_db,
         "serve": cmd_serve,
     }[args.command]
     try:

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         "text, and the accounts and saved conversations (`app.sqlite3`) live (relative to "
         "the working directory).",
     )
+    database_url: str | None = Field(
+        None,
+        description="The app database (accounts, API keys, sign-in failures, conversations): "
+        "unset, `app.sqlite3` in the data dir; `postgresql://user:password@host:port/db`, a "
+        "PostgreSQL database that several app processes can share (docs/deployment.md).",
+    )
     collection: str = Field("documents", description="Chroma collection holding the corpus.")
     chroma_url: str | None = Field(
         None,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rag.service import RagService
     from tests.fakes import FakeEmbedder
     from tests.openai_standin import StandIn
+    from tests.pg import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "seeds" / "000_a39d74119d63f477.txt"
@@ -33,8 +34,14 @@ PIAF = ROOT / "tests" / "data" / "piaf"
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:
-    """Settings isolated from the developer's environment (own data dir, no LLM unless given)."""
-    isolated = {"llm_model": None, "openai_api_key": None, "openai_base_url": None}
+    """Settings isolated from the developer's environment (own data dir, its SQLite app
+    database, no LLM unless given)."""
+    isolated = {
+        "llm_model": None,
+        "openai_api_key": None,
+        "openai_base_url": None,
+        "database_url": None,
+    }
     return Settings(data_dir=data_dir, **{**isolated, **overrides})
 
 
@@ -118,6 +125,48 @@ def seed_corpus(tmp_path_factory) -> Path:
     corpus = tmp_path_factory.mktemp("seed-corpus")
     shutil.copy(SEED, corpus / SEED.name)
     return corpus
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the session (tests/pg.py), or a skip saying why."""
+    from tests.pg import Cluster, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(
+            "PostgreSQL is not installed (no initdb/postgres on PATH or under "
+            "/usr/lib/postgresql/*/bin): install Debian's postgresql package"
+        )
+    cluster = Cluster(bin_dir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# The app database backends the database-touching suites run against: `None` is the SQLite
+# file in the data dir, "postgresql" a fresh database of the session's cluster.
+DATABASES = ["sqlite", "postgresql"]
+
+
+def _database_url(request: pytest.FixtureRequest) -> str | None:
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_cluster").new_database()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Each test run once on SQLite and once on its own empty PostgreSQL database."""
+    return _database_url(request)
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_database_url(request: pytest.FixtureRequest) -> str | None:
+    """As ``database_url``, one database for a module's tests (servers started once)."""
+    return _database_url(request)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from rag.errors import RagError
 LOCAL_USER = ""
 # Long enough to tell questions apart in a sidebar, short enough for one line of it.
 TITLE_CHARS = 80
+MISSING = "This conversation does not exist (or was deleted)."
 
 
 class ConversationError(RagError):
@@ -59,7 +60,8 @@ class Conversations:
         conv = Conversation(uuid.uuid4().hex, make_title(first_question), now, now)
         with self._db() as db:
             db.execute(
-                "INSERT INTO conversations VALUES (?, ?, ?, ?, ?)",
+                'INSERT INTO conversations (id, "user", title, created, updated) '
+                "VALUES (?, ?, ?, ?, ?)",
                 (conv.id, self.user, conv.title, conv.created, conv.updated),
             )
         return conv
@@ -68,7 +70,7 @@ class Conversations:
         """This user's conversations, most recently updated first."""
         with self._db() as db:
             rows = db.execute(
-                "SELECT id, title, created, updated FROM conversations WHERE user = ? "
+                'SELECT id, title, created, updated FROM conversations WHERE "user" = ? '
                 "ORDER BY updated DESC",
                 (self.user,),
             ).fetchall()
@@ -89,20 +91,29 @@ class Conversations:
         return [json.loads(r["message"]) for r in rows]
 
     def append(self, conv_id: str, messages: list[dict[str, Any]]) -> None:
-        """Add messages after the last one (one transaction: a question and its answer)."""
+        """Add messages after the last one (one transaction: a question and its answer).
+
+        The conversation's row is updated first: that write locks it (the row in PostgreSQL,
+        the file in SQLite), so two appends to one conversation, from two threads or two
+        app processes, count its messages one after the other and never take one position.
+        """
         with self._db() as db:
-            self._owned(db, conv_id)
-            (count,) = db.execute(
+            updated = db.execute(
+                'UPDATE conversations SET updated = ? WHERE id = ? AND "user" = ?',
+                (time.time(), conv_id, self.user),
+            )
+            if updated.rowcount == 0:
+                raise ConversationError(MISSING)
+            count = db.execute(
                 "SELECT COUNT(*) FROM messages WHERE conversation = ?", (conv_id,)
-            ).fetchone()
+            ).fetchone()[0]
             db.executemany(
-                "INSERT INTO messages VALUES (?, ?, ?)",
+                "INSERT INTO messages (conversation, position, message) VALUES (?, ?, ?)",
                 [
                     (conv_id, count + i, json.dumps(m, ensure_ascii=False))
                     for i, m in enumerate(messages)
                 ],
             )
-            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), conv_id))
 
     def rename(self, conv_id: str, title: str) -> None:
         title = make_title(title)
@@ -119,9 +130,9 @@ class Conversations:
 
     def _owned(self, db, conv_id: str):
         row = db.execute(
-            "SELECT id, title, created, updated FROM conversations WHERE id = ? AND user = ?",
+            'SELECT id, title, created, updated FROM conversations WHERE id = ? AND "user" = ?',
             (conv_id, self.user),
         ).fetchone()
         if row is None:
-            raise ConversationError("This conversation does not exist (or was deleted).")
+            raise ConversationError(MISSING)
         return row

@@ -15,9 +15,13 @@ Invariants:
   counts. Unknown names are counted too, and cost a hash check, so neither the answer nor
   its timing tells whether a name exists.
 - An attempt is counted before its password is checked, in the same write transaction as
-  the lock check (``BEGIN IMMEDIATE``): simultaneous attempts are serialised there, so once
-  a lock is due no further attempt reaches a password check, and no count is lost. A
-  success then clears the count it added.
+  the lock check, under the name's write lock (``Database.write_lock``: SQLite's
+  ``BEGIN IMMEDIATE``, a PostgreSQL advisory lock, so every app process sharing the database
+  takes the same one): simultaneous attempts are serialised there, so once a lock is due no
+  further attempt reaches a password check, and no count is lost. A success then clears the
+  count it added.
+- Nothing about users or keys is cached in the process: every check reads the database, so
+  a removed user or key is refused by every app process at once.
 - At most ``MAX_HASHING`` Argon2 computations run at once in a process; a sign-in that
   finds no free slot within ``HASHING_WAIT_S`` is refused (``Busy``, not counted).
 - Removing an account deletes its API keys, failure counts and saved conversations, so a
@@ -173,7 +177,9 @@ class Accounts:
                 (user.name, user.role, password_hash, user.created),
             )
             if first_admin:  # conversations saved before sign-in existed: nobody else's
-                db.execute("UPDATE conversations SET user = ? WHERE user = ''", (user.name,))
+                db.execute(
+                    """UPDATE conversations SET "user" = ? WHERE "user" = ''""", (user.name,)
+                )
         return user
 
     def remove(self, name: str) -> None:
@@ -185,8 +191,8 @@ class Accounts:
         with self._db() as db:
             if db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
                 raise AccountError(f"No user named {name!r}.")
-            db.execute("DELETE FROM sign_in_failures WHERE user = ?", (name,))
-            db.execute("DELETE FROM conversations WHERE user = ?", (name,))  # messages cascade
+            db.execute('DELETE FROM sign_in_failures WHERE "user" = ?', (name,))
+            db.execute('DELETE FROM conversations WHERE "user" = ?', (name,))  # messages cascade
 
     def list(self) -> list[User]:
         with self._db() as db:
@@ -207,7 +213,7 @@ class Accounts:
             if not db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise AccountError(f"No user named {name!r}.")
             db.execute(
-                "INSERT INTO api_keys (key_sha256, user, created) VALUES (?, ?, ?)",
+                """INSERT INTO api_keys (key_sha256, "user", created) VALUES (?, ?, ?)""",
                 (key_digest(key), name, time.time()),
             )
         return key
@@ -217,7 +223,7 @@ class Accounts:
         with self._db() as db:
             row = db.execute(
                 "SELECT u.name, u.role, u.created FROM api_keys k JOIN users u "
-                "ON u.name = k.user WHERE k.key_sha256 = ?",
+                'ON u.name = k."user" WHERE k.key_sha256 = ?',
                 (key_digest(key),),
             ).fetchone()
         return User(row["name"], row["role"], row["created"]) if row else None
@@ -253,20 +259,22 @@ class Accounts:
         """
         now = time.time()
         with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")  # no other attempt reads the counts until commit
+            db.write_lock(f"sign-in {name}")  # no other attempt reads them until commit
             wait = _lock_wait(db, name, client, now)
             if wait > 0:
                 raise LockedOut(wait)
             lock = 0.0
             for key, free in ((client, FREE_FAILURES), (ANY_CLIENT, ACCOUNT_FREE_FAILURES)):
                 row = db.execute(
-                    "SELECT failures FROM sign_in_failures WHERE user = ? AND client = ?",
+                    'SELECT failures FROM sign_in_failures WHERE "user" = ? AND client = ?',
                     (name, key),
                 ).fetchone()
                 failures = (row["failures"] if row else 0) + 1
                 lock = max(lock, lock_seconds(failures, free))
                 db.execute(
-                    "INSERT OR REPLACE INTO sign_in_failures VALUES (?, ?, ?, ?)",
+                    'INSERT INTO sign_in_failures ("user", client, failures, locked_until) '
+                    'VALUES (?, ?, ?, ?) ON CONFLICT ("user", client) DO UPDATE SET '
+                    "failures = excluded.failures, locked_until = excluded.locked_until",
                     (name, key, failures, now + lock_seconds(failures, free)),
                 )
         return lock
@@ -275,7 +283,7 @@ class Accounts:
         """Clear the counts of a right password, and re-hash it if the parameters changed."""
         with self._db() as db:
             db.execute(
-                "DELETE FROM sign_in_failures WHERE user = ? AND client IN (?, ?)",
+                'DELETE FROM sign_in_failures WHERE "user" = ? AND client IN (?, ?)',
                 (name, client, ANY_CLIENT),
             )
             if _hasher.check_needs_rehash(password_hash):
@@ -288,7 +296,7 @@ class Accounts:
 def _lock_wait(db, name: str, client: str, now: float) -> float:
     """Seconds until this name and client, and this name, are both free to try (0: now)."""
     rows = db.execute(
-        "SELECT locked_until FROM sign_in_failures WHERE user = ? AND client IN (?, ?)",
+        'SELECT locked_until FROM sign_in_failures WHERE "user" = ? AND client IN (?, ?)',
         (name, client, ANY_CLIENT),
     ).fetchall()
     return max([r["locked_until"] - now for r in rows] + [0.0])

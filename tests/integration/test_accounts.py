@@ -1,4 +1,5 @@
-"""Accounts on a real SQLite file: sign-in, roles, keys, and the failed sign-in limit."""
+"""Accounts on a real SQLite file and a real PostgreSQL database: sign-in, roles, keys, and
+the failed sign-in limit."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-def accounts(tmp_path: Path) -> Accounts:
-    return Accounts(make_settings(tmp_path / "data"))
+def accounts(tmp_path: Path, database_url: str | None) -> Accounts:
+    return Accounts(make_settings(tmp_path / "data", database_url=database_url))
 
 
 def test_sign_in_is_on_once_an_account_exists(accounts: Accounts) -> None:

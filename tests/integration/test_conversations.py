@@ -1,4 +1,5 @@
-"""Saved conversations: the store on a real SQLite file, and the page through AppTest."""
+"""Saved conversations: the store on a real SQLite file and a real PostgreSQL database, and
+the page through AppTest."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ BREST = (
 )
 
 
-def test_conversations_are_per_user(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data")
+def test_conversations_are_per_user(tmp_path: Path, database_url: str | None) -> None:
+    settings = make_settings(tmp_path / "data", database_url=database_url)
     ann, bob = Conversations(settings, "ann"), Conversations(settings, "bob")
     conv = ann.create("  Where is   Kursk?  ")
     assert conv.title == "Where is Kursk?"
@@ -47,8 +48,13 @@ def test_conversations_are_per_user(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str | None) -> Path:
+    """The page's settings: a new data dir, on SQLite and on PostgreSQL."""
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    if database_url:
+        monkeypatch.setenv("RAG_DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("RAG_DATABASE_URL", raising=False)
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RAG_LLM_MODEL"):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from rag.accounts.db import connect
 from rag.accounts.users import Accounts
 from rag.api import document_id
 from rag.service import RagService
@@ -78,17 +78,24 @@ def open_url(seed_index: Path, standin: StandIn, tmp_path_factory) -> Iterator[s
 
 
 @pytest.fixture(scope="module")
-def secured(seed_index: Path, tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
-    """Sign-in on (one account per role); yields the URL and each role's API key."""
+def secured(
+    seed_index: Path, tmp_path_factory, module_database_url: str | None
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Sign-in on (one account per role), on SQLite then on PostgreSQL; yields the URL and
+    each role's API key."""
     data_dir = tmp_path_factory.mktemp("api-secured") / "data"
     shutil.copytree(seed_index, data_dir)
-    accounts = Accounts(make_settings(data_dir))
+    accounts = Accounts(make_settings(data_dir, database_url=module_database_url))
     keys = {}
     for role in ("reader", "editor"):
         accounts.add(role, PASSWORD, role)
         keys[role] = accounts.new_key(role)
-    with rag_serve(data_dir) as url:
+    with rag_serve(data_dir, database_env(module_database_url)) as url:
         yield url, keys
+
+
+def database_env(database_url: str | None) -> dict[str, str]:
+    return {"RAG_DATABASE_URL": database_url} if database_url else {}
 
 
 def client(url: str, key: str = "unused") -> openai.OpenAI:
@@ -301,8 +308,9 @@ def test_serving_beyond_loopback_needs_an_account(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_user_commands(tmp_path: Path) -> None:
+def test_user_commands(tmp_path: Path, database_url: str | None) -> None:
     data_dir = tmp_path / "data"
+    env = database_env(database_url)
     secret = "a long and secret passphrase"
     added = run_cli(
         "user",
@@ -312,6 +320,7 @@ def test_user_commands(tmp_path: Path) -> None:
         "editor",
         "--password-stdin",
         data_dir=data_dir,
+        env=env,
         input=secret + "\n",
     )
     assert added.returncode == 0, added.stderr
@@ -323,6 +332,7 @@ def test_user_commands(tmp_path: Path) -> None:
         "reader",
         "--password-stdin",
         data_dir=data_dir,
+        env=env,
         input=secret + "\n",
     )
     assert again.returncode == 2 and "already exists" in again.stderr
@@ -334,27 +344,30 @@ def test_user_commands(tmp_path: Path) -> None:
         "reader",
         "--password-stdin",
         data_dir=data_dir,
+        env=env,
         input="short\n",
     )
     assert short.returncode == 2 and "password" in short.stderr
-    listed = run_cli("user", "list", data_dir=data_dir)
+    listed = run_cli("user", "list", data_dir=data_dir, env=env)
     assert listed.stdout.splitlines()[0].split("\t")[:2] == ["alice", "editor"]
-    token = run_cli("user", "token", "alice", data_dir=data_dir)
+    token = run_cli("user", "token", "alice", data_dir=data_dir, env=env)
     key = token.stdout.strip()
     assert token.returncode == 0 and key.startswith("rag_") and len(key) > 40
-    accounts = Accounts(make_settings(data_dir))
+    accounts = Accounts(make_settings(data_dir, database_url=database_url))
     assert accounts.user_for_key(key).name == "alice"
     assert accounts.sign_in("alice", secret, "test").role == "editor"
-    raw = b"".join(p.read_bytes() for p in data_dir.glob("app.sqlite3*"))
-    assert secret.encode() not in raw and key.encode() not in raw
-    with sqlite3.connect(data_dir / "app.sqlite3") as db:
-        (stored,) = db.execute("SELECT password_hash FROM users").fetchone()
+    if database_url is None:
+        raw = b"".join(p.read_bytes() for p in data_dir.glob("app.sqlite3*"))
+        assert secret.encode() not in raw and key.encode() not in raw
+    with connect(accounts.settings) as db:
+        stored = db.execute("SELECT password_hash FROM users").fetchone()[0]
+        assert not db.execute("SELECT 1 FROM api_keys WHERE key_sha256 = ?", (key,)).fetchall()
     assert stored.startswith("$argon2id$")
     assert secret not in added.stdout + added.stderr
-    removed = run_cli("user", "remove", "alice", data_dir=data_dir)
+    removed = run_cli("user", "remove", "alice", data_dir=data_dir, env=env)
     assert removed.returncode == 0 and "sign-in is off" in removed.stderr
     assert accounts.user_for_key(key) is None
-    assert run_cli("user", "token", "alice", data_dir=data_dir).returncode == 2
+    assert run_cli("user", "token", "alice", data_dir=data_dir, env=env).returncode == 2
 
 
 def test_no_response_holds_a_server_path(open_url: str, standin: StandIn, tmp_path_factory):

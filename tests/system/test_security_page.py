@@ -98,14 +98,15 @@ def burst(attempts: list[tuple[Accounts, str, str, str]]) -> list[object]:
 def failures(accounts: Accounts, name: str, client: str) -> int:
     with connect(accounts.settings) as db:
         row = db.execute(
-            "SELECT failures FROM sign_in_failures WHERE user = ? AND client = ?", (name, client)
+            'SELECT failures FROM sign_in_failures WHERE "user" = ? AND client = ?', (name, client)
         ).fetchone()
     return row["failures"] if row else 0
 
 
 @pytest.fixture
-def accounts(tmp_path: Path) -> Accounts:
-    accounts = Accounts(make_settings(tmp_path / "data"))
+def accounts(tmp_path: Path, database_url: str | None) -> Accounts:
+    """One account, on SQLite and on PostgreSQL (whose lock is an advisory lock)."""
+    accounts = Accounts(make_settings(tmp_path / "data", database_url=database_url))
     accounts.add("ann", PASSWORD, "reader")
     return accounts
 
