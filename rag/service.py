@@ -3,6 +3,10 @@
 It owns the expensive objects (embedder, Chroma client, BM25 index) so a long-lived caller
 (the app, a benchmark) pays for them once, and it turns every failure a user can cause into
 an exception with a message fit to show as is.
+
+Workspaces: every read takes an optional ``Scope`` (``rag.retrieval.scope``; None reads
+every workspace, for evaluation and benchmarks), built by ``scope`` from the workspaces the
+caller may read; the page, the CLI and the API never read without one.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from rag.accounts.workspaces import Workspaces
 from rag.answering.decision import Decision, Judge, Verdict, WordVectors
 from rag.answering.extractive import (
     Answer,
@@ -27,7 +32,7 @@ from rag.answering.extractive import (
 from rag.answering.generate import Generator, fallback
 from rag.answering.llm import History, LLMError
 from rag.answering.verifier import default_verifier
-from rag.config import Settings, get_settings
+from rag.config import DEFAULT_WORKSPACE, Settings, get_settings
 from rag.datadir import StoreError, check_data_dir, write_lock
 from rag.documents.citations import Citation, document_text
 from rag.embedding.embedders import Embedder, make_embedder
@@ -37,6 +42,7 @@ from rag.index.store import Store, open_store
 from rag.ingest.pipeline import IngestReport, ProgressFn, ingest, ingest_options
 from rag.ingest.uploads import ingest_uploads
 from rag.retrieval.hybrid import HybridRetriever
+from rag.retrieval.scope import Scope, where_of
 
 # Re-exported: the page and the HTTP API take the answer types and question errors from here.
 __all__ = ["Answer", "AnswerStream", "QuestionError", "StoreError", "check_question"]
@@ -121,8 +127,9 @@ class RagService:
         prune: bool = False,
         progress: ProgressFn | None = None,
         show_progress: bool = True,
+        workspace: str = DEFAULT_WORKSPACE,
     ) -> IngestReport:
-        """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``).
+        """Index ``paths`` incrementally into ``workspace`` (``rag.ingest.pipeline.ingest``).
 
         One ingest at a time writes to an embedded store (``write_lock``); others wait.
         """
@@ -141,21 +148,40 @@ class RagService:
                 prune=prune,
                 progress=progress,
                 show_progress=show_progress,
+                workspace=workspace,
             )
 
-    def indexed_files(self) -> dict[str, FileRecord]:
-        """The manifest: every fully indexed file by source path (the watcher diffs it)."""
+    def indexed_files(self, scope: Scope | None = None) -> dict[str, FileRecord]:
+        """The manifest: every fully indexed file (in ``scope``) by source path (the
+        watcher diffs it)."""
         with self._reading() as store:
-            return store.file_records()
+            return store.file_records(where_of(scope))
+
+    def scope(self, readable: Collection[str]) -> Scope:
+        """The scope reading the workspaces ``readable`` (``rag.accounts.workspaces``)."""
+        return Scope.of(set(readable), set(Workspaces(self.settings).names()))
+
+    def forget_workspace(self, name: str) -> int:
+        """Remove every document of workspace ``name`` from the index; how many there were
+        (``rag workspace remove`` calls it before removing the workspace itself)."""
+        self.ensure_data_dir()
+        with write_lock(self.settings):
+            with self._reading() as store:
+                sources = list(store.file_records(Scope.of({name}, set()).where))
+            if sources:
+                store.renew_stamp()
+                store.forget_files(sources)
+                store.renew_stamp()
+        return len(sources)
 
     def lexical(self) -> LexicalIndex:
         """The BM25 index matching the chunks (see ``rag.index.lexical.LexicalCache``)."""
         with self._reading() as store:
             return self._lexical.current(store)
 
-    def retriever(self, top_k: int | None = None) -> HybridRetriever:
+    def retriever(self, top_k: int | None = None, scope: Scope | None = None) -> HybridRetriever:
         return HybridRetriever(
-            self.store, self.embedder, self.lexical(), top_k or self.settings.top_k
+            self.store, self.embedder, self.lexical(), top_k or self.settings.top_k, scope
         )
 
     def ensure_ready(self) -> None:
@@ -165,12 +191,22 @@ class RagService:
                 raise StoreError("The index is empty: run `rag ingest` first.")
             store.check_embedder()
 
-    def ask(self, question: str, top_k: int | None = None, history: History = ()) -> Answer:
+    def ask(
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: History = (),
+        scope: Scope | None = None,
+    ) -> Answer:
         """Answer from the indexed documents, with verified citations, or abstain."""
-        return self.ask_stream(question, top_k, history).finalize()
+        return self.ask_stream(question, top_k, history, scope).finalize()
 
     def ask_stream(
-        self, question: str, top_k: int | None = None, history: History = ()
+        self,
+        question: str,
+        top_k: int | None = None,
+        history: History = (),
+        scope: Scope | None = None,
     ) -> AnswerStream:
         """The answer as it is written; ``finalize()`` then gives it with checked citations.
 
@@ -178,17 +214,19 @@ class RagService:
         standalone question from ``history``, retrieve, decide (``Decision.verdict``), then
         answer, extractive (single-turn) or streamed by the LLM, which is asked unless nothing
         relevant was found, since it can answer what the quotes could not (or refuse).
+        Only passages in ``scope`` are retrieved, so only they reach the LLM's context.
         """
         question = check_question(question)
         self.ensure_ready()
         if not self.settings.llm_enabled:
-            return AnswerStream.of(self.evidence(question, top_k).extractive)
+            return AnswerStream.of(self.evidence(question, top_k, scope=scope).extractive)
         generator = Generator(self.settings)
         try:
             standalone = generator.standalone(question, history)
         except LLMError as error:
-            return AnswerStream.of(fallback(self.evidence(question, top_k).extractive, error))
-        found = self.evidence(standalone, top_k)
+            found = self.evidence(question, top_k, scope=scope)
+            return AnswerStream.of(fallback(found.extractive, error))
+        found = self.evidence(standalone, top_k, scope=scope)
         if found.verdict is Verdict.NOTHING:
             return AnswerStream.of(found.extractive)
 
@@ -213,12 +251,16 @@ class RagService:
         return self._decision[1]
 
     def evidence(
-        self, question: str, top_k: int | None = None, exclude: Collection[str] = ()
+        self,
+        question: str,
+        top_k: int | None = None,
+        exclude: Collection[str] = (),
+        scope: Scope | None = None,
     ) -> Evidence:
-        """What ``question`` retrieves (never the chunk ids in ``exclude``), the judgement
-        over it and the extractive answer."""
+        """What ``question`` retrieves in ``scope`` (never the chunk ids in ``exclude``),
+        the judgement over it and the extractive answer."""
         with self._reading():
-            retriever = self.retriever(top_k)
+            retriever = self.retriever(top_k, scope)
             retrieval = retriever.search(question, exclude=exclude)
         decision = self.decision
         judge = Judge(retriever.lexical, self.word_vectors, score=decision.score)
@@ -226,45 +268,62 @@ class RagService:
         answer = extractive_answer(retrieval, judgement, decision)
         return Evidence(retrieval, judgement, answer, decision.verdict(answer.confidence))
 
-    def leads(self, question: str, top_k: int | None = None) -> list[Citation]:
+    def leads(
+        self, question: str, top_k: int | None = None, scope: Scope | None = None
+    ) -> list[Citation]:
         """A refusal's leads (``rag.answering.extractive.leads``): what the documents say
         on the question's subject, never an answer."""
-        found = self.evidence(check_question(question), top_k)
+        found = self.evidence(check_question(question), top_k, scope=scope)
         return leads(found.judgement, found.retrieval)
 
     @property
     def upload_dir(self) -> Path:
         return self.settings.data_dir / "uploads"
 
+    def upload_dir_of(self, workspace: str) -> Path:
+        """Where a workspace's uploads are kept: the default's as before, the others'
+        outside it (re-indexing the default's folder must not take them in)."""
+        if workspace == DEFAULT_WORKSPACE:
+            return self.upload_dir
+        return self.settings.data_dir / "workspaces" / workspace / "uploads"
+
     def add_uploads(
-        self, uploads: list[tuple[str, bytes]], progress: ProgressFn | None = None
+        self,
+        uploads: list[tuple[str, bytes]],
+        progress: ProgressFn | None = None,
+        workspace: str = DEFAULT_WORKSPACE,
     ) -> IngestReport:
         """Save uploaded files under the upload folder and index them at once (a file that
         cannot be saved or parsed is reported by name; ``rag.ingest.uploads.ingest_uploads``)."""
         self.ensure_data_dir()
         return ingest_uploads(
-            self.upload_dir,
+            self.upload_dir_of(workspace),
             uploads,
             self.settings.max_file_mb,
-            lambda saved: self.ingest(saved, progress=progress, show_progress=False),
+            lambda saved: self.ingest(
+                saved, progress=progress, show_progress=False, workspace=workspace
+            ),
         )
 
-    def document_text(self, ref: str) -> str | None:
+    def document_text(self, ref: str, scope: Scope | None = None) -> str | None:
         """The text citation offsets point into, as indexed, or None
-        (``rag.documents.citations.document_text``): never what a path points to now."""
+        (``rag.documents.citations.document_text``): never what a path points to now, nor
+        a text outside ``scope``."""
+        if scope is not None and ref not in self.document_refs(scope):
+            return None
         with self._reading() as store:
             record = store.file_record(ref)
         return document_text(ref, self.settings.data_dir / "extracted", record and record.sha256)
 
-    def document_refs(self) -> list[str]:
-        """Every text a citation of this index can point into, and nothing else.
+    def document_refs(self, scope: Scope | None = None) -> list[str]:
+        """Every text a citation of this index (in ``scope``) can point into, and nothing else.
 
         A plain text or Markdown file is its own text; a PDF or HTML file's texts are its
         extracted parts, stored under a folder named after the file's hash. The HTTP API
         serves only these, so a document id can never be made to read another file.
         """
         with self._reading() as store:
-            records = store.file_records().values()
+            records = store.file_records(where_of(scope)).values()
         return document_refs(records, self.settings.data_dir / "extracted")
 
     def warm_up(self) -> None:
@@ -274,9 +333,10 @@ class RagService:
             self.ensure_ready()
             self.evidence("warm-up", None)
 
-    def status(self) -> CorpusStatus:
+    def status(self, scope: Scope | None = None) -> CorpusStatus:
         with self._reading() as store:
-            files, chunks = store.file_records(), store.count()
+            files = store.file_records(where_of(scope))
+            chunks = store.count() if scope is None else sum(f.chunks for f in files.values())
         mode = f"llm:{self.settings.llm_model}" if self.settings.llm_enabled else "extractive"
         return CorpusStatus(len(files), chunks, self.embedder.model_id, mode)
 

@@ -58,7 +58,29 @@ CREATE TABLE IF NOT EXISTS messages (
     message TEXT NOT NULL,
     PRIMARY KEY (conversation, position)
 );
+-- rag.accounts.workspaces: named workspaces (the default one is not stored), their members,
+-- and the API keys limited to one workspace
+CREATE TABLE IF NOT EXISTS workspaces (
+    name TEXT PRIMARY KEY,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workspace_members (
+    workspace TEXT NOT NULL REFERENCES workspaces(name) ON DELETE CASCADE,
+    username TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    PRIMARY KEY (workspace, username)
+);
+CREATE TABLE IF NOT EXISTS key_workspaces (
+    key_sha256 TEXT PRIMARY KEY REFERENCES api_keys(key_sha256) ON DELETE CASCADE,
+    workspace TEXT NOT NULL
+);
 """
+# Columns added to existing tables, each added when a database lacks it (``add_columns``):
+# (table, column, its definition).
+COLUMNS = [
+    # rag.accounts.conversations: the workspace a conversation belongs to
+    ("conversations", "workspace", "TEXT NOT NULL DEFAULT 'default'"),
+]
 
 
 def db_path(settings: Settings) -> Path:
@@ -81,7 +103,24 @@ def connect(settings: Settings) -> Iterator[sqlite3.Connection]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
+        add_columns(conn)
         with conn:
             yield conn
     finally:
         conn.close()
+
+
+def add_columns(conn: sqlite3.Connection) -> None:
+    """Add each of ``COLUMNS`` its table lacks (a database made before the column existed).
+
+    Whether a column exists is asked with a query naming it, which fails without it:
+    portable SQL, where a catalogue query is not.
+    """
+    for table, column, definition in COLUMNS:
+        try:
+            conn.execute(f"SELECT {column} FROM {table} LIMIT 0")
+        except sqlite3.OperationalError:
+            # Another connection may add it first: its "duplicate column" is no failure.
+            with contextlib.suppress(sqlite3.OperationalError):
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                conn.commit()

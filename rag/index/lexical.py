@@ -6,6 +6,8 @@ writes). Each build goes to a fresh directory and a one-line ``CURRENT`` pointer
 atomically, so a reader never sees a half-written index and a killed ingest leaves the
 previous one intact; an index whose token is not the store's current one is rebuilt from
 Chroma (after a killed ingest, the token renewed before its writes matches no index).
+It also keeps each chunk's workspace, so a scoped search masks the other workspaces' chunks
+out of the scores before taking its top k (``search``'s ``allows``), never after.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +26,7 @@ import numpy as np
 
 from rag.config import Settings
 from rag.datadir import file_lock, writer_active
+from rag.index.records import WORKSPACE_KEY
 from rag.text import tokenize
 
 if TYPE_CHECKING:
@@ -41,19 +45,39 @@ class LexicalHits:
 class LexicalIndex:
     """A bm25s index over chunk texts, addressed by chunk id."""
 
-    def __init__(self, bm25: bm25s.BM25 | None, ids: list[str], token: str) -> None:
+    def __init__(
+        self,
+        bm25: bm25s.BM25 | None,
+        ids: list[str],
+        token: str,
+        workspaces: list[str | None] | None = None,
+    ) -> None:
         self.bm25 = bm25
         self.ids = ids
         self.token = token  # the chunk state it covers (``Store.change_stamp``)
         self.vocab: dict[str, int] = bm25.vocab_dict if bm25 is not None else {}
+        # Each chunk's workspace (None: recorded without one, an index older than them).
+        self.workspaces = workspaces if workspaces is not None else [None] * len(ids)
 
     @classmethod
-    def build(cls, ids: list[str], texts: list[str], token: str) -> LexicalIndex:
+    def build(
+        cls,
+        ids: list[str],
+        texts: list[str],
+        token: str,
+        workspaces: list[str | None] | None = None,
+    ) -> LexicalIndex:
         if not ids:
             return cls(None, [], token)
         bm25 = bm25s.BM25()
         bm25.index([tokenize(t) or ["∅"] for t in texts], show_progress=False)
-        return cls(bm25, list(ids), token)
+        return cls(bm25, list(ids), token, workspaces)
+
+    def mask(self, allows: Callable[[str | None], bool]) -> np.ndarray:
+        """1 for each chunk whose workspace ``allows`` accepts, else 0 (bm25s's weight mask)."""
+        labels = np.array([ws or "" for ws in self.workspaces])
+        accepted = [ws or "" for ws in set(self.workspaces) if allows(ws)]
+        return np.isin(labels, accepted).astype(np.float32)
 
     @cached_property
     def idf(self) -> dict[str, float]:
@@ -73,14 +97,21 @@ class LexicalIndex:
         words relative to it, once per index rather than once per question."""
         return max(self.idf.values(), default=1.0)
 
-    def search(self, query: str, k: int) -> LexicalHits:
+    def search(
+        self, query: str, k: int, allows: Callable[[str | None], bool] | None = None
+    ) -> LexicalHits:
+        """The top ``k`` chunks for ``query`` among those whose workspace ``allows`` accepts
+        (None: all); masked chunks score 0, and no hit scores 0."""
         tokens = tokenize(query)
         known = [t for t in tokens if t in self.vocab]
         coverage = len(known) / len(tokens) if tokens else 0.0
         if not known or self.bm25 is None:
             return LexicalHits([], [], coverage)
         k = min(k, len(self.ids))
-        docs, scores = self.bm25.retrieve([known], k=k, show_progress=False, n_threads=1)
+        mask = self.mask(allows) if allows is not None else None
+        docs, scores = self.bm25.retrieve(
+            [known], k=k, show_progress=False, n_threads=1, weight_mask=mask
+        )
         pairs = [(int(d), float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
         return LexicalHits([self.ids[d] for d, _ in pairs], [s for _, s in pairs], coverage)
 
@@ -92,7 +123,8 @@ class LexicalIndex:
         target.mkdir()
         if self.bm25 is not None:
             self.bm25.save(str(target), show_progress=False)
-        (target / "ids.json").write_text(json.dumps({"token": self.token, "ids": self.ids}))
+        meta = {"token": self.token, "ids": self.ids, "workspaces": self.workspaces}
+        (target / "ids.json").write_text(json.dumps(meta))
         tmp = root / f"CURRENT.{os.getpid()}"
         tmp.write_text(target.name)
         os.replace(tmp, root / "CURRENT")
@@ -110,7 +142,7 @@ class LexicalIndex:
             bm25 = bm25s.BM25.load(str(target), show_progress=False) if meta["ids"] else None
         except (OSError, ValueError, KeyError):
             return None
-        return cls(bm25, meta["ids"], token)
+        return cls(bm25, meta["ids"], token, meta.get("workspaces"))
 
 
 def sync_lexical(
@@ -132,7 +164,8 @@ def sync_lexical(
             return current
         chunks = store.all_chunks()
         texts = [f"{c.meta.get('title', '')}\n{c.text}" for c in chunks]
-        index = LexicalIndex.build([c.id for c in chunks], texts, token)
+        workspaces = [c.meta.get(WORKSPACE_KEY) for c in chunks]
+        index = LexicalIndex.build([c.id for c in chunks], texts, token, workspaces)
         index.save(root)
         return index
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag.config import DEFAULT_WORKSPACE
 from rag.documents.formats import Sections
 from rag.text import sentence_spans
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 # whole corpus's index in memory. The answer step embeds the few of its top chunks when it
 # needs them (``rag.retrieval.hybrid.HybridRetriever.score_sentences``).
 MIN_VECTOR_SENTENCE_CHARS = 30
+# The metadata key naming the workspace of a chunk, a sentence and a manifest record; a
+# record without it (indexed before workspaces existed) is in ``DEFAULT_WORKSPACE``.
+WORKSPACE_KEY = "workspace"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class FileRecord:
     sha256: str
     chunks: int
     title: str
+    workspace: str = DEFAULT_WORKSPACE
 
 
 def sentence_records(node: TextNode) -> list[tuple[str, str, dict]]:

@@ -8,6 +8,9 @@ scales with its *coverage*: the share of the question's content words found in t
 vocabulary. A French question gets the full lexical weight, an English one mostly the dense
 rankings; no language detector is needed.
 
+A retriever given a workspace ``Scope`` (``rag.retrieval.scope``) applies it inside each arm:
+Chroma's ``where`` in both dense queries, a score mask in BM25, before any top-k.
+
 Every ranking breaks equal scores by chunk id (``ordered``) and a chunk's sentences keep
 their order, so one question gets the same passages in every process.
 """
@@ -28,6 +31,7 @@ from rag.index.lexical import LexicalHits, LexicalIndex
 from rag.index.records import MIN_VECTOR_SENTENCE_CHARS, Stored, has_vector, sentence_records
 from rag.index.store import Store
 from rag.retrieval.fusion import Ranking, hybrid, ranking
+from rag.retrieval.scope import Scope, where_of
 
 # Calibrated on the PIAF dev sets (see benchmarks/retrieval.py and docs/benchmarks.md).
 SENTENCE_WEIGHT = 1.5
@@ -99,20 +103,27 @@ class HybridRetriever(BaseRetriever):
     """A LlamaIndex retriever, so chat engines can use it like any other."""
 
     def __init__(
-        self, store: Store, embedder: Embedder, lexical: LexicalIndex, top_k: int = 5
+        self,
+        store: Store,
+        embedder: Embedder,
+        lexical: LexicalIndex,
+        top_k: int = 5,
+        scope: Scope | None = None,
     ) -> None:
         super().__init__()
         self.store = store
         self.embedder = embedder
         self.lexical = lexical
         self.top_k = top_k
+        self.scope = scope  # None: every workspace (evaluation, benchmarks)
+        self.where = where_of(scope)
 
     def embed(self, query: str) -> np.ndarray:
         return self.embedder.embed_queries([query])[0]
 
     def chunk_ranking(self, qvec: np.ndarray) -> Ranking:
         """Chunks nearest to the question (cosine similarity scores)."""
-        hits = self.store.nearest_chunks(qvec.tolist(), CHUNK_CANDIDATES)
+        hits = self.store.nearest_chunks(qvec.tolist(), CHUNK_CANDIDATES, self.where)
         return ranking({hit.id: hit.similarity for hit in hits})
 
     def sentence_ranking(self, qvec: np.ndarray) -> Ranking:
@@ -122,7 +133,9 @@ class HybridRetriever(BaseRetriever):
         ``where`` filter: a filtered vector query scans the metadata first and took 0.5 s
         on 116k sentences, the plain one 30 ms.
         """
-        hits = self.store.nearest_sentences(qvec.tolist(), SENTENCE_OVERFETCH * SENTENCE_CANDIDATES)
+        hits = self.store.nearest_sentences(
+            qvec.tolist(), SENTENCE_OVERFETCH * SENTENCE_CANDIDATES, self.where
+        )
         kept = [
             (hit.meta["chunk_id"], hit.similarity)
             for hit in hits
@@ -154,7 +167,8 @@ class HybridRetriever(BaseRetriever):
 
     def lexical_search(self, query: str) -> LexicalHits:
         """BM25's hits, equal scores in id order (see ``ordered``)."""
-        hits = self.lexical.search(query, CHUNK_CANDIDATES)
+        allows = self.scope.allows_workspace if self.scope is not None else None
+        hits = self.lexical.search(query, CHUNK_CANDIDATES, allows)
         ranked = ranking(dict(zip(hits.ids, hits.scores)))
         return LexicalHits(ranked.ids, ranked.scores, hits.coverage)
 
@@ -173,7 +187,11 @@ class HybridRetriever(BaseRetriever):
         if exclude:
             dense, lex = _without(dense, exclude), _lexical_without(lex, exclude)
         fused = hybrid(dense, lex, k or self.top_k)
-        records = {chunk.id: chunk for chunk in self.store.chunks_by_id([c for c, _ in fused])}
+        records = {
+            chunk.id: chunk
+            for chunk in self.store.chunks_by_id([c for c, _ in fused])
+            if self.scope is None or self.scope.allows(chunk.meta)  # moved meanwhile
+        }
         nodes = [
             NodeWithScore(node=_node(records[cid]), score=score)
             for cid, score in fused
