@@ -328,14 +328,26 @@ def _workspace_name(request: Request, name: str | None) -> str:
 
 
 async def workspace_scope(
-    request: Request, user: User | None, name: str | None, role: str = "reader"
+    request: Request,
+    user: User | None,
+    name: str | None,
+    role: str = "reader",
+    *,
+    any_name: bool = False,
 ) -> Scope:
     """The scope of workspace ``name`` for this caller: a 404 when it may not read it,
-    worded as for one that does not exist; a 403 when it may read it but not as ``role``."""
+    worded as for one that does not exist; a 403 when it may read it but not as ``role``.
+
+    ``any_name`` (a chat completion's ``model``): while the default workspace is the only
+    one, any name is it, as every model name was one knowledge base before workspaces.
+    """
     state = request.app.state
     wanted = _workspace_name(request, name)
 
     def check() -> Scope:
+        nonlocal wanted
+        if any_name and state.workspaces.names() == [DEFAULT_WORKSPACE]:
+            wanted = DEFAULT_WORKSPACE
         limit = _key_limit(request, user)
         state.workspaces.check(user, wanted, role, limit)
         return state.service.scope([wanted])
@@ -403,7 +415,7 @@ async def chat_completions(request: Request) -> Response:
     body: ChatRequest = await _body(request, ChatRequest)
     refuse_unsupported(body)
     question, history = _split(body.messages)
-    scope = await workspace_scope(request, user, body.model)
+    scope = await workspace_scope(request, user, body.model, any_name=True)
     stream = await _start(request, question, body.top_k, history, scope)
     reply_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())

@@ -4,6 +4,7 @@ opens the other's documents through any path; an admin sees both."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -16,8 +17,11 @@ from rag.accounts.db import DB_NAME
 from rag.accounts.users import AccountError, Accounts
 from rag.accounts.workspaces import NoSuchWorkspace, Workspaces
 from rag.config import DEFAULT_WORKSPACE, Settings, get_settings
+from rag.retrieval.scope import Scope
 from rag.service import RagService
 from tests.conftest import ROOT, make_settings, write_piaf_corpus
+from tests.integration.test_llm import llm_settings
+from tests.openai_standin import StandIn, reply
 
 TIMEOUT = 300
 PASSWORD = "correct horse battery"
@@ -41,11 +45,9 @@ def write(folder: Path, name: str, text: str) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> tuple[Settings, RagService, dict[str, Path]]:
+def make_world(root: Path) -> tuple[Settings, RagService, dict[str, Path]]:
     """Workspace ``north`` (the lagoon and 20 PIAF passages) read by ann, ``south`` (the
-    port) edited by bob, an admin, and the seed article in the default workspace."""
-    root = tmp_path_factory.mktemp("workspaces")
+    port) edited by bob, an admin (root), and the seed article in the default workspace."""
     settings = make_settings(root / "data")
     accounts, workspaces = Accounts(settings), Workspaces(settings)
     for name, role in (("ann", "reader"), ("bob", "reader"), ("root", "admin")):
@@ -61,6 +63,11 @@ def world(tmp_path_factory) -> tuple[Settings, RagService, dict[str, Path]]:
     service.ingest([south], show_progress=False, workspace="south")
     service.ingest([ROOT / "seeds"], show_progress=False)
     return settings, service, {"lagoon": north / "lagune.txt", "port": south / "port.txt"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Settings, RagService, dict[str, Path]]:
+    return make_world(tmp_path_factory.mktemp("workspaces"))
 
 
 def sources(answer) -> set[str]:
@@ -98,6 +105,23 @@ def test_answers_cite_only_their_workspace(world) -> None:
     # An admin's scope reads both.
     both = service.scope(["north", "south"])
     assert port in sources(service.ask(PORT_QUESTION, scope=both))
+
+
+def test_the_llm_reads_only_the_workspace_s_passages(world, standin: StandIn) -> None:
+    """With top-k past the corpus's size, an unscoped context holds every chunk: the port's
+    too; a scoped one none of another workspace's."""
+    settings, _, _ = world
+    service = RagService(llm_settings(settings.data_dir, standin.url))
+
+    def context(scope: Scope | None) -> str:
+        standin.script(reply("Je ne sais pas."))
+        service.ask(LAGOON_QUESTION, top_k=50, scope=scope)
+        assert standin.requests
+        return json.dumps(standin.requests, ensure_ascii=False)
+
+    assert "4321 navires" in context(None)
+    north = context(service.scope(["north"]))
+    assert "Vaccarès" in north and "4321" not in north and "kwyjibotte" not in north
 
 
 def test_documents_are_listed_and_opened_only_in_scope(world) -> None:
