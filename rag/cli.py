@@ -26,6 +26,7 @@ from rag.documents.formats import SUPPORTED_LABEL
 from rag.errors import RagError
 
 if TYPE_CHECKING:
+    from rag.accounts.workspaces import MemberRole
     from rag.documents.citations import Citation
     from rag.service import RagService
 
@@ -305,7 +306,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workspace(name: str | None, role: str) -> str:
+def _workspace(name: str | None, role: MemberRole) -> str:
     """The workspace a command names (default: the default one), checked to exist.
 
     The command line is the operator's (as ``rag user``): it may use every workspace.
@@ -313,7 +314,7 @@ def _workspace(name: str | None, role: str) -> str:
     from rag.accounts.workspaces import Workspaces
     from rag.config import DEFAULT_WORKSPACE
 
-    return Workspaces(get_settings()).check(None, name or DEFAULT_WORKSPACE, role)  # type: ignore[arg-type]
+    return Workspaces(get_settings()).check(None, name or DEFAULT_WORKSPACE, role)
 
 
 def cmd_workspace(args: argparse.Namespace) -> int:
