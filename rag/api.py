@@ -3,11 +3,11 @@
 Endpoints:
 - ``POST /v1/chat/completions``: the OpenAI wire format, streamed (SSE) or not. The last
   user message is the question, earlier user/assistant turns its history; ``model`` names
-  the workspace asked (the collection's name, or none, is the default workspace) and is
-  echoed back. The reply's text has
-  the ``[n]`` markers; the verified citations travel as ``citations`` on the message, or,
-  streamed, on the delta of the last chunk before ``[DONE]`` and at that chunk's top level
-  (litellm keeps only the latter), beside the verdict: ``abstained``, ``verified``, ``mode``
+  the workspace asked (the collection's name, none, or any name while no other workspace
+  exists, is the default workspace) and is echoed back. The reply's text has the ``[n]``
+  markers; the verified citations travel as ``citations`` on the message, or, streamed,
+  on the delta of the last chunk before ``[DONE]`` and at that chunk's top level (litellm
+  keeps only the latter), beside the verdict: ``abstained``, ``verified``, ``mode``
   (a fallback says so), ``note``, ``confidence`` (0..1, or null) and ``closest`` (a
   low-confidence refusal's nearest passages). Each citation carries a ``document_id`` for
   ``GET /v1/documents/{id}``; streamed, each is also an Open WebUI ``source`` event (a
@@ -20,8 +20,8 @@ Endpoints:
   32 hex digits of the SHA-256 of that text's path (a citation's ``extracted`` or else its
   ``source``), looked up among the index's own texts only (``RagService.document_refs``):
   no id reads any other file.
-- ``POST /v1/documents`` (multipart, the workspace's editors; a ``workspace`` form field,
-  else the default one): upload and index files at once.
+- ``POST /v1/documents`` (multipart, the workspace's editors; a ``workspace`` query
+  parameter, else the default one): upload and index files at once.
 - ``GET /v1/models``: one model per workspace the key may read (the default one under the
   collection's name); ``GET /v1/models/{id}``: its card (``models.retrieve``); ``GET /health``.
 
