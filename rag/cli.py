@@ -1,5 +1,5 @@
-"""``rag`` command line: ingest, feed, ask, documents, eval, user, db, serve. A stable
-contract for scripts.
+"""``rag`` command line: ingest, feed, ask, documents, eval, user, workspace, db, serve. A
+stable contract for scripts.
 
 User mistakes (missing paths, empty index, wrong embedder, bad questions) print one line
 starting with ``error:`` and exit non-zero; tracebacks are for bugs only.
@@ -26,6 +26,7 @@ from rag.documents.formats import SUPPORTED_LABEL
 from rag.errors import RagError
 
 if TYPE_CHECKING:
+    from rag.accounts.workspaces import MemberRole
     from rag.documents.citations import Citation
     from rag.service import RagService
 
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         help="then keep following the paths (index new and changed files, prune deleted "
         "ones) and the registered feeds (`rag feed add`)",
     )
+    ing.add_argument("--workspace", default=None, help="index into this workspace")
 
     _feed_parser(sub)
     _add_ask(sub)
@@ -101,7 +103,10 @@ def _add_accounts(sub: argparse._SubParsersAction) -> None:
         "remove", help="delete an account, its API keys and its conversations"
     ).add_argument("name")
     user_sub.add_parser("list", help="list accounts and their roles")
-    user_sub.add_parser("token", help="print a new API key for NAME").add_argument("name")
+    token = user_sub.add_parser("token", help="print a new API key for NAME")
+    token.add_argument("name")
+    token.add_argument("--workspace", default=None, help="limit the key to this workspace")
+    _workspace_parser(sub)
 
     db = sub.add_parser("db", help="the app database (accounts, API keys, conversations)")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -144,6 +149,7 @@ def _add_ask(sub: argparse._SubParsersAction) -> None:
         "--until", metavar="YYYY-MM-DD", help="only documents dated this day or earlier"
     )
     ask.add_argument("--folder", metavar="PREFIX", help="only documents under this folder")
+    ask.add_argument("--workspace", default=None, help="ask this workspace's documents")
 
 
 def _add_documents(sub: argparse._SubParsersAction) -> None:
@@ -156,6 +162,24 @@ def _add_documents(sub: argparse._SubParsersAction) -> None:
         "remove", help="remove a document from the index (and its uploaded file)"
     )
     remove.add_argument("document", metavar="ID_OR_PATH")
+
+
+def _workspace_parser(sub: argparse._SubParsersAction) -> None:
+    """``rag workspace``: add, list, remove, grant, revoke."""
+    ws = sub.add_parser("workspace", help="manage workspaces and their members")
+    ws_sub = ws.add_subparsers(dest="workspace_command", required=True)
+    ws_sub.add_parser("add", help="add a workspace").add_argument("name")
+    ws_sub.add_parser("list", help="list workspaces and their members")
+    ws_sub.add_parser(
+        "remove", help="delete a workspace, its documents, members and conversations"
+    ).add_argument("name")
+    grant = ws_sub.add_parser("grant", help="make USER a member of NAME")
+    grant.add_argument("name")
+    grant.add_argument("user")
+    grant.add_argument("--role", choices=["reader", "editor"], required=True)
+    revoke = ws_sub.add_parser("revoke", help="remove USER from NAME")
+    revoke.add_argument("name")
+    revoke.add_argument("user")
 
 
 def shown(text: str) -> str:
@@ -182,16 +206,25 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if missing:
         raise RagError(f"no such file or directory: {', '.join(missing)}")
     service = RagService()
+    workspace = _workspace(args.workspace, "editor")
     if urls:
         if args.watch or args.rebuild or args.prune:
             raise RagError("URLs are ingested alone: no --watch, --rebuild or --prune with them")
+        if args.workspace:
+            raise RagError("URLs go to the default workspace; `rag feed add URL --workspace W`")
         return ingest_urls(urls, service, paths)
     if args.watch:
         if args.rebuild:
             raise RagError("--watch cannot rebuild: run `rag ingest --rebuild` first")
+        if args.workspace:
+            raise RagError("--watch keeps the default workspace only; drop --workspace")
         return watch_until_interrupted(paths, service)
     report = service.ingest(
-        paths, rebuild=args.rebuild, prune=args.prune, show_progress=sys.stderr.isatty()
+        paths,
+        rebuild=args.rebuild,
+        prune=args.prune,
+        show_progress=sys.stderr.isatty(),
+        workspace=workspace,
     )
     for note in report.notes:
         print(f"note: {shown(note)}", file=sys.stderr)
@@ -275,7 +308,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from rag.service import RagService, answer_json
 
     filters = Filters.of(args.doc, args.since, args.until, args.folder)
-    stream = RagService().ask_stream(args.question, top_k=args.k, filters=filters)
+    service = RagService()
+    scope = service.scope([_workspace(args.workspace, "reader")])
+    stream = service.ask_stream(args.question, top_k=args.k, filters=filters, scope=scope)
     if args.json:
         print(json_line(answer_json(stream.finalize(), absolute=args.absolute)))
         return 0
@@ -399,7 +434,56 @@ def cmd_user(args: argparse.Namespace) -> int:
             created = time.strftime("%Y-%m-%d", time.localtime(user.created))
             print(f"{shown(user.name)}\t{user.role}\t{created}")
     else:
-        print(accounts.new_key(args.name))
+        workspace = args.workspace
+        if workspace is not None:
+            from rag.accounts.workspaces import Workspaces
+
+            user = accounts.get(args.name)
+            if user is None:
+                raise AccountError(f"No user named {args.name!r}.")
+            Workspaces(get_settings()).check(user, workspace)
+        print(accounts.new_key(args.name, workspace))
+    return 0
+
+
+def _workspace(name: str | None, role: MemberRole) -> str:
+    """The workspace a command names (default: the default one), checked to exist.
+
+    The command line is the operator's (as ``rag user``): it may use every workspace.
+    """
+    from rag.accounts.workspaces import Workspaces
+    from rag.config import DEFAULT_WORKSPACE
+
+    return Workspaces(get_settings()).check(None, name or DEFAULT_WORKSPACE, role)
+
+
+def cmd_workspace(args: argparse.Namespace) -> int:
+    from rag.accounts.workspaces import Workspaces
+
+    workspaces = Workspaces(get_settings())
+    command = args.workspace_command
+    if command == "add":
+        workspaces.add(args.name)
+        print(f"added workspace {args.name}", file=sys.stderr)
+    elif command == "list":
+        default, *named = workspaces.names()
+        print(f"{default}\teveryone")
+        for name in named:
+            members = ", ".join(f"{shown(u)} ({r})" for u, r in workspaces.members(name))
+            print(f"{shown(name)}\t{members or 'admins only'}")
+    elif command == "remove":
+        from rag.service import RagService
+
+        workspaces.members(args.name)  # the default workspace or an unknown name: refused
+        removed = RagService().forget_workspace(args.name)
+        workspaces.remove(args.name)
+        print(f"removed workspace {args.name} and its {removed} document(s)", file=sys.stderr)
+    elif command == "grant":
+        workspaces.grant(args.name, args.user, args.role)
+        print(f"{args.user} is now {args.role} of {args.name}", file=sys.stderr)
+    else:
+        workspaces.revoke(args.name, args.user)
+        print(f"{args.user} is no longer a member of {args.name}", file=sys.stderr)
     return 0
 
 
@@ -438,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "docs": cmd_documents,
         "eval": cmd_eval,
         "user": cmd_user,
+        "workspace": cmd_workspace,
         "db": cmd_db,
         "serve": cmd_serve,
     }[args.command]

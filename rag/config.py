@@ -23,6 +23,10 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The workspace of every document indexed without one, and of every account without
+# accounts: a corpus indexed before workspaces existed is this workspace, unchanged.
+DEFAULT_WORKSPACE = "default"
+
 
 class Settings(BaseSettings):
     """Runtime configuration; docs/configuration.md lists every variable."""

@@ -3,6 +3,10 @@
 It owns the expensive objects (embedder, Chroma client, BM25 index) so a long-lived caller
 (the app, a benchmark) pays for them once, and it turns every failure a user can cause into
 an exception with a message fit to show as is.
+
+Workspaces: every read takes an optional ``Scope`` (``rag.retrieval.scope``; None reads
+every workspace, for evaluation and benchmarks), built by ``scope`` from the workspaces the
+caller may read; the page, the CLI and the API never read without one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rag.accounts.workspaces import Workspaces
 from rag.answering.decision import Decision, Judge, Verdict, WordVectors
 from rag.answering.extractive import (
     Answer,
@@ -29,7 +34,7 @@ from rag.answering.extractive import (
 from rag.answering.generate import Generator, fallback
 from rag.answering.llm import History, LLMError
 from rag.answering.verifier import default_verifier
-from rag.config import Settings, get_settings
+from rag.config import DEFAULT_WORKSPACE, Settings, get_settings
 from rag.datadir import StoreError, check_data_dir, write_lock
 from rag.documents.citations import Citation, document_text, public_json
 from rag.embedding.embedders import Embedder, make_embedder
@@ -41,6 +46,7 @@ from rag.ingest.pipeline import IngestReport, ProgressFn, ingest, ingest_options
 from rag.ingest.uploads import ingest_uploads
 from rag.retrieval.filters import Filters, Selection, names_document
 from rag.retrieval.hybrid import HybridRetriever
+from rag.retrieval.scope import Scope, where_of
 
 # Re-exported: the page and the HTTP API take the answer types and question errors from here.
 __all__ = ["Answer", "AnswerStream", "QuestionError", "StoreError", "check_question"]
@@ -132,10 +138,11 @@ class RagService:
         added_by: str = "",
         metadata: dict[str, dict[str, Any]] | None = None,
         roots: Sequence[Path] = (),
+        workspace: str = DEFAULT_WORKSPACE,
     ) -> IngestReport:
-        """Index ``paths`` incrementally (see ``rag.ingest.pipeline.ingest``), as uploaded
-        by ``added_by`` when they are uploads; a file's path is shown relative to the folder
-        among ``paths``, then ``roots``, then the uploads folder, that holds it.
+        """Index ``paths`` incrementally into ``workspace`` (``rag.ingest.pipeline.ingest``),
+        as uploaded by ``added_by`` when they are uploads; a file's path is shown relative to
+        the folder among ``paths``, then ``roots``, then the uploads folder, that holds it.
 
         One ingest at a time writes to an embedded store (``write_lock``); others wait.
         """
@@ -157,23 +164,44 @@ class RagService:
                 added_by=added_by,
                 metadata=metadata,
                 roots=[*roots, self.upload_dir],
+                workspace=workspace,
             )
 
-    def indexed_files(self) -> dict[str, FileRecord]:
-        """The manifest: every fully indexed file by source path (the watcher diffs it)."""
+    def indexed_files(self, scope: Scope | None = None) -> dict[str, FileRecord]:
+        """The manifest: every fully indexed file (in ``scope``) by source path (the
+        watcher diffs it)."""
         with self._reading() as store:
-            return store.file_records()
+            return store.file_records(where_of(scope))
 
-    def documents(self) -> list[FileRecord]:
-        """Every indexed document, newest first (by its own date, then title)."""
-        records = sorted(self.indexed_files().values(), key=lambda r: (r.title.lower(), r.source))
+    def scope(self, readable: Collection[str]) -> Scope:
+        """The scope reading the workspaces ``readable`` (``rag.accounts.workspaces``)."""
+        return Scope.of(set(readable), set(Workspaces(self.settings).names()))
+
+    def forget_workspace(self, name: str) -> int:
+        """Remove every document of workspace ``name`` from the index; how many there were
+        (``rag workspace remove`` calls it before removing the workspace itself)."""
+        self.ensure_data_dir()
+        with write_lock(self.settings):
+            with self._reading() as store:
+                sources = list(store.file_records(Scope.of({name}, set()).where))
+            if sources:
+                store.renew_stamp()
+                store.forget_files(sources)
+                store.renew_stamp()
+        return len(sources)
+
+    def documents(self, scope: Scope | None = None) -> list[FileRecord]:
+        """Every indexed document (in ``scope``), newest first (by its own date, then title)."""
+        records = sorted(
+            self.indexed_files(scope).values(), key=lambda r: (r.title.lower(), r.source)
+        )
         return sorted(records, key=lambda r: r.date, reverse=True)
 
-    def find_document(self, ref: str) -> FileRecord:
+    def find_document(self, ref: str, scope: Scope | None = None) -> FileRecord:
         """The indexed document ``ref`` names: its id, its path, or the id of one of its
         texts (``GET /v1/documents/{id}``); ``DocumentError`` when none or several do."""
         extracted = self.settings.data_dir / "extracted"
-        records = self.indexed_files().values()
+        records = self.indexed_files(scope).values()
         found = [r for r in records if ref in (r.id, r.source)] or [
             r for r in records if ref in map(document_id, document_refs([r], extracted))
         ]
@@ -183,7 +211,7 @@ class RagService:
             raise DocumentError(f"{many} {ref!r}; see `rag documents list`")
         return found[0]
 
-    def remove_document(self, ref: str) -> FileRecord:
+    def remove_document(self, ref: str, scope: Scope | None = None) -> FileRecord:
         """Take the document ``ref`` names out of the index: its chunks, sentences and BM25
         entries, its extracted text and, for an upload, its file. A file left in an indexed
         folder comes back at that folder's next ingest; a removed upload does not."""
@@ -191,7 +219,7 @@ class RagService:
         with write_lock(self.settings):
             with self._reading():
                 pass  # reopens Chroma if another process wrote: never write from a stale view
-            record = self.find_document(ref)
+            record = self.find_document(ref, scope)
             store = self.store
             store.renew_stamp()  # before and after the writes (see rag.index.store)
             store.forget_files([record.source])
@@ -220,9 +248,9 @@ class RagService:
         with self._reading() as store:
             return self._lexical.current(store)
 
-    def retriever(self, top_k: int | None = None) -> HybridRetriever:
+    def retriever(self, top_k: int | None = None, scope: Scope | None = None) -> HybridRetriever:
         return HybridRetriever(
-            self.store, self.embedder, self.lexical(), top_k or self.settings.top_k
+            self.store, self.embedder, self.lexical(), top_k or self.settings.top_k, scope
         )
 
     def ensure_ready(self) -> None:
@@ -238,10 +266,11 @@ class RagService:
         top_k: int | None = None,
         history: History = (),
         filters: Filters | None = None,
+        scope: Scope | None = None,
     ) -> Answer:
-        """Answer from the indexed documents (those ``filters`` keep), with verified
-        citations, or abstain."""
-        return self.ask_stream(question, top_k, history, filters).finalize()
+        """Answer from the indexed documents in ``scope`` (those ``filters`` keep), with
+        verified citations, or abstain."""
+        return self.ask_stream(question, top_k, history, filters, scope).finalize()
 
     def ask_stream(
         self,
@@ -249,6 +278,7 @@ class RagService:
         top_k: int | None = None,
         history: History = (),
         filters: Filters | None = None,
+        scope: Scope | None = None,
     ) -> AnswerStream:
         """The answer as it is written; ``finalize()`` then gives it with checked citations.
 
@@ -257,19 +287,21 @@ class RagService:
         answer, extractive (single-turn) or streamed by the LLM, which is asked unless nothing
         relevant was found, since it can answer what the quotes could not (or refuse).
         ``filters`` (checked before anything else runs) hold every arm of the retrieval.
+        Only passages in ``scope`` are retrieved, so only they reach the LLM's context.
         """
         question = check_question(question)
         self.ensure_ready()
         selection = self.selection(filters)
         if not self.settings.llm_enabled:
-            return AnswerStream.of(self.evidence(question, top_k, selection=selection).extractive)
+            found = self.evidence(question, top_k, scope=scope, selection=selection)
+            return AnswerStream.of(found.extractive)
         generator = Generator(self.settings)
         try:
             standalone = generator.standalone(question, history)
         except LLMError as error:
-            found = self.evidence(question, top_k, selection=selection)
+            found = self.evidence(question, top_k, scope=scope, selection=selection)
             return AnswerStream.of(fallback(found.extractive, error))
-        found = self.evidence(standalone, top_k, selection=selection)
+        found = self.evidence(standalone, top_k, scope=scope, selection=selection)
         if found.verdict is Verdict.NOTHING:
             return AnswerStream.of(found.extractive)
 
@@ -307,11 +339,12 @@ class RagService:
         top_k: int | None = None,
         exclude: Collection[str] = (),
         selection: Selection | None = None,
+        scope: Scope | None = None,
     ) -> Evidence:
-        """What ``question`` retrieves (never the chunk ids in ``exclude``, only inside
-        ``selection``), the judgement over it and the extractive answer."""
+        """What ``question`` retrieves in ``scope`` (never the chunk ids in ``exclude``, only
+        inside ``selection``), the judgement over it and the extractive answer."""
         with self._reading():
-            retriever = self.retriever(top_k)
+            retriever = self.retriever(top_k, scope)
             retrieval = retriever.search(question, exclude=exclude, selection=selection)
         decision = self.decision
         judge = Judge(retriever.lexical, self.word_vectors, score=decision.score)
@@ -320,52 +353,72 @@ class RagService:
         return Evidence(retrieval, judgement, answer, decision.verdict(answer.confidence))
 
     def leads(
-        self, question: str, top_k: int | None = None, filters: Filters | None = None
+        self,
+        question: str,
+        top_k: int | None = None,
+        filters: Filters | None = None,
+        scope: Scope | None = None,
     ) -> list[Citation]:
-        """A refusal's leads (``rag.answering.extractive.leads``): what the documents (those
-        ``filters`` keep) say on the question's subject, never an answer."""
-        found = self.evidence(check_question(question), top_k, selection=self.selection(filters))
+        """A refusal's leads (``rag.answering.extractive.leads``): what the documents (in
+        ``scope``, those ``filters`` keep) say on the question's subject, never an answer."""
+        selection = self.selection(filters)
+        found = self.evidence(check_question(question), top_k, selection=selection, scope=scope)
         return leads(found.judgement, found.retrieval)
 
     @property
     def upload_dir(self) -> Path:
         return self.settings.data_dir / "uploads"
 
+    def upload_dir_of(self, workspace: str) -> Path:
+        """Where a workspace's uploads are kept: the default's as before, the others'
+        outside it (re-indexing the default's folder must not take them in)."""
+        if workspace == DEFAULT_WORKSPACE:
+            return self.upload_dir
+        return self.settings.data_dir / "workspaces" / workspace / "uploads"
+
     def add_uploads(
         self,
         uploads: list[tuple[str, bytes]],
         progress: ProgressFn | None = None,
         added_by: str = "",
+        workspace: str = DEFAULT_WORKSPACE,
     ) -> IngestReport:
         """Save uploaded files under the upload folder and index them at once, as added by
         ``added_by`` (a file that cannot be saved or parsed is reported by name and not kept;
         ``rag.ingest.uploads.ingest_uploads``)."""
         self.ensure_data_dir()
         return ingest_uploads(
-            self.upload_dir,
+            self.upload_dir_of(workspace),
             uploads,
             self.settings.max_file_mb,
             lambda saved: self.ingest(
-                saved, progress=progress, show_progress=False, added_by=added_by
+                saved,
+                progress=progress,
+                show_progress=False,
+                added_by=added_by,
+                workspace=workspace,
             ),
         )
 
-    def document_text(self, ref: str) -> str | None:
+    def document_text(self, ref: str, scope: Scope | None = None) -> str | None:
         """The text citation offsets point into, as indexed, or None
-        (``rag.documents.citations.document_text``): never what a path points to now."""
+        (``rag.documents.citations.document_text``): never what a path points to now, nor
+        a text outside ``scope``."""
+        if scope is not None and ref not in self.document_refs(scope):
+            return None
         with self._reading() as store:
             record = store.file_record(ref)
         return document_text(ref, self.settings.data_dir / "extracted", record and record.sha256)
 
-    def document_refs(self) -> list[str]:
-        """Every text a citation of this index can point into, and nothing else.
+    def document_refs(self, scope: Scope | None = None) -> list[str]:
+        """Every text a citation of this index (in ``scope``) can point into, and nothing else.
 
         A plain text or Markdown file is its own text; a PDF or HTML file's texts are its
         extracted parts, stored under a folder named after the file's hash. The HTTP API
         serves only these, so a document id can never be made to read another file.
         """
         with self._reading() as store:
-            records = store.file_records().values()
+            records = store.file_records(where_of(scope)).values()
         return document_refs(records, self.settings.data_dir / "extracted")
 
     def warm_up(self) -> None:
@@ -375,9 +428,10 @@ class RagService:
             self.ensure_ready()
             self.evidence("warm-up", None)
 
-    def status(self) -> CorpusStatus:
+    def status(self, scope: Scope | None = None) -> CorpusStatus:
         with self._reading() as store:
-            files, chunks = store.file_records(), store.count()
+            files = store.file_records(where_of(scope))
+            chunks = store.count() if scope is None else sum(f.chunks for f in files.values())
         mode = f"llm:{self.settings.llm_model}" if self.settings.llm_enabled else "extractive"
         return CorpusStatus(len(files), chunks, self.embedder.model_id, mode)
 

@@ -7,6 +7,9 @@ Invariants:
 - A message is stored as the page holds it: ``role`` and ``content``, and for an answer the
   rest of its JSON (mode, note, verified, abstained, citations with offsets and quotes), so
   a reopened answer shows the same citation cards, each re-checked against its source then.
+- A conversation belongs to the workspace it was started in; ``list`` shows one workspace's
+  (the store's), and ``workspace_of`` tells the page which workspace a linked one needs.
+  Rows from before workspaces are in the default workspace.
 - The title is the first question (cut to ``TITLE_CHARS``) until renamed.
 """
 
@@ -19,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag.accounts.db import connect
-from rag.config import Settings
+from rag.config import DEFAULT_WORKSPACE, Settings
 from rag.errors import RagError
 
 LOCAL_USER = ""
 # Long enough to tell questions apart in a sidebar, short enough for one line of it.
 TITLE_CHARS = 80
-MISSING = "This conversation does not exist (or was deleted)."
+MISSING_CONVERSATION = "This conversation does not exist (or was deleted)."
 
 
 class ConversationError(RagError):
@@ -48,9 +51,12 @@ def make_title(question: str) -> str:
 class Conversations:
     """One user's conversations; every method opens its own connection."""
 
-    def __init__(self, settings: Settings, user: str = LOCAL_USER) -> None:
+    def __init__(
+        self, settings: Settings, user: str = LOCAL_USER, workspace: str = DEFAULT_WORKSPACE
+    ) -> None:
         self.settings = settings
         self.user = user
+        self.workspace = workspace  # where new conversations go, and which ``list`` shows
 
     def _db(self):
         return connect(self.settings)
@@ -60,19 +66,19 @@ class Conversations:
         conv = Conversation(uuid.uuid4().hex, make_title(first_question), now, now)
         with self._db() as db:
             db.execute(
-                'INSERT INTO conversations (id, "user", title, created, updated) '
-                "VALUES (?, ?, ?, ?, ?)",
-                (conv.id, self.user, conv.title, conv.created, conv.updated),
+                'INSERT INTO conversations (id, "user", title, created, updated, workspace) '
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (conv.id, self.user, conv.title, conv.created, conv.updated, self.workspace),
             )
         return conv
 
     def list(self) -> list[Conversation]:
-        """This user's conversations, most recently updated first."""
+        """This user's conversations in this workspace, most recently updated first."""
         with self._db() as db:
             rows = db.execute(
                 'SELECT id, title, created, updated FROM conversations WHERE "user" = ? '
-                "ORDER BY updated DESC",
-                (self.user,),
+                "AND workspace = ? ORDER BY updated DESC",
+                (self.user, self.workspace),
             ).fetchall()
         return [Conversation(r["id"], r["title"], r["created"], r["updated"]) for r in rows]
 
@@ -80,6 +86,11 @@ class Conversations:
         with self._db() as db:
             row = self._owned(db, conv_id)
         return Conversation(row["id"], row["title"], row["created"], row["updated"])
+
+    def workspace_of(self, conv_id: str) -> str:
+        """The workspace this user's conversation ``conv_id`` belongs to."""
+        with self._db() as db:
+            return self._owned(db, conv_id)["workspace"]
 
     def messages(self, conv_id: str) -> list[dict[str, Any]]:
         with self._db() as db:
@@ -103,7 +114,7 @@ class Conversations:
                 (time.time(), conv_id, self.user),
             )
             if updated.rowcount == 0:
-                raise ConversationError(MISSING)
+                raise ConversationError(MISSING_CONVERSATION)
             count = db.execute(
                 "SELECT COUNT(*) FROM messages WHERE conversation = ?", (conv_id,)
             ).fetchone()[0]
@@ -130,9 +141,10 @@ class Conversations:
 
     def _owned(self, db, conv_id: str):
         row = db.execute(
-            'SELECT id, title, created, updated FROM conversations WHERE id = ? AND "user" = ?',
+            "SELECT id, title, created, updated, workspace FROM conversations "
+            'WHERE id = ? AND "user" = ?',
             (conv_id, self.user),
         ).fetchone()
         if row is None:
-            raise ConversationError(MISSING)
+            raise ConversationError(MISSING_CONVERSATION)
         return row

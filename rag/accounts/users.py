@@ -206,8 +206,10 @@ class Accounts:
             ).fetchone()
         return User(row["name"], row["role"], row["created"]) if row else None
 
-    def new_key(self, name: str) -> str:
-        """A new API key for ``name``; only its hash is kept, so it is shown once."""
+    def new_key(self, name: str, workspace: str | None = None) -> str:
+        """A new API key for ``name``, limited to ``workspace`` if given (in the same
+        transaction: never an unlimited key by accident); only its hash is kept, so it is
+        shown once."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         with self._db() as db:
             if not db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
@@ -216,6 +218,11 @@ class Accounts:
                 """INSERT INTO api_keys (key_sha256, "user", created) VALUES (?, ?, ?)""",
                 (key_digest(key), name, time.time()),
             )
+            if workspace is not None:
+                db.execute(
+                    "INSERT INTO key_workspaces (key_sha256, workspace) VALUES (?, ?)",
+                    (key_digest(key), workspace),
+                )
         return key
 
     def user_for_key(self, key: str) -> User | None:

@@ -6,6 +6,9 @@ writes). Each build goes to a fresh directory and a one-line ``CURRENT`` pointer
 atomically, so a reader never sees a half-written index and a killed ingest leaves the
 previous one intact; an index whose token is not the store's current one is rebuilt from
 Chroma (after a killed ingest, the token renewed before its writes matches no index).
+It also keeps each chunk's filter keys (``MASK_KEYS``: its workspace, source and date), so
+a scoped or filtered search masks the other chunks out of the scores before taking its top
+k (``search``'s ``admits``), never after.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 
 from rag.config import Settings
 from rag.datadir import file_lock, writer_active
+from rag.index.records import WORKSPACE_KEY
 from rag.text import tokenize
 
 if TYPE_CHECKING:
@@ -39,9 +43,9 @@ class LexicalHits:
     coverage: float
 
 
-# Chunk metadata the index keeps per chunk, so a filter masks chunks before BM25's top-k
-# (``rag.retrieval.filters.Selection.admits``) without asking Chroma.
-MASK_KEYS = ("source", "date_int")
+# Chunk metadata the index keeps per chunk, so a workspace scope or a user's filter masks
+# chunks before BM25's top-k (``Scope.admits``, ``Selection.admits``) without asking Chroma.
+MASK_KEYS = ("source", "date_int", WORKSPACE_KEY)
 
 
 class LexicalIndex:

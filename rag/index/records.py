@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag.config import DEFAULT_WORKSPACE
 from rag.documents.citations import document_id
 from rag.documents.formats import Sections
 from rag.text import sentence_spans
@@ -42,6 +43,9 @@ SENTENCE_CARRIED = (
     "date_int",
     "workspace",
 )
+# The metadata key naming the workspace of a chunk, a sentence and a manifest record; a
+# record without it (indexed before workspaces existed) is in ``DEFAULT_WORKSPACE``.
+WORKSPACE_KEY = "workspace"
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class FileRecord:
     added_by: str = ""
     added_at: float = 0.0
     path: str = ""
+    workspace: str = DEFAULT_WORKSPACE
 
     @property
     def id(self) -> str:

@@ -9,6 +9,9 @@ granularities, and cross-lingual sentence choice for the extractive answer),
 its writes: the one freshness token of the index's state. Every reader (this process, other
 processes, app instances sharing a Chroma server) compares it with the token its BM25 index
 was built at before each question (``rag.index.lexical.LexicalCache``).
+Every chunk, sentence and manifest record names its workspace (``WORKSPACE_KEY``); the
+nearest-record queries take a Chroma ``where`` (``rag.retrieval.scope``), so a scoped
+search never ranks another workspace's records.
 A file's manifest record is written only after all of its chunks are stored, so an ingest
 killed half-way leaves that file unrecorded and the next run redoes it.
 """
@@ -22,7 +25,7 @@ from typing import Any
 
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
-from rag.config import Settings
+from rag.config import DEFAULT_WORKSPACE, Settings
 from rag.datadir import (
     SCHEMA_VERSION,
     LocalSync,
@@ -30,7 +33,7 @@ from rag.datadir import (
     View,
 )
 from rag.index.chroma import open_client, open_embedded
-from rag.index.records import FileRecord, Hit, Stored
+from rag.index.records import WORKSPACE_KEY, FileRecord, Hit, Stored
 
 _MANIFEST_SUFFIX = "__files"
 _SENTENCES_SUFFIX = "__sentences"
@@ -121,9 +124,9 @@ class Store:
     def count(self) -> int:
         return self.chunks.count()
 
-    def file_records(self) -> dict[str, FileRecord]:
-        """All fully ingested files, by source path."""
-        got = _get_all(self.files, ["metadatas"])
+    def file_records(self, where: dict[str, Any] | None = None) -> dict[str, FileRecord]:
+        """All fully ingested files (those ``where`` selects), by source path."""
+        got = _get_all(self.files, ["metadatas"], where)
         return {m["source"]: _record(m) for m in got["metadatas"] or []}
 
     def file_record(self, source: str) -> FileRecord | None:
@@ -157,6 +160,7 @@ class Store:
                     "added_by": rec.added_by,
                     "added_at": rec.added_at,
                     "path": rec.path,
+                    WORKSPACE_KEY: rec.workspace,
                 }
                 for rec in recs
             ],
@@ -261,10 +265,13 @@ def _record(meta: dict[str, Any]) -> FileRecord:
         str(meta.get("added_by", "")),
         float(meta.get("added_at", 0.0)),
         str(meta.get("path", "")),
+        meta.get(WORKSPACE_KEY) or DEFAULT_WORKSPACE,
     )
 
 
-def _get_all(collection: Any, include: list[str]) -> dict[str, list]:
+def _get_all(
+    collection: Any, include: list[str], where: dict[str, Any] | None = None
+) -> dict[str, list]:
     """Every record of ``collection``, read ``GET_PAGE`` at a time.
 
     One unpaged ``get`` fails past about 32,000 records ("too many SQL variables": the
@@ -274,7 +281,7 @@ def _get_all(collection: Any, include: list[str]) -> dict[str, list]:
     got: dict[str, list] = {key: [] for key in ("ids", *include)}
     offset = 0
     while True:
-        page = collection.get(include=include, limit=GET_PAGE, offset=offset)
+        page = collection.get(include=include, limit=GET_PAGE, offset=offset, where=where)
         for key in got:
             got[key].extend(page[key] if page[key] is not None else [])
         if len(page["ids"]) < GET_PAGE:

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from tqdm import tqdm
 
 from rag.accounts.db import connect, db_path
-from rag.config import Settings
+from rag.config import DEFAULT_WORKSPACE, Settings
 from rag.datadir import check_data_dir
 from rag.documents.formats import FormatError, extract
 from rag.errors import RagError
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from rag.ingest.pipeline import IngestReport
 
 WEB_FOLDER = "web"
-DEFAULT_WORKSPACE = "default"
 # A first fetch of this many items or more shows a progress bar (on a terminal).
 PROGRESS_FROM = 10
 _FEED_ROOT = re.compile(rb"<(rss|feed|rdf:RDF)[\s>]")
@@ -62,7 +61,12 @@ class Indexer(Protocol):
     """What news ingest needs of the service: its ingest and its manifest."""
 
     def ingest(
-        self, paths: list[Path], *, metadata: dict[str, dict[str, Any]], show_progress: bool
+        self,
+        paths: list[Path],
+        *,
+        metadata: dict[str, dict[str, Any]],
+        workspace: str,
+        show_progress: bool,
     ) -> IngestReport: ...
 
     def indexed_files(self) -> dict[str, FileRecord]: ...
@@ -307,11 +311,13 @@ class News:
             return run
         metadata = {str(p.resolve()): chunk_metadata(p) for p in run.paths}
         before = self.indexer.indexed_files()
-        report = self.indexer.ingest(
-            list(run.paths), metadata=metadata, show_progress=self.show_progress
-        )
+        failed: dict[str, str] = {}
+        for workspace, paths in _by_workspace(run.paths, metadata).items():
+            report = self.indexer.ingest(
+                paths, metadata=metadata, workspace=workspace, show_progress=self.show_progress
+            )
+            failed.update(report.failed)
         after = self.indexer.indexed_files()
-        failed = dict(report.failed)
         for path, url in run.paths.items():
             source = str(path.resolve())
             if source in failed or str(path) in failed:
@@ -321,6 +327,18 @@ class News:
             elif source in after and before[source].sha256 != after[source].sha256:
                 self.out(f"updated: {url}")
         return run
+
+
+def _by_workspace(
+    paths: Iterable[Path], metadata: dict[str, dict[str, Any]]
+) -> dict[str, list[Path]]:
+    """The stored articles grouped by the workspace their feed sends them to: one ingest
+    each, so their records and chunks are labelled with it (``rag.ingest.pipeline``)."""
+    groups: dict[str, list[Path]] = {}
+    for path in paths:
+        workspace = metadata[str(path.resolve())].get("workspace") or DEFAULT_WORKSPACE
+        groups.setdefault(str(workspace), []).append(path)
+    return groups
 
 
 def page_metadata(html: str, url: str, item: Item) -> dict[str, str]:

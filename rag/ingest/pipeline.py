@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,10 @@ import numpy as np
 from llama_index.core.schema import TextNode
 from tqdm import tqdm
 
-from rag.config import Settings
+from rag.config import DEFAULT_WORKSPACE, Settings
 from rag.embedding.embedders import Embedder
 from rag.index.lexical import sync_lexical
-from rag.index.records import FileRecord, vector_sentences
+from rag.index.records import WORKSPACE_KEY, FileRecord, vector_sentences
 from rag.index.store import Store
 from rag.ingest.chunking import (
     Batch,
@@ -110,11 +110,13 @@ def ingest(
     added_by: str = "",
     metadata: dict[str, dict[str, Any]] | None = None,
     roots: Sequence[Path] = (),
+    workspace: str = DEFAULT_WORKSPACE,
 ) -> IngestReport:
     """Bring the index in line with ``paths``; returns counts for the summary line.
     ``added_by``: who uploads these files (a folder's re-read keeps its record's);
     ``metadata``: by source, what its chunks also carry (web articles, ``rag.ingest.feeds``);
-    paths are shown relative to the folders among ``paths``, then ``roots``."""
+    paths are shown relative to the folders among ``paths``, then ``roots``; the files go
+    to ``workspace`` (a file indexed in another moves: its chunk ids come from its path)."""
     report = IngestReport()
     if rebuild:
         store.drop()
@@ -122,7 +124,7 @@ def ingest(
         store.check_embedder()
     files, report.failed = discover(paths, max_file_mb=max_file_mb)
     known = store.file_records()
-    todo = _changed_files(files, known, report)
+    todo = _changed_files(files, known, report, workspace)
     gone = [source for source in known if not Path(source).exists()] if prune else []
     report.pruned = len(gone)
     stamp = _Stamp(store)
@@ -130,7 +132,7 @@ def ingest(
         stamp.renew()
         store.forget_files(gone)
     folders = [path.resolve() for path in [*paths, *roots] if path.is_dir()]
-    origin = _Origin(added_by, metadata or {}, folders)
+    origin = _Origin(added_by, metadata or {}, folders, workspace)
     chunking = (chunk_size, chunk_overlap)
     chunked = _chunk_files(todo, known, report, extracted_root, chunking, max_text_chars, origin)
     total = sum(_size(path) for path in todo)
@@ -143,7 +145,7 @@ def ingest(
     )
     with bar:
         batches, tracker = chunk_batches(chunked, batch_size), _Progress(total, bar, progress)
-        _embed_and_store(batches, store, embedder, late, report, stamp, tracker)
+        _embed_and_store(batches, store, embedder, late, report, (stamp, workspace), tracker)
     if stamp.renewed:  # and once more after the writes (see rag.index.store)
         store.renew_stamp()
     sync_lexical(store, lexical_root, force=stamp.renewed or rebuild)
@@ -165,17 +167,22 @@ class _Stamp:
 
 
 def _changed_files(
-    files: list[Path], known: dict[str, FileRecord], report: IngestReport
+    files: list[Path], known: dict[str, FileRecord], report: IngestReport, workspace: str
 ) -> list[Path]:
-    """The files whose bytes differ from their manifest record; the others count as unchanged
-    (not re-read: OCR takes seconds a page)."""
+    """The files whose bytes or workspace differ from their manifest record; the others count
+    as unchanged (not re-read: OCR takes seconds a page)."""
     todo = []
     for path in files:
-        if _unchanged(path, known.get(str(path))):
+        if _unchanged(path, _in(known.get(str(path)), workspace)):
             report.unchanged += 1
         else:
             todo.append(path)
     return todo
+
+
+def _in(record: FileRecord | None, workspace: str) -> FileRecord | None:
+    """``record`` if its file is in ``workspace``, else None (the file is then re-indexed)."""
+    return record if record is not None and record.workspace == workspace else None
 
 
 def _size(path: Path) -> int:
@@ -189,11 +196,13 @@ def _size(path: Path) -> int:
 class _Origin:
     """Where an ingest's files come from: who uploads them (``added_by``), what each
     source's chunks also carry (``metadata``: web articles), and the ``folders`` their
-    paths are shown relative to (``rag.ingest.files.shown_path``)."""
+    paths are shown relative to (``rag.ingest.files.shown_path``), and the ``workspace``
+    they go to."""
 
     added_by: str
     metadata: dict[str, dict[str, Any]]
     folders: list[Path]
+    workspace: str
 
 
 def _chunk_files(
@@ -212,7 +221,7 @@ def _chunk_files(
     """
     splitter = None  # built on first use: its token counter takes a while to load
     for path in todo:
-        loaded = _load_changed(path, known, report, max_text_chars)
+        loaded = _load_changed(path, known, report, max_text_chars, origin.workspace)
         if loaded is None:
             yield ChunkedFile(None, [], _size(path))
             continue
@@ -232,7 +241,11 @@ def _chunk_files(
 
 
 def _load_changed(
-    path: Path, known: dict[str, FileRecord], report: IngestReport, max_text_chars: int
+    path: Path,
+    known: dict[str, FileRecord],
+    report: IngestReport,
+    max_text_chars: int,
+    workspace: str,
 ) -> LoadedFile | None:
     """``path`` loaded if its content is new or changed (counted as added or updated), else
     None (counted as unchanged, or reported as failed)."""
@@ -244,7 +257,7 @@ def _load_changed(
     if loaded.encoding == "latin-1":  # PDFs report "pdf": no note for them
         report.notes.append(f"{path}: not valid UTF-8, read as {loaded.encoding}")
     previous = known.get(loaded.source)
-    if previous and previous.sha256 == loaded.sha256:
+    if previous and previous.sha256 == loaded.sha256 and previous.workspace == workspace:
         report.unchanged += 1
         return None
     if previous:
@@ -324,7 +337,7 @@ def _embed_and_store(
     embedder: Embedder,
     late: bool,
     report: IngestReport,
-    stamp: _Stamp,
+    target: tuple[_Stamp, str],
     progress: _Progress,
 ) -> None:
     """Embed chunks and their sentences batch by batch; record each file once it is whole.
@@ -346,14 +359,17 @@ def _embed_and_store(
             embedded = embed_batch(batch.nodes, embedder, late)
             if in_flight:
                 stored(*in_flight)
-            in_flight = writer.submit(_store_batch, store, batch, embedded, stamp), batch
+            in_flight = writer.submit(_store_batch, store, batch, embedded, target), batch
         if in_flight:
             stored(*in_flight)
 
 
-def _store_batch(store: Store, batch: Batch, embedded: Embedded, stamp: _Stamp) -> None:
+def _store_batch(
+    store: Store, batch: Batch, embedded: Embedded, target: tuple[_Stamp, str]
+) -> None:
     """Old chunks of the files starting here, then the new chunks, their sentences, and
-    the records of the files this batch completes."""
+    the records of the files this batch completes, each labelled with the workspace."""
+    stamp, workspace = target
     if batch.starting:
         stamp.renew()
         store.forget_files(batch.starting)
@@ -361,10 +377,12 @@ def _store_batch(store: Store, batch: Batch, embedded: Embedded, stamp: _Stamp) 
     if batch.nodes:
         for node, vec in zip(batch.nodes, vectors, strict=True):
             node.embedding = vec.tolist()
+            node.metadata[WORKSPACE_KEY] = workspace
         store.add_chunks(batch.nodes)
         for node in batch.nodes:  # a file's nodes live until its last batch; vectors need not:
             node.embedding = None  # 384 Python floats, 12 KB a chunk
     if sentences:
         ids, texts, metas = map(list, zip(*sentences, strict=True))
+        metas = [{**meta, WORKSPACE_KEY: workspace} for meta in metas]
         store.add_sentences(ids, texts, sentence_vectors.tolist(), metas)
-    store.record_files(batch.finished)
+    store.record_files([replace(rec, workspace=workspace) for rec in batch.finished])

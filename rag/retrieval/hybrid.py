@@ -8,6 +8,9 @@ scales with its *coverage*: the share of the question's content words found in t
 vocabulary. A French question gets the full lexical weight, an English one mostly the dense
 rankings; no language detector is needed.
 
+A retriever given a workspace ``Scope`` (``rag.retrieval.scope``) applies it inside each arm:
+Chroma's ``where`` in both dense queries, a score mask in BM25, before any top-k.
+
 Every ranking breaks equal scores by chunk id (``ordered``) and a chunk's sentences keep
 their order, so one question gets the same passages in every process.
 """
@@ -29,6 +32,7 @@ from rag.index.records import MIN_VECTOR_SENTENCE_CHARS, Stored, has_vector, sen
 from rag.index.store import Store
 from rag.retrieval.filters import Selection
 from rag.retrieval.fusion import Ranking, hybrid, ranking
+from rag.retrieval.scope import Scope, where_of
 
 # Calibrated on the PIAF dev sets (see benchmarks/retrieval.py and docs/benchmarks.md).
 SENTENCE_WEIGHT = 1.5
@@ -110,20 +114,33 @@ class HybridRetriever(BaseRetriever):
     """A LlamaIndex retriever, so chat engines can use it like any other."""
 
     def __init__(
-        self, store: Store, embedder: Embedder, lexical: LexicalIndex, top_k: int = 5
+        self,
+        store: Store,
+        embedder: Embedder,
+        lexical: LexicalIndex,
+        top_k: int = 5,
+        scope: Scope | None = None,
     ) -> None:
         super().__init__()
         self.store = store
         self.embedder = embedder
         self.lexical = lexical
         self.top_k = top_k
+        self.scope = scope  # None: every workspace (evaluation, benchmarks)
+        self.where = where_of(scope)
 
     def embed(self, query: str) -> np.ndarray:
         return self.embedder.embed_queries([query])[0]
 
+    def within(self, where: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The workspace scope's ``where`` and ``where`` (a user's filters), both applied."""
+        clauses = [w for w in (self.where, where) if w]
+        return {"$and": clauses} if len(clauses) > 1 else (clauses[0] if clauses else None)
+
     def chunk_ranking(self, qvec: np.ndarray, where: dict[str, Any] | None = None) -> Ranking:
-        """Chunks nearest to the question (cosine similarity scores), among ``where``'s."""
-        hits = self.store.nearest_chunks(qvec.tolist(), CHUNK_CANDIDATES, where)
+        """Chunks nearest to the question (cosine similarity scores), among those the
+        workspace scope and ``where`` (a user's filters) select."""
+        hits = self.store.nearest_chunks(qvec.tolist(), CHUNK_CANDIDATES, self.within(where))
         return ranking({hit.id: hit.similarity for hit in hits})
 
     def sentence_ranking(self, qvec: np.ndarray, where: dict[str, Any] | None = None) -> Ranking:
@@ -135,7 +152,7 @@ class HybridRetriever(BaseRetriever):
         on 116k sentences, the plain one 30 ms.
         """
         wanted = SENTENCE_OVERFETCH * SENTENCE_CANDIDATES
-        hits = self.store.nearest_sentences(qvec.tolist(), wanted, where)
+        hits = self.store.nearest_sentences(qvec.tolist(), wanted, self.within(where))
         kept = [
             (hit.meta["chunk_id"], hit.similarity)
             for hit in hits
@@ -166,8 +183,10 @@ class HybridRetriever(BaseRetriever):
         return Ranking(ranked.ids[:CHUNK_CANDIDATES], ranked.scores[:CHUNK_CANDIDATES])
 
     def lexical_search(self, query: str, selection: Selection | None = None) -> LexicalHits:
-        """BM25's hits (inside ``selection``), equal scores in id order (see ``ordered``)."""
-        admits = selection.admits if selection is not None else None
+        """BM25's hits inside the workspace scope and ``selection``, equal scores in id order
+        (see ``ordered``)."""
+        tests = [t for t in (self.scope, selection) if t is not None]
+        admits = (lambda meta: all(t.admits(meta) for t in tests)) if tests else None
         hits = self.lexical.search(query, CHUNK_CANDIDATES, admits)
         ranked = ranking(dict(zip(hits.ids, hits.scores)))
         return LexicalHits(ranked.ids, ranked.scores, hits.coverage)
@@ -198,7 +217,11 @@ class HybridRetriever(BaseRetriever):
         if exclude:
             dense, lex = _without(dense, exclude), _lexical_without(lex, exclude)
         fused = hybrid(dense, lex, k or self.top_k)
-        records = {chunk.id: chunk for chunk in self.store.chunks_by_id([c for c, _ in fused])}
+        records = {
+            chunk.id: chunk
+            for chunk in self.store.chunks_by_id([c for c, _ in fused])
+            if self.scope is None or self.scope.admits(chunk.meta)  # moved meanwhile
+        }
         nodes = [
             NodeWithScore(node=_node(records[cid]), score=score)
             for cid, score in fused

@@ -5,7 +5,8 @@ chat.py keeps only what draws the page and reads the browser session; each funct
 takes what the page read (session values, the signed-in identity, a store) and returns what
 the page shows or keeps, so the tests check it without a browser or an AppTest run.
 Invariant: the user and role come from the account database on every call, never from a
-value the page cached, so a removed account or a changed role applies at once.
+value the page cached, so a removed account or a changed role applies at once; so do the
+workspaces the user may read and edit (``rag.accounts.workspaces``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.accounts.conversations import Conversation, ConversationError, Conversations
+from rag.accounts.conversations import (
+    MISSING_CONVERSATION,
+    Conversation,
+    ConversationError,
+    Conversations,
+)
 from rag.accounts.users import Accounts, User
+from rag.accounts.workspaces import Workspaces
 
 if TYPE_CHECKING:
     from rag.answering.extractive import Answer
@@ -142,3 +149,32 @@ def document_line(record: FileRecord, escape: Callable[[str], str]) -> str:
     size = f"{record.size / 1024:,.1f} KB" if record.size else "size unknown"
     facts = [entry["date"] or "undated", entry["type"].upper(), size, f"{record.chunks} passages"]
     return f"**{escape(record.title)}**  \n{' · '.join(facts)} · {added}"
+
+
+def readable_workspaces(settings: Settings, on: bool, user: User | None) -> list[str]:
+    """The workspaces the page may show this session, the default one first: every one with
+    sign-in off, none to a session signed in as nobody (a removed account)."""
+    if on and user is None:
+        return []
+    return Workspaces(settings).readable(user)
+
+
+def chosen_workspace(readable: list[str], wanted: str | None) -> str | None:
+    """The workspace the page works in: ``wanted`` if readable, else the first readable."""
+    return wanted if wanted in readable else next(iter(readable), None)
+
+
+def may_edit(settings: Settings, on: bool, user: User | None, workspace: str | None) -> bool:
+    """Whether this session may upload to and re-index ``workspace``."""
+    if workspace is None or (on and user is None):
+        return False
+    return Workspaces(settings).role_in(user, workspace) == "editor"
+
+
+def conversation_workspace(store: Conversations, conv_id: str, readable: list[str]) -> str:
+    """The workspace of the user's conversation ``conv_id`` when the user may read it; else
+    the error a missing conversation gets, so a link never tells a workspace exists."""
+    workspace = store.workspace_of(conv_id)
+    if workspace not in readable:
+        raise ConversationError(MISSING_CONVERSATION)
+    return workspace
