@@ -469,7 +469,7 @@ def sidebar(service: RagService, user: User | None) -> None:
         if may_edit():
             edit_corpus(service)
         filter_controls(service)
-        documents_section(service, user is None or user.can("editor"))
+        documents_section(service, may_edit())
         with st.expander("Search details"):  # the technical terms stay out of the main view
             st.caption(
                 f"Passages indexed (chunks): {status.chunks}  \nEmbedding model: "
@@ -625,7 +625,7 @@ def edit_corpus(service: RagService) -> None:
 def filter_controls(service: RagService) -> None:
     """The question's filters, read by ``handle_question`` (``chosen_filters``): documents,
     a date range (inclusive), a folder. Each retrieval arm searches only inside them."""
-    records = {r.id: r for r in service.documents()}
+    records = {r.id: r for r in service.documents(scope(service))}
     chosen = [i for i in st.session_state.get("filter_docs", []) if i in records]
     st.session_state.filter_docs = chosen  # a document removed meanwhile is no choice
     with st.expander("Filters", expanded=chosen_filters_set()):
@@ -661,8 +661,8 @@ def chosen_filters() -> Filters | None:
 
 def documents_section(service: RagService, editor: bool) -> None:
     """What is indexed: each document's title, date, type, size, passages, who added it
-    and when; editors remove one (after a confirmation)."""
-    records = service.documents()
+    and when, in the chosen workspace; its editors remove one (after a confirmation)."""
+    records = service.documents(scope(service))
     with st.expander(f"Documents ({len(records)})"):
         for record in records:
             st.markdown(document_line(record, escape_md))
@@ -678,12 +678,14 @@ def documents_section(service: RagService, editor: bool) -> None:
 
 
 def remove_document(doc_id: str) -> None:
-    """Remove a document (editors, checked again here); the page says what was removed."""
-    if not allowed("editor"):
-        st.session_state.notice = "Only an editor may remove documents."
+    """Remove a document (the workspace's editors, checked again here); the page says what
+    was removed."""
+    if not may_edit():
+        st.session_state.notice = "Only an editor of this workspace may remove documents."
         return
+    service = service_loading().result()
     try:
-        record = service_loading().result().remove_document(doc_id)
+        record = service.remove_document(doc_id, scope(service))
     except RagError as exc:
         st.session_state.notice = str(exc)
         return

@@ -12,8 +12,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from rag.accounts import db as app_db
 from rag.accounts.conversations import MISSING_CONVERSATION, ConversationError, Conversations
-from rag.accounts.db import DB_NAME
+from rag.accounts.db import DB_NAME, migrations
 from rag.accounts.users import AccountError, Accounts
 from rag.accounts.workspaces import NoSuchWorkspace, Workspaces
 from rag.config import DEFAULT_WORKSPACE, Settings, get_settings
@@ -194,16 +195,21 @@ def test_removing_a_workspace_removes_its_documents_keys_and_conversations(tmp_p
 
 
 def test_a_database_from_before_workspaces_gets_the_column(tmp_path: Path) -> None:
+    """A database at schema version 2 (before workspaces) gets migration 3 on first use:
+    its conversations are in the default workspace."""
     settings = make_settings(tmp_path / "data")
     Accounts(settings).enabled()  # creates and marks the data dir
+    (settings.data_dir / DB_NAME).unlink()
     with sqlite3.connect(settings.data_dir / DB_NAME) as db:
-        db.execute("DROP TABLE messages")
-        db.execute("DROP TABLE conversations")
-        db.execute(
-            "CREATE TABLE conversations (id TEXT PRIMARY KEY, user TEXT NOT NULL, "
-            "title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL)"
-        )
+        for version, name, sql in migrations()[:2]:
+            db.executescript(sql)
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL, applied DOUBLE PRECISION NOT NULL)"
+            )
+            db.execute("INSERT INTO schema_version VALUES (?, ?, 0)", (version, name))
         db.execute("INSERT INTO conversations VALUES ('old', '', 'Kursk?', 1.0, 1.0)")
+    app_db._migrated.clear()
     store = Conversations(settings)
     assert [c.id for c in store.list()] == ["old"]
     assert store.workspace_of("old") == DEFAULT_WORKSPACE
