@@ -116,7 +116,7 @@ def head_logits(hidden: np.ndarray, mask: np.ndarray, w: np.ndarray, b: float) -
 
 
 class Verifier:
-    """The int8 ONNX verifier; ``probabilities`` scores a question's candidates in one run."""
+    """The int8 ONNX verifier; ``probabilities`` scores a question's candidates, one run each."""
 
     def __init__(self, cache_root: Path | None = None, weights: Path = WEIGHTS) -> None:
         import onnxruntime as ort

@@ -46,15 +46,15 @@ def test_onnx_verifier_matches_the_torch_model_it_was_built_from() -> None:
 
 
 def test_a_score_depends_on_the_pair_only() -> None:
-    """Scored alone or in a batch with others, a pair keeps its probability (activation
-    scales are per batch, so only within a hair)."""
+    """Scored alone or with others, a pair keeps its probability: each pair is its own run
+    (the int8 graph scales its activations per run, so batch mates would move it)."""
     verifier: Verifier = default_verifier()
     question = ROWS[0]["question"]
     seed = SEED.read_text(encoding="utf-8").splitlines()
     passages = [Passage(line) for line in seed[1:6] if line.strip()]
     together = verifier.probabilities(question, passages)
     alone = [verifier.probabilities(question, [p])[0] for p in passages]
-    assert np.abs(together - np.asarray(alone)).max() < CONFIDENCE_TOLERANCE
+    np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
 Decided = dict[str, tuple[bool, float, str]]
@@ -96,34 +96,12 @@ def grown(tmp_path_factory: pytest.TempPathFactory) -> tuple[Decided, Decided]:
     return before, _decisions(service)
 
 
-def test_a_sentence_keeps_its_confidence_when_unrelated_documents_arrive(
-    grown: tuple[Decided, Decided],
-) -> None:
-    """Every seed question gets the same decision after 150 unrelated PIAF passages join
-    the seed article, and the same confidence (within 0.02) wherever the same sentence is
-    scored: the confidence reads no corpus statistics."""
-    before, after = grown
-    for qid, (refused, confidence, scored) in before.items():
-        assert after[qid][0] == refused, (qid, before[qid], after[qid])
-        if after[qid][2] == scored:
-            assert abs(after[qid][1] - confidence) <= CONFIDENCE_TOLERANCE, (
-                qid,
-                before[qid],
-                after[qid],
-            )
-
-
-@pytest.mark.xfail(
-    reason="seed-d03 ('... cooperation between Pyongyang and Moscow ...', a direct question "
-    "answered on no right line either way): one of the 150 passages, on Moscow's roads, "
-    "scores above every sentence of the article, so the confidence moves from 0.122 to 0.163 "
-    "(both answered); every other question keeps its decision and confidence",
-)
 def test_confidence_does_not_depend_on_the_rest_of_the_corpus(
     grown: tuple[Decided, Decided],
 ) -> None:
     """The seed questions get the same decisions, and confidences within 0.02, after 150
-    unrelated PIAF passages join the seed article (issue 29's stability criterion)."""
+    unrelated PIAF passages join the seed article (the scored sentence is recorded to say
+    which one moved, if one does)."""
     before, after = grown
     for qid, (refused, confidence, _) in before.items():
         assert after[qid][0] == refused, (qid, before[qid], after[qid])
