@@ -1,8 +1,8 @@
 """Answer-level evaluation and the answer decision's operating point (docs/verifier.md).
 
-    python -m benchmarks.answers collect [--tag T] [--part dev|held]  # ask, save outcomes
-    python -m benchmarks.answers collect-narrow      # the narrow dev corpus (for judge)
-    python -m benchmarks.answers fit [--tag T]       # the verifier's threshold and gate
+    python -m benchmarks.answers collect [--tag T] [--part dev|held] [--every K]  # ask, save
+    python -m benchmarks.answers collect-narrow      # the narrow dev corpus
+    python -m benchmarks.answers fit [--tag T]       # combined model, thresholds, the choice
     python -m benchmarks.answers judge [--tag T]     # the previous feature model's fit
     python -m benchmarks.answers report [--tag T] [--plot PNG]  # before/after, the curve
     python -m benchmarks.answers_narrow              # seed article and narrow corpora check
@@ -17,10 +17,11 @@ the questions the figures use: the held-out half (fold 1 of ``fold_of``, whose q
 and passages the verifier never trained on) and the calibration questions of fold 0
 (``training.data.is_calibration``: kept out of training).
 
-``fit`` chooses the verifier's operating point on dev only (fold 0's calibration questions,
-fold 0's off-corpus questions): the highest threshold at which it answers at least 95 % of
-the French and 93 % of the English direct questions; it prints the held-out half's figures
-at that threshold and writes ``rag/answering/decision.json``. ``judge`` is the previous
+``fit`` fits the combined model (``COMBINED``) and chooses each score's operating point on
+dev only (fold 0's calibration questions, fold 0's off-corpus questions): the highest
+threshold at which it answers at least 95 % of the French and 93 % of the English direct
+questions; it prints the held-out half's and the narrow dev corpus's figures at that
+threshold and writes ``rag/answering/decision.json``. ``judge`` is the previous
 decision's fit (a logistic model over the judge's features, cross-fitted on halves),
 kept to measure it on the same outcomes.
 """
@@ -65,8 +66,26 @@ GATE_QUANTILE = 0.02
 # are the only ones from a corpus of a few articles (measured: weight 2 to 10 gave the same
 # seed-article results, 2 kept PIAF's figures closest to a PIAF-only fit).
 NARROW_WEIGHT = 2.0
-# Features recorded for the report (the previous release's evidence score), not fitted.
-REPORT_ONLY = {"evidence", "judge", "verifier"}
+# The combined decision's features: the verifier's logit for its best sentence and the
+# judge's signals of that sentence that depend on the question and the sentence only
+# (``Judge._independent``: no idf, no corpus size), the question's language, and the best
+# chunk's cosine (``dense_top``: no corpus statistics; an unrelated document could move it
+# only by being closer to the question than every chunk of the corpus). Chosen on dev by
+# 5-fold cross-validation over the dev questions (docs/verifier.md).
+INDEPENDENT = (
+    "verifier_logit",
+    "best_cos",
+    "best_align",
+    "best_worst",
+    "best_chunk_align",
+    "best_name_miss",
+    "best_type_miss",
+    "best_occlusion",
+)
+COMBINED = (*INDEPENDENT, "french", "dense_top")
+# Features recorded for the report (the previous release's evidence score, the other
+# decisions' scores and inputs), not fitted into the feature model.
+REPORT_ONLY = {"evidence", "judge", "verifier", "combined", *INDEPENDENT}
 HEADER = (
     "| threshold | FR answered | FR near-miss answered | EN answered | EN near-miss answered "
     "| off-corpus answered |"
@@ -94,6 +113,12 @@ def is_dev(question_id: str, kind: str = "direct") -> bool:
     return _fold(question_id) == 0 and is_calibration(question_id)
 
 
+def sampled(question_id: str, every: int) -> bool:
+    """One question in ``every`` (by the hash bits above the fold's; a question and its
+    translation together), for a quicker collection on a busy machine."""
+    return zlib.crc32(question_id.removesuffix("-en").encode()) // 2 % every == 0
+
+
 def off_corpus() -> list[dict]:
     return [
         {**r, "id": f"{path.stem}-{n}"}
@@ -102,14 +127,16 @@ def off_corpus() -> list[dict]:
     ]
 
 
-def collect(tag: str, part: str) -> Path:
+def collect(tag: str, part: str, every: int = 1) -> Path:
     """Outcomes of the dev questions (``part`` "dev") or of the held-out half ("held"),
-    saved as ``answers-TAG-PART.jsonl`` (``fit`` chooses on the first, reports the second)."""
+    saved as ``answers-TAG-PART.jsonl`` (``fit`` chooses on the first, reports the second);
+    with ``every`` > 1, one PIAF question in ``every`` of them (``sampled``; the 100
+    off-corpus questions are cheap and few, so all of the part's are asked)."""
     tiny = {"abstain_threshold": 1e-6, "llm_gate": 1e-6, "answer_score": "verifier"}
     settings = bench_settings().model_copy(update=tiny)
     service = eval_service(settings, PASSAGES)
     dev = part == "dev"
-    rows = [r for r in questions() if is_dev(r["id"]) == dev]
+    rows = [r for r in questions() if is_dev(r["id"]) == dev and sampled(r["id"], every)]
     off = [r for r in off_corpus() if is_dev(r["id"], "off_corpus") == dev]
     outcomes = AnswerEvaluation(service, PASSAGES).run(rows, off)
     path = save(f"{tag}-{part}", outcomes)
@@ -122,7 +149,7 @@ def collect_narrow(tag: str) -> Path:
     is what tells the model how a corpus of a few articles behaves); ``bearing`` here means
     a citation on the expected line."""
     outcomes = []
-    for row, found in asked("narrow"):
+    for row, found in asked("narrow", "verifier"):
         answer = found.extractive
         outcomes.append(
             Outcome(
@@ -242,71 +269,102 @@ def cross_scores(
 def fit(tag: str) -> None:
     """Each score's operating point chosen on dev, the held-out half's figures at it, and
     the score that measures best on dev (fewest near-miss and off-corpus questions answered
-    at the answered targets) written to DECISION_FILE with its threshold and gate."""
+    at the answered targets, plus the narrow dev corpus's near-misses answered when
+    ``collect-narrow`` saved them) written to DECISION_FILE with its threshold and gate.
+
+    The combined model (``COMBINED``) is fitted on the dev outcomes first; its dev figures
+    are in-sample, its held-out and narrow figures are not."""
     dev = load(f"{tag}-dev")
     held = load(f"{tag}-held") if (OUT / f"answers-{tag}-held.jsonl").exists() else []
+    narrow = load(f"{tag}-narrow") if (OUT / f"answers-{tag}-narrow.jsonl").exists() else []
+    combined = model(*design(dev, list(COMBINED)))
     chosen: dict[str, tuple[float, float, float]] = {}
-    for key in ("verifier", "judge"):
-        scores = np.asarray([o.features.get(key, 0.0) for o in dev])
+    for key in ("verifier", "judge", "combined"):
+        scores = score_of(dev, key, combined)
         threshold = operating_point(dev, scores)
         direct = [s for o, s in zip(dev, scores) if o.kind == "direct"]
         gate = float(np.quantile(direct, GATE_QUANTILE))
         r = rates(dev, scores, threshold)
         cost = r["fr_near"] + r["en_near"] + r["off"]
-        chosen[key] = (cost, threshold, gate)
         print(f"{key} on dev ({len(dev)} outcomes): threshold {threshold:.3f}, gate {gate:.3f}")
         print_table(dev, scores, threshold)
-        if held:
-            held_scores = np.asarray([o.features.get(key, 0.0) for o in held])
-            print(f"{key} on the held-out half ({len(held)} outcomes)")
-            print_table(held, held_scores, threshold)
-            held_figures(held, key, threshold)
-    key = min(chosen, key=lambda k: chosen[k][0])
+        for name, rows in (("held-out half", held), ("narrow dev corpus", narrow)):
+            if rows:
+                print(f"{key} on the {name} ({len(rows)} outcomes)")
+                held_figures(rows, score_of(rows, key, combined), threshold, key)
+        if narrow:
+            near = [s >= threshold for o, s in zip(narrow, score_of(narrow, key, combined))]
+            cost += float(np.mean([a for o, a in zip(narrow, near) if o.kind == "near_miss"]))
+        print(f"{key}: dev cost {cost:.3f}")
+        chosen[key] = (cost, threshold, gate)
+    write_decision(tag, min(chosen, key=lambda k: chosen[k][0]), chosen, combined, len(dev))
+
+
+def score_of(
+    outcomes: list[Outcome], key: str, combined: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """Each outcome's score ``key``: recorded, or the combined model's prediction."""
+    if key == "combined":
+        return predict(combined, design(outcomes, list(COMBINED))[0])
+    return np.asarray([o.features.get(key, 0.0) for o in outcomes])
+
+
+def write_decision(
+    tag: str,
+    key: str,
+    chosen: dict[str, tuple[float, float, float]],
+    combined: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_dev: int,
+) -> None:
+    """DECISION_FILE: the shipped score ``key``, each score's operating points and the
+    combined model's coefficients."""
     judge = json.loads(MODEL_FILE.read_text(encoding="utf-8"))
-    DECISION_FILE.write_text(
-        json.dumps(
-            {
-                "score": key,
-                "verifier": {
-                    "threshold": round(chosen["verifier"][1], 3),
-                    "gate": round(chosen["verifier"][2], 3),
-                    "fitted_on": f"benchmarks/out/answers-{tag}-dev.jsonl: {len(dev)} dev "
-                    "outcomes (fold 0 calibration questions and off-corpus questions)",
-                },
-                # the feature model keeps the operating points fitted with it on all of PIAF
-                "judge": {
-                    "threshold": judge["threshold"],
-                    "gate": judge["gate"],
-                    "fitted_on": judge["fitted_on"],
-                },
-            },
-            indent=1,
-        )
-        + "\n",
-        encoding="utf-8",
+    fitted_on = (
+        f"benchmarks/out/answers-{tag}-dev.jsonl: {n_dev} dev outcomes (fold 0 "
+        "calibration questions and off-corpus questions)"
     )
+    mean, scale, beta = combined
+    points = {k: {"threshold": round(v[1], 3), "gate": round(v[2], 3)} for k, v in chosen.items()}
+    decision = {
+        "score": key,
+        "verifier": {**points["verifier"], "fitted_on": fitted_on},
+        "combined": {
+            **points["combined"],
+            "features": list(COMBINED),
+            "mean": mean.round(6).tolist(),
+            "scale": scale.round(6).tolist(),
+            "coef": beta[:-1].round(6).tolist(),
+            "intercept": round(float(beta[-1]), 6),
+            "fitted_on": fitted_on,
+        },
+        # the feature model keeps the operating points fitted with it on all of PIAF
+        "judge": {k: judge[k] for k in ("threshold", "gate", "fitted_on")},
+    }
+    DECISION_FILE.write_text(json.dumps(decision, indent=1) + "\n", encoding="utf-8")
     print(f"{key} measures best on dev -> {DECISION_FILE}")
 
 
-def held_figures(held: list[Outcome], key: str, threshold: float) -> None:
-    """The acceptance figures of the held-out half for score ``key`` at ``threshold``
-    (answer-bearing: the quotes of the recorded answer, ranked as the shipped decision did)."""
+def held_figures(outcomes: list[Outcome], scores: np.ndarray, threshold: float, key: str) -> None:
+    """The acceptance figures of ``outcomes`` for score ``key`` at ``threshold``
+    (answer-bearing: the quotes of the recorded answer, ranked as the collection did)."""
     rows = [
-        replace(
-            o, answered=o.features.get(key, 0.0) >= threshold, confidence=o.features.get(key, 0.0)
-        )
-        for o in held
+        replace(o, answered=bool(s >= threshold), confidence=float(s))
+        for o, s in zip(outcomes, scores)
     ]
     print("| score | language | answered | near-miss answered | answer-bearing | AUC |")
     print("|---|---|---|---|---|---|")
     for lang in TARGETS:
-        f = answer_metrics([o for o in rows if o.lang == lang and o.kind != "off_corpus"])
+        mine = [o for o in rows if o.lang == lang and o.kind != "off_corpus"]
+        if not mine:
+            continue
+        f = answer_metrics(mine)
         print(
             f"| {key} | {lang} | {f['answered']:.3f} | {f['near_miss_answered']:.3f} "
             f"| {f['answer_bearing']:.3f} | {f['auc']:.3f} |"
         )
     off = [o.answered for o in rows if o.kind == "off_corpus"]
-    print(f"| {key} | off-corpus | {np.mean(off):.3f} ({len(off)}) | | | |")
+    if off:
+        print(f"| {key} | off-corpus | {np.mean(off):.3f} ({len(off)}) | | | |")
 
 
 def fit_judge(tag: str, without: frozenset[str] = frozenset(), splits: int = 0) -> None:
@@ -457,6 +515,7 @@ def main() -> None:
     parser.add_argument("command", choices=["collect", "collect-narrow", "fit", "judge", "report"])
     parser.add_argument("--part", default="dev,held", help="collect: dev, held or both")
     parser.add_argument("--tag", default="current")
+    parser.add_argument("--every", type=int, default=1, help="collect: one question in EVERY")
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument(
         "--without",
@@ -472,7 +531,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "collect":
         for part in args.part.split(","):
-            collect(args.tag, part)
+            collect(args.tag, part, args.every)
     elif args.command == "collect-narrow":
         collect_narrow(args.tag)
     elif args.command == "fit":

@@ -50,17 +50,21 @@ def describe(answer: Answer) -> str:
     return cited or "nothing cited"
 
 
-def indexed(name: str, corpus: Path) -> RagService:
-    """A service over ``corpus`` in its own data dir under benchmarks/out, ingested."""
-    service = RagService(Settings(data_dir=OUT / f"{name}-data", llm_model=None))
+def indexed(name: str, corpus: Path, score: str | None = None) -> RagService:
+    """A service over ``corpus`` in its own data dir under benchmarks/out, ingested (with
+    ``score``, that one decides instead of the settings' choice)."""
+    settings = Settings(data_dir=OUT / f"{name}-data", llm_model=None)
+    if score:
+        settings = settings.model_copy(update={"answer_score": score})
+    service = RagService(settings)
     service.ingest([corpus], show_progress=False)
     return service
 
 
-def asked(name: str) -> Iterator[tuple[dict, Evidence]]:
+def asked(name: str, score: str | None = None) -> Iterator[tuple[dict, Evidence]]:
     """Each question of set ``name`` with what the product finds for it in the set's index."""
     corpus, questions = SETS[name]
-    service = indexed(name, corpus)
+    service = indexed(name, corpus, score)
     for row in read_jsonl(questions):
         yield row, service.evidence(row["question"])
 

@@ -168,10 +168,11 @@ class Settings(BaseSettings):
         "(nothing relevant was found) and a refusal shows no closest passages (0 = the "
         "gate fitted with the model).",
     )
-    answer_score: Literal["fitted", "verifier", "judge"] = Field(
+    answer_score: Literal["fitted", "combined", "verifier", "judge"] = Field(
         "fitted",
-        description="Which score decides whether to answer: `verifier` (the answer verifier's "
-        "probability), `judge` (the feature model's) or `fitted` (the one "
+        description="Which score decides whether to answer: `combined` (the verifier's logit "
+        "with the corpus-independent signals, one logistic model), `verifier` (the answer "
+        "verifier's probability), `judge` (the feature model's) or `fitted` (the one "
         "`rag/answering/decision.json` names, chosen on dev questions).",
     )
     llm_model: str | None = Field(

@@ -6,14 +6,19 @@ Kursk), so a single similarity score cannot tell it from an answerable one. The 
 the candidate sentences (cosine, shared words, term alignment, answer type) and turns a
 handful of signals about the best one into a confidence with a logistic model
 (``confidence_model.json``, ``benchmarks/answers.py judge``): ``features["judge"]``.
-When the decision's score is the answer verifier's (``Decision.score``), the verifier
+Unless the judge's score decides (``Decision.score``), the verifier
 (``rag.answering.verifier``, a cross-encoder that reads the question and the sentence
-together) scores the first ``VERIFIED_CANDIDATES`` in one batch; the most probable is quoted
-and its calibrated probability, which depends on the question and the sentence only, is the
-confidence. ``Decision`` holds which score decides, its threshold and its gate, resolved
-once per service (``decision.json``: ``benchmarks/answers.py fit`` keeps the score that
-measures best on dev; figures in docs/verifier.md), and ``Decision.verdict`` turns a
-confidence into answer / closest passages / nothing.
+together) scores the first ``VERIFIED_CANDIDATES``, each pair alone, and the most probable is
+quoted. The confidence is then either its calibrated probability (``verifier``) or the
+*combined* model's (``combined``): one logistic model, fitted on dev questions and stored in
+``decision.json``, over the verifier's logit and the judge's signals of that sentence that
+depend on the question and the sentence only (``Judge._independent``: cosine, name and
+answer-type misses, occlusion, term alignment with every word weighed alike). Neither reads
+idf, the corpus's size or the other retrieved passages, so the confidence stays put when
+unrelated documents arrive. ``Decision`` holds which score decides, its threshold and its
+gate, resolved once per service (``decision.json``: ``benchmarks/answers.py fit`` keeps the
+score that measures best on dev; figures in docs/verifier.md), and ``Decision.verdict``
+turns a confidence into answer / closest passages / nothing.
 
 Two signals ask whether the sentence says *the asked thing*. *Term alignment*: each content
 word of the question must find a counterpart in the cited sentence, either the same stem or,
@@ -59,15 +64,23 @@ from rag.config import Settings
 from rag.documents.citations import Citation
 from rag.embedding.embedders import Embedder
 from rag.index.lexical import LexicalIndex
+from rag.index.records import MIN_VECTOR_SENTENCE_CHARS
 from rag.retrieval.hybrid import Retrieval, SentenceScore
 from rag.text import fold, stopwords, tokenize
 
 MODEL_FILE = Path(__file__).with_name("confidence_model.json")
 # The verifier's operating points, chosen on dev questions (``benchmarks.answers fit``).
 DECISION_FILE = Path(__file__).with_name("decision.json")
-# Candidates the verifier reads per question, in one batch: the best by the ranking below
-# (its cost grows with the count; docs/verifier.md gives the latency at this value).
-VERIFIED_CANDIDATES = 6
+# Candidates the verifier reads per question: the best by the ranking below. Each is one
+# run of the verifier (about a third of `rag ask`'s time for six); on PIAF dev the combined
+# decision measured the same with 3 as with 6 (dev cost 2.418 against 2.400, AUC FR / EN
+# 0.822 / 0.778 against 0.804 / 0.779; 2026-12-07, benchmarks.answers fit, tags k3 / c3).
+VERIFIED_CANDIDATES = 3
+# Candidates shorter than this are not read by the verifier (unless all are): a title or
+# fragment ("Moscou") states no fact, yet the verifier scored a PIAF title above the seed
+# article's sentences for a question naming the city (the sentence index's own floor for
+# titles and fragments, ``rag.index.records``).
+MIN_VERIFIED_CHARS = MIN_VECTOR_SENTENCE_CHARS
 # Candidates that can be quoted (an answer's or a refusal's closest passages): those that
 # carry the words they omit when the verifier is not read.
 MAX_SHOWN = 3
@@ -168,7 +181,10 @@ class ConfidenceModel:
 
     @classmethod
     def load(cls, path: Path = MODEL_FILE) -> ConfidenceModel:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ConfidenceModel:
         return cls(
             tuple(raw["features"]),
             np.asarray(raw["mean"], dtype=float),
@@ -190,6 +206,14 @@ def default_model() -> ConfidenceModel:
     return ConfidenceModel.load()
 
 
+@lru_cache(maxsize=1)
+def combined_model() -> ConfidenceModel | None:
+    """The combined model ``benchmarks/answers.py fit`` stores in ``decision.json`` (None
+    before one is fitted: the benchmarks collect its features first)."""
+    raw = json.loads(DECISION_FILE.read_text(encoding="utf-8")).get("combined")
+    return ConfidenceModel.from_dict(raw) if raw and "features" in raw else None
+
+
 class Verdict(Enum):
     """What a confidence means for the answer (``Decision.verdict``)."""
 
@@ -203,12 +227,13 @@ class Decision:
     """The answer decision's operating points, resolved once per service.
 
     ``threshold``: answer at or above it; ``gate``: below it nothing relevant was found.
-    Both apply to the verifier's calibrated probability, the same on every corpus.
+    Both apply to the deciding score, the same on every corpus.
     """
 
     threshold: float
     gate: float
-    # Which score is the confidence: "verifier" (its probability; the verifier also orders
+    # Which score is the confidence: "combined" (the verifier's logit with the
+    # corpus-independent signals), "verifier" (its probability; in both the verifier orders
     # the candidates) or "judge" (the feature model's). ``benchmarks/answers.py fit`` keeps
     # whichever measures best on dev (docs/verifier.md).
     score: str = "verifier"
@@ -377,6 +402,7 @@ class Judge:
         self._verifier = verifier
         self.model = model or default_model()
         self.score = score  # ``Decision.score``
+        self.combined = combined_model()
 
     @property
     def verifier(self) -> Verifier:
@@ -386,9 +412,10 @@ class Judge:
         return self._verifier
 
     def judge(self, question: str, retrieval: Retrieval) -> Judgement:
-        """The candidates best first, and the confidence in the first: the verifier's
-        probability that it answers (the feature model's score is kept as ``features
-        ["judge"]``, the decision before the verifier, for the benchmarks)."""
+        """The candidates best first, and the confidence in the first: the deciding score
+        (``Decision.score``). Every score computed is kept in ``features`` for the
+        benchmarks (``judge`` always; ``verifier`` and ``combined`` when the verifier is
+        read, with the combined model's inputs)."""
         q_words, q_names = content_words(question), names(question)
         pre = self._prerank(question, retrieval.sentences)
         if not pre:
@@ -408,13 +435,18 @@ class Judge:
         features["type_miss"] = 1.0 - ranked[0].typed
         features["judge"] = self.model(features)
         asked = (q_words, q_names)
-        if self.score == "verifier":
-            ranked = self._verify(question, retrieval, ranked, asked, read)
-            features["verifier"] = ranked[0].verified
-        else:  # the verifier is not read: only the words each candidate omits are added
+        if self.score == "judge":  # the verifier is not read: only the words omitted
             shown, rest = ranked[:MAX_SHOWN], ranked[MAX_SHOWN:]
             missing = [missing_words(*asked, read[c.sentence.text]) for c in shown]
             ranked = [replace(c, missing=m) for c, m in zip(shown, missing, strict=True)] + rest
+            return Judgement(features["judge"], ranked, features)
+        judged = (ranked[0].sentence, features["occlusion"])
+        ranked, features["verifier_logit"] = self._verify(question, retrieval, ranked, asked, read)
+        features["verifier"] = ranked[0].verified
+        chunk = chunk_text.get(ranked[0].sentence.chunk_id, "")
+        features.update(self._independent(question, asked, ranked[0], judged, chunk, read))
+        if self.combined is not None:
+            features["combined"] = self.combined(features)
         return Judgement(features[self.score], ranked, features)
 
     def _verify(
@@ -424,18 +456,56 @@ class Judge:
         ranked: list[Candidate],
         asked: tuple[list[str], list[str]],
         read: _Texts,
-    ) -> list[Candidate]:
-        """The first ``VERIFIED_CANDIDATES`` read by the verifier in one batch and put first,
-        most probable first, each with the asked words it does not state."""
-        top = ranked[:VERIFIED_CANDIDATES]
+    ) -> tuple[list[Candidate], float]:
+        """The first ``VERIFIED_CANDIDATES`` (of ``MIN_VERIFIED_CHARS`` or more) read by the
+        verifier and put first, most probable first, each with the asked words it does not
+        state; and the best one's logit."""
+        readable = [c for c in ranked if len(c.sentence.text) >= MIN_VERIFIED_CHARS]
+        top = (readable or ranked)[:VERIFIED_CANDIDATES]
+        rest = [c for c in ranked if all(c is not t for t in top)]
         passages = [passage_of(c.sentence, retrieval) for c in top]
-        probabilities = self.verifier.probabilities(question, passages)
+        logits = self.verifier.logits(question, passages)
         checked = [
-            replace(c, verified=float(p), missing=missing_words(*asked, read[c.sentence.text]))
-            for c, p in zip(top, probabilities, strict=True)
+            replace(
+                c,
+                verified=self.verifier.calibrate(z),
+                missing=missing_words(*asked, read[c.sentence.text]),
+            )
+            for c, z in zip(top, logits, strict=True)
         ]
         checked.sort(key=lambda c: -c.verified)
-        return checked + ranked[VERIFIED_CANDIDATES:]
+        return checked + rest, float(logits.max())
+
+    def _independent(
+        self,
+        question: str,
+        asked: tuple[list[str], list[str]],
+        best: Candidate,
+        judged: tuple[SentenceScore, float],
+        chunk: str,
+        read: _Texts,
+    ) -> dict[str, float]:
+        """The corpus-independent signals of the verifier's best sentence (``INDEPENDENT``):
+        what it and its chunk say of the question's words, weighed alike (no idf), its
+        cosine, and its occlusion (``judged``: the judge's best sentence and its occlusion,
+        reused when it is the same sentence)."""
+        q_words, q_names = asked
+        text, context = read[best.sentence.text], read[chunk or best.sentence.text]
+        align, worst = self._alignment(q_words, text, weighted=False)
+        chunk_align, _ = self._alignment(q_words, context, weighted=False)
+        if best.sentence is judged[0]:
+            occlusion = judged[1]
+        else:
+            occlusion = self._occlusion(question, _unsupported(q_words, context), best.sentence)
+        return {
+            "best_cos": best.sentence.similarity,
+            "best_align": align,
+            "best_worst": worst,
+            "best_chunk_align": chunk_align,
+            "best_name_miss": _name_miss(q_names, text),
+            "best_type_miss": 1.0 - best.typed,
+            "best_occlusion": occlusion,
+        }
 
     def _candidate(
         self, c: Candidate, q_words: list[str], wanted: Asked, read: _Texts
@@ -519,8 +589,11 @@ class Judge:
         known = [self.idf[t] for t in tokenize(word) if t in self.idf]
         return max(known) / self.top_idf if known else 1.0
 
-    def _alignment(self, q_words: list[str], text: _Text) -> tuple[float, float]:
-        """(weighted alignment 0..1, the worst word's weighted miss 0..1) of ``text``."""
+    def _alignment(
+        self, q_words: list[str], text: _Text, weighted: bool = True
+    ) -> tuple[float, float]:
+        """(weighted alignment 0..1, the worst word's weighted miss 0..1) of ``text``; each
+        word weighs alike when not ``weighted`` (then the rest of the corpus plays no part)."""
         if not q_words:
             return 1.0, 0.0
         scores, weights = [], []
@@ -532,7 +605,7 @@ class Judge:
             else:
                 score = alignment_score(best)
             scores.append(score)
-            weights.append(self._weight(word))
+            weights.append(self._weight(word) if weighted else 1.0)
         s, w = np.asarray(scores), np.asarray(weights)
         return float((s * w).sum() / w.sum()), float(((1.0 - s) * w).max())
 

@@ -15,8 +15,8 @@ Invariants:
   those weights, converted and int8-quantised once and cached beside the embedder's under a
   name holding both files' digests; the head (768 numbers) runs in numpy.
 - A score depends on the question and the candidate's own texts only, never on the rest of
-  the corpus; dynamic int8 quantisation scales activations per batch, so batch mates move
-  a probability by a few thousandths.
+  the corpus: dynamic int8 quantisation scales activations per run, so each pair runs
+  alone (``Verifier.logits``).
 - Inputs are ``<s> query: Q </s> passage: S (title: T. previous) </s>``, cut at
   ``MAX_TOKENS`` (question at most ``MAX_QUESTION_TOKENS``), so the sentence comes before
   its context and a long context is what gets cut. Training builds its inputs with
@@ -116,7 +116,7 @@ def head_logits(hidden: np.ndarray, mask: np.ndarray, w: np.ndarray, b: float) -
 
 
 class Verifier:
-    """The int8 ONNX verifier; ``probabilities`` scores a question's candidates in one run."""
+    """The int8 ONNX verifier; ``probabilities`` scores a question's candidates, one run each."""
 
     def __init__(self, cache_root: Path | None = None, weights: Path = WEIGHTS) -> None:
         import onnxruntime as ort
@@ -141,12 +141,16 @@ class Verifier:
         )
 
     def logits(self, question: str, passages: Sequence[Passage]) -> np.ndarray:
-        """The head's raw logits, one per passage (one batch)."""
-        if not passages:
-            return np.zeros(0, dtype=np.float32)
-        seqs = [pair_ids(self.tokenizer, question, p) for p in passages]
-        hidden, mask = run_padded(self._session, seqs, self._pad)
-        return head_logits(hidden, mask, self._w, self._b)
+        """The head's raw logits, one per passage, each pair run alone: the graph's int8
+        activations are scaled per run, so in one batch the other pairs (and their
+        padding) moved a pair's logit by up to 0.35 (the seed questions, when unrelated
+        documents put other candidates beside it), and the confidence with it."""
+        found = []
+        for passage in passages:
+            seq = pair_ids(self.tokenizer, question, passage)
+            hidden, mask = run_padded(self._session, [seq], self._pad)
+            found.append(head_logits(hidden, mask, self._w, self._b)[0])
+        return np.asarray(found, dtype=np.float32)
 
     def probabilities(self, question: str, passages: Sequence[Passage]) -> np.ndarray:
         """Calibrated probability that each passage's sentence answers the question."""

@@ -1,15 +1,15 @@
 """The answer decision on the seed article: direct questions answered on the right line,
 near-miss questions (same topic, asked fact absent) refused.
 
-The shipped decision (``rag/answering/decision.json``: the feature model, which measured
-better on dev than the answer verifier trained so far, docs/verifier.md) is fitted on PIAF
-(1,500 encyclopaedia paragraphs) and the narrow corpus of benchmarks/data; these questions
-(``tests/data/seed_questions.jsonl``), never fitted on, check that it holds on a one-article
-news corpus, which is what a user's first upload looks like. The goal is every one of them;
-the shipped decision gets 26 of 28 direct questions and 16 of 18 near-misses right (the
-verifier, ``RAG_ANSWER_SCORE=verifier``, 27 of 28 and 4 of 18). The misses are listed in
-``KNOWN_MISSES`` and marked as expected failures, so the suite says how far the product is
-from the goal and an improvement shows as XPASS.
+The shipped decision (``rag/answering/decision.json``, chosen on dev questions by
+``benchmarks/answers.py fit``: the combined model, docs/verifier.md) is fitted on PIAF
+dev questions; these questions (``tests/data/seed_questions.jsonl``), never fitted on,
+check that it holds on a one-article news corpus, which is what a user's first upload looks
+like. The goal is every one of them: the combined model gets 28 of 28 direct questions and
+5 of 18 near-misses right, the feature model (``RAG_ANSWER_SCORE=judge``) 26 of 28 and 16
+of 18. Each decision's misses are listed (``KNOWN_MISSES``) and marked as expected
+failures, so the suite says how far the product is from the goal and an improvement shows
+as XPASS.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from rag.answering.extractive import Answer, Evidence, extractive_answer
 from rag.documents.citations import Citation
 from rag.documents.formats import read_text
 from rag.service import RagService
+from tests.conftest import make_settings
 
 QUESTIONS = Path(__file__).resolve().parents[1] / "data" / "seed_questions.jsonl"
 ROWS = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
@@ -32,14 +33,38 @@ DIRECT = [r for r in ROWS if r["kind"] == "direct"]
 NEAR_MISS = [r for r in ROWS if r["kind"] == "near_miss"]
 
 
-# Measured with the shipped decision (the feature model, rag/confidence_model.json).
-KNOWN_MISSES = {
+# The seed questions each decision gets wrong (``decision.json`` names the shipped one).
+# The feature model's misses (judge, threshold 0.165):
+JUDGE_MISSES = {
     "seed-d01": "refused: 'stepping up ... involvement' paraphrases line 1 word by word",
     "seed-d03": "refused: the question names Pyongyang and Moscow, line 2 says North Korea, Russia",
     "seed-n07": "drones per month: line 9 speaks of drones made at Yelabuga (its numbers count "
     "employees: the answer-type signal sees it, not strongly enough)",
     "seed-n10": "Russian workers at Yelabuga: line 9 gives the staff numbers",
 }
+# The combined model's (threshold 0.098, chosen on PIAF dev, where 95 % of the direct
+# questions must be answered): without the corpus-size signals that told the feature model
+# a one-article corpus is on its topic throughout, a sentence on the asked topic that
+# states another place, nationality, date or count passes (docs/verifier.md).
+_ANSWERED = "answered at {} with line {} ({})"
+COMBINED_MISSES = {
+    "seed-n01": _ANSWERED.format(0.144, 5, "no Chinese engineers"),
+    "seed-n03": _ANSWERED.format(0.45, 4, "Kursk, not Rostov"),
+    "seed-n04": _ANSWERED.format(0.244, 6, "no count of soldiers"),
+    "seed-n05": _ANSWERED.format(0.231, 1, "no pay"),
+    "seed-n06": _ANSWERED.format(0.398, 4, "no arrival date"),
+    "seed-n07": _ANSWERED.format(0.468, 9, "drones made at Yelabuga, no monthly count"),
+    "seed-n09": _ANSWERED.format(0.403, 9, "no Iranian supply"),
+    "seed-n11": _ANSWERED.format(0.255, 3, "North, not South Korean"),
+    "seed-n12": _ANSWERED.format(0.584, 3, "no minister named"),
+    "seed-n13": _ANSWERED.format(0.232, 2, "no year of the agreement"),
+    "seed-n14": _ANSWERED.format(0.241, 5, "no kilometres of roads"),
+    "seed-n15": _ANSWERED.format(0.263, 3, "Ukrainian, not American intelligence"),
+    "seed-n16": _ANSWERED.format(0.37, 9, "no yearly drone count"),
+}
+KNOWN_MISSES = {"judge": JUDGE_MISSES, "combined": COMBINED_MISSES}.get(
+    Decision.resolve(make_settings(Path("unused"))).score, {}
+)
 
 
 def ids(rows: list[dict]) -> list[str]:
