@@ -214,8 +214,8 @@ def lines(out: str, prefix: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith(prefix)]
 
 
-def ask_json(question: str, data: Path) -> dict:
-    result = run_cli("ask", "--json", question, data_dir=data)
+def ask_json(question: str, data: Path, *flags: str) -> dict:
+    result = run_cli("ask", "--json", *flags, question, data_dir=data)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -336,6 +336,9 @@ def test_a_question_is_cited_with_the_article_url(fed, site: tuple[Site, str]) -
     assert cite["url"] == f"{base}/loue.html"  # canonical: no utm_ parameters
     assert (cite["outlet"], cite["date"]) == ("Le Courrier du Doubs", "2026-11-28")
     assert "2 300 truites" in cite["quote"]
+    assert cite["source"] == cite["url"]  # what users know of a web article: its page
+    question = "Combien de truites les pêcheurs ont-ils compté dans la Loue ?"
+    cite = ask_json(question, data, "--absolute")["citations"][0]  # the server's paths
     stored = Path(cite["extracted"]).read_text(encoding="utf-8")
     assert stored[cite["start"] : cite["end"]] == cite["quote"]
     assert "Accueil" not in stored and "droits réservés" not in stored
@@ -347,7 +350,9 @@ def test_atom_dates_and_a_latin1_page(fed, site: tuple[Site, str]) -> None:
     answer = ask_json("Combien de visiteurs la citadelle de Besançon a-t-elle accueillis ?", data)
     cite = answer["citations"][0]
     assert (cite["url"], cite["date"]) == (f"{base}/citadelle.html", "2026-11-30")
-    answer = ask_json("De combien les ventes de saucisse de Morteau ont-elles progressé ?", data)
+    answer = ask_json(
+        "De combien les ventes de saucisse de Morteau ont-elles progressé ?", data, "--absolute"
+    )
     cite = answer["citations"][0]
     assert cite["url"] == f"{base}/morteau.html"
     assert "fumée au bois de résineux dans les tuyés" in Path(cite["extracted"]).read_text()
