@@ -6,7 +6,6 @@ visit, as on a first start) that also holds a document full of web addresses.
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 import pytest
@@ -196,29 +195,3 @@ def test_the_chat_box_has_the_cursor_when_the_page_opens(page) -> None:
         timeout=30_000,
     )
     assert not page.locator('iframe[title="Puts the cursor in the chat box"]').is_visible()
-
-
-@pytest.mark.slow
-def test_a_first_start_shows_the_model_being_prepared_with_a_moving_bar(
-    tmp_path, monkeypatch
-) -> None:
-    """Friction 10: on an empty model cache, the page says what the wait is, and its bar
-    advances (``rag.embedding.onnx_e5.preparing``) until the chat is ready."""
-    from playwright.sync_api import Error as PlaywrightError
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing converted yet
-    seen: list[tuple[str, float]] = []
-    with streamlit_app(tmp_path / "data") as url, chromium_page() as page:
-        page.goto(url)
-        ready = page.get_by_text("Documents you can ask about")
-        while not ready.count():
-            bar = page.locator("[data-testid=stProgress]")
-            with contextlib.suppress(PlaywrightError):
-                if bar.count():
-                    value = bar.first.get_by_role("progressbar").get_attribute("aria-valuenow")
-                    seen.append((bar.first.inner_text(timeout=1000), float(value)))
-            page.wait_for_timeout(200)
-    preparing = [(text, value) for text, value in seen if "preparing the model" in text]
-    assert preparing, seen
-    assert "First start: preparing the model, about 20 s, once" in preparing[0][0]
-    assert len({value for _, value in preparing}) >= 3, preparing
