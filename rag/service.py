@@ -235,7 +235,7 @@ class RagService:
         if not any(r.sha256 == record.sha256 for r in self.indexed_files().values()):
             shutil.rmtree(folder, ignore_errors=True)
         source = Path(record.source)
-        if source.is_relative_to(self.upload_dir.resolve()):
+        if source.is_relative_to(self.upload_dir_of(record.workspace).resolve()):
             source.unlink(missing_ok=True)
 
     def is_indexed(self, source: str) -> bool:
