@@ -291,7 +291,7 @@ class RagService:
         """
         question = check_question(question)
         self.ensure_ready()
-        selection = self.selection(filters)
+        selection = self.selection(filters, scope)
         if not self.settings.llm_enabled:
             found = self.evidence(question, top_k, scope=scope, selection=selection)
             return AnswerStream.of(found.extractive)
@@ -325,13 +325,14 @@ class RagService:
             self._decision = (self.settings, Decision.resolve(self.settings))
         return self._decision[1]
 
-    def selection(self, filters: Filters | None) -> Selection | None:
-        """``filters`` resolved against the indexed documents (``FilterError`` when one
-        names nothing indexed)."""
+    def selection(self, filters: Filters | None, scope: Scope | None = None) -> Selection | None:
+        """``filters`` resolved against the indexed documents in ``scope`` (``FilterError``
+        when one names nothing there: a document of another workspace is not named, so the
+        error does not tell it exists)."""
         if filters is None:
             return None
         with self._reading() as store:
-            return filters.resolve(store.file_records().values())
+            return filters.resolve(store.file_records(where_of(scope)).values())
 
     def evidence(
         self,
@@ -361,7 +362,7 @@ class RagService:
     ) -> list[Citation]:
         """A refusal's leads (``rag.answering.extractive.leads``): what the documents (in
         ``scope``, those ``filters`` keep) say on the question's subject, never an answer."""
-        selection = self.selection(filters)
+        selection = self.selection(filters, scope)
         found = self.evidence(check_question(question), top_k, selection=selection, scope=scope)
         return leads(found.judgement, found.retrieval)
 

@@ -18,6 +18,7 @@ from rag.accounts.db import DB_NAME, migrations
 from rag.accounts.users import AccountError, Accounts
 from rag.accounts.workspaces import NoSuchWorkspace, Workspaces
 from rag.config import DEFAULT_WORKSPACE, Settings, get_settings
+from rag.retrieval.filters import FilterError, Filters
 from rag.retrieval.scope import Scope
 from rag.service import RagService
 from tests.conftest import ROOT, make_settings, write_piaf_corpus
@@ -106,6 +107,24 @@ def test_answers_cite_only_their_workspace(world) -> None:
     # An admin's scope reads both.
     both = service.scope(["north", "south"])
     assert port in sources(service.ask(PORT_QUESTION, scope=both))
+
+
+def test_a_filter_naming_another_workspace_s_document_names_nothing(world) -> None:
+    """A filter is resolved inside the caller's workspaces: naming a document of another one
+    gets the error an unknown document gets, so it does not tell the document exists."""
+    _, service, files = world
+    port = str(files["port"])
+    with pytest.raises(FilterError) as other:
+        service.ask(PORT_QUESTION, filters=Filters.of([port]), scope=service.scope(["north"]))
+    with pytest.raises(FilterError) as unknown:
+        service.ask(
+            PORT_QUESTION, filters=Filters.of(["absent.txt"]), scope=service.scope(["north"])
+        )
+    assert str(other.value).replace(repr(port), "X") == str(unknown.value).replace(
+        "'absent.txt'", "X"
+    )
+    answer = service.ask(PORT_QUESTION, filters=Filters.of([port]), scope=service.scope(["south"]))
+    assert sources(answer) == {port}
 
 
 def test_the_llm_reads_only_the_workspace_s_passages(world, standin: StandIn) -> None:
