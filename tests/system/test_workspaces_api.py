@@ -200,7 +200,9 @@ def test_the_page_in_chromium_offers_and_answers_only_readable_workspaces(tmp_pa
         page.get_by_test_id("stSelectbox").click()
         assert page.get_by_role("option").all_inner_texts() == ["default", "north"]
         page.get_by_role("option", name="north").click()
-        page.get_by_text("Les flamants de la lagune").first.wait_for(timeout=WAIT_MS)
+        page.locator("text=Les flamants de la lagune >> visible=true").first.wait_for(
+            timeout=WAIT_MS
+        )
         ask_page(page, LAGOON_QUESTION)
         assert "Vaccarès" in page.locator("mark.cite-hl").first.inner_text()
         assert "4321" not in page.locator("body").inner_text()
@@ -208,6 +210,8 @@ def test_the_page_in_chromium_offers_and_answers_only_readable_workspaces(tmp_pa
         sign_in(page, "bob")
         page.get_by_test_id("stSelectbox").click()
         page.get_by_role("option", name="south").click()
-        page.get_by_text("Rapport sur le port de Brest").first.wait_for(timeout=WAIT_MS)
+        page.locator("text=Rapport sur le port de Brest >> visible=true").first.wait_for(
+            timeout=WAIT_MS
+        )
         ask_page(page, PORT_QUESTION)
         assert "4321 navires" in page.locator("mark.cite-hl").first.inner_text()
