@@ -7,7 +7,6 @@ first-answer timing). Chromium is started with the flags that keep it off the ne
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.procs import free_port, stop
+from tests.procs import child_env, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 # The document viewer's frame (titled after rag.ui.render.VIEWER_TITLE): the page has
@@ -61,8 +60,7 @@ def streamlit_app(data_dir: Path, timeout: float = 120) -> Iterator[str]:
     Everything else comes from .streamlit/config.toml, as for ``./dev app``.
     """
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-    env.update(RAG_DATA_DIR=str(data_dir), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    env = child_env(data_dir, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     proc = subprocess.Popen(
         [
             sys.executable,

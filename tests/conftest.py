@@ -8,7 +8,6 @@ at module level: the service (LlamaIndex, Chroma) is imported by the fixtures th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from rag.config import Settings
+from tests.procs import child_env
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -73,9 +73,7 @@ def run_cli(
     input: str | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``rag`` as a user would, with an isolated data dir."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-    full_env["RAG_DATA_DIR"] = str(data_dir)
-    full_env.update(env or {})
+    full_env = child_env(data_dir, **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "rag.cli", *args],
         cwd=cwd,

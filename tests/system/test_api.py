@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from tests.browser import wait_http
 from tests.conftest import ROOT, SEED, make_settings, run_cli
 from tests.integration.test_llm import KURSK_CLAIM, KURSK_SENTENCE, SECRET, citing, llm_env
 from tests.openai_standin import StandIn, error, reply
-from tests.procs import free_port, stop
+from tests.procs import child_env, free_port, stop
 
 KURSK = "How many workers are in Kursk?"
 KURSK_QUOTE = "plus de mille spécialistes nord-coréens"
@@ -42,8 +41,7 @@ BREST = (
 def rag_serve(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """``rag serve`` on a free loopback port; yields its base URL."""
     port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-    full_env.update(RAG_DATA_DIR=str(data_dir), **(env or {}))
+    full_env = child_env(data_dir, **(env or {}))
     log = (data_dir.parent / f"serve-{port}.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "rag.cli", "serve", "--port", str(port)],

@@ -8,7 +8,6 @@ wrote (``rag.datadir.LocalSync``). See docs/architecture.md, "Concurrency".
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import pytest
 from rag.documents.citations import SourceCache
 from rag.service import RagService, answer_json
 from tests.conftest import PIAF, ROOT, SEED, make_settings, piaf_passages, write_piaf_corpus
+from tests.procs import child_env
 
 N_PASSAGES = 100
 KURSK = "How many workers are in Kursk?"
@@ -64,9 +64,7 @@ def _check(question: str, answer: dict, root: Path) -> None:
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-    env["RAG_DATA_DIR"] = str(data_dir)
-    return env
+    return child_env(data_dir)
 
 
 def _cli(*args: str, data_dir: Path) -> subprocess.Popen:

@@ -20,6 +20,7 @@ import pytest
 
 from rag.service import RagService
 from tests.conftest import ROOT, make_settings, write_piaf_corpus
+from tests.procs import child_env
 
 N_PASSAGES = 160
 KILLS = 5
@@ -33,8 +34,7 @@ def _state(data_dir: Path) -> tuple[list[str], list[str], set[str]]:
 
 
 def _ingest_process(corpus: Path, data_dir: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-    env.update(RAG_DATA_DIR=str(data_dir), RAG_EMBED_BATCH_SIZE="8")
+    env = child_env(data_dir, RAG_EMBED_BATCH_SIZE="8")
     return subprocess.Popen(
         [sys.executable, "-m", "rag.cli", "ingest", str(corpus)],
         cwd=ROOT,

@@ -6,10 +6,8 @@ line with a reason while the rest is indexed, and loopback refused unless allowe
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +21,8 @@ from rag.ingest.feeds import News, normalize
 from rag.ingest.web import Fetcher, FetchError, check_address, check_url
 from rag.service import RagService
 from rag.ui.render import citation_origin
-from tests.conftest import ROOT, make_settings, run_cli
+from tests.conftest import make_settings, run_cli
+from tests.system.test_watch import Watcher, until
 
 ALLOW = {"RAG_FETCH_ALLOW_PRIVATE": "1", "RAG_FETCH_TIMEOUT": "3", "RAG_FEED_MAX_ITEMS": "100"}
 BIG_MB = 50
@@ -423,32 +422,20 @@ def test_feed_commands_and_the_watcher_follows_registered_feeds(
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "note.txt").write_text("Une note sans rapport avec les feeds.\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-    env.update(ALLOW, RAG_DATA_DIR=str(data), RAG_FEED_INTERVAL="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rag.cli", "ingest", "--watch", str(docs)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    out: list[str] = []
-    threading.Thread(
-        target=lambda: out.extend(line.rstrip() for line in proc.stdout), daemon=True
-    ).start()
+    watcher = Watcher(docs, data, **ALLOW, RAG_FEED_INTERVAL="1")
+    deadline = time.monotonic() + 180
     try:
-        deadline = time.monotonic() + 180
-        while f"added: {base}/citadelle.html" not in out:
-            assert time.monotonic() < deadline, out
-            time.sleep(0.3)
+        added = f"added: {base}/citadelle.html"
+        until(lambda: added in watcher.lines, 180, watcher.lines)
         # The next looks send the feed's ETag back and get a 304.
-        while sum(1 for path, h in server.log if path == "/atom.xml" and "If-None-Match" in h) < 1:
-            assert time.monotonic() < deadline, out
-            time.sleep(0.3)
+        until(
+            lambda: any(p == "/atom.xml" and "If-None-Match" in h for p, h in server.log),
+            deadline - time.monotonic(),
+            watcher.lines,
+        )
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        watcher.proc.send_signal(signal.SIGINT)
+        _, err = watcher.proc.communicate(timeout=60)
     assert "Traceback" not in err
     service = RagService(make_settings(data))
     chunks = service.store.all_chunks()

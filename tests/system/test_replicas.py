@@ -28,7 +28,7 @@ from rag.accounts.db import connect
 from tests.browser import wait_http
 from tests.conftest import ROOT, make_settings, run_cli
 from tests.pg import Cluster
-from tests.procs import free_port, stop
+from tests.procs import child_env, free_port, stop
 from tests.system.test_chroma_server import _chroma_cli, _heartbeat
 
 pytestmark = pytest.mark.slow
@@ -77,8 +77,7 @@ class Replica:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        full = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-        full.update(self.env, RAG_DATA_DIR=str(self.data_dir))
+        full = child_env(self.data_dir, **self.env)
         log = (self.data_dir.parent / f"serve-{self.port}.log").open("a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rag.cli", "serve", "--port", str(self.port)],

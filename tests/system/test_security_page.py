@@ -8,7 +8,6 @@ maps a foreign host name to 127.0.0.1 itself, as DNS rebinding would).
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from rag.config import get_settings
 from rag.security import FORWARDED_CLIENT, client_key, foreign_request, networks
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, browser_available
 from tests.conftest import ROOT, make_settings
-from tests.procs import free_port, stop
+from tests.procs import child_env, free_port, stop
 
 PASSWORD = "correct horse battery"
 BURST = 30
@@ -256,8 +255,7 @@ def websocket_status(url: str, host: str, origin: str | None) -> int:
 def page_server(data_dir: Path, *args: str, **env: str) -> Iterator[str]:
     """``streamlit run app.py`` as ``./dev app`` runs it, plus ``args``; its loopback URL."""
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-    environ.update(RAG_DATA_DIR=str(data_dir), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    environ = child_env(data_dir, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py")]
     proc = subprocess.Popen(
         [*command, "--server.port", str(port), *args],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from rag.ingest.watch import MAX_ATTEMPTS, Step, WatchFilter, settled
 from rag.service import RagService
 from tests.conftest import ROOT, make_settings, run_cli
 from tests.integration.test_documents import word_file
+from tests.procs import child_env
 
 PISA = "De combien de degrés la tour de Pise penche-t-elle ?"
 
@@ -25,13 +25,11 @@ PISA = "De combien de degrés la tour de Pise penche-t-elle ?"
 class Watcher:
     """``rag ingest --watch`` in its own process, its output lines collected as they come."""
 
-    def __init__(self, folder: Path, data_dir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-        env["RAG_DATA_DIR"] = str(data_dir)
+    def __init__(self, folder: Path, data_dir: Path, **env: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rag.cli", "ingest", "--watch", str(folder)],
             cwd=ROOT,
-            env=env,
+            env=child_env(data_dir, **env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

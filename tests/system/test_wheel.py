@@ -10,7 +10,6 @@ in tests); the wheel itself is installed with --no-deps, then ``pip check`` must
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import site
 import subprocess
@@ -30,6 +29,7 @@ from tests.integration.test_llm import (
     llm_env,
 )
 from tests.openai_standin import StandIn, reply
+from tests.procs import child_env
 
 SOURCES = ("pyproject.toml", "README.md", "rag", "prompts")
 CACHES = shutil.ignore_patterns("__pycache__")
@@ -81,8 +81,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-    return {**env, "RAG_DATA_DIR": str(data_dir), **(extra or {})}
+    return child_env(data_dir, **(extra or {}))
 
 
 def test_the_installed_wheel_answers_through_an_llm(installed: Path, tmp_path: Path) -> None:
