@@ -35,6 +35,7 @@ from rag.config import DEFAULT_WORKSPACE, get_settings
 from rag.documents.citations import source_label
 from rag.documents.formats import SUPPORTED_LABEL, SUPPORTED_SUFFIXES
 from rag.errors import RagError
+from rag.index.records import FileRecord
 from rag.retrieval.filters import Filters
 from rag.ui import page, session, uploads
 from rag.ui.emphasis import example_questions
@@ -468,8 +469,9 @@ def sidebar(service: RagService, user: User | None) -> None:
             st.caption(f"Keeping {escape_md(str(settings.watch_dir))} in sync")
         if may_edit():
             edit_corpus(service)
-        filter_controls(service)
-        documents_section(service, may_edit())
+        records = service.documents(scope(service))  # read once for both sections
+        filter_controls(records)
+        documents_section(records, may_edit())
         with st.expander("Search details"):  # the technical terms stay out of the main view
             st.caption(
                 f"Passages indexed (chunks): {status.chunks}  \nEmbedding model: "
@@ -622,10 +624,10 @@ def edit_corpus(service: RagService) -> None:
         st.success(report.summary())
 
 
-def filter_controls(service: RagService) -> None:
+def filter_controls(documents: list[FileRecord]) -> None:
     """The question's filters, read by ``handle_question`` (``chosen_filters``): documents,
     a date range (inclusive), a folder. Each retrieval arm searches only inside them."""
-    records = {r.id: r for r in service.documents(scope(service))}
+    records = {r.id: r for r in documents}
     chosen = [i for i in st.session_state.get("filter_docs", []) if i in records]
     st.session_state.filter_docs = chosen  # a document removed meanwhile is no choice
     with st.expander("Filters", expanded=chosen_filters_set()):
@@ -659,10 +661,9 @@ def chosen_filters() -> Filters | None:
     )
 
 
-def documents_section(service: RagService, editor: bool) -> None:
+def documents_section(records: list[FileRecord], editor: bool) -> None:
     """What is indexed: each document's title, date, type, size, passages, who added it
     and when, in the chosen workspace; its editors remove one (after a confirmation)."""
-    records = service.documents(scope(service))
     with st.expander(f"Documents ({len(records)})"):
         for record in records:
             st.markdown(document_line(record, escape_md))

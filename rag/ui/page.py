@@ -81,19 +81,10 @@ def client_address(address: object) -> str:
 
 
 def answer_message(answer: Answer) -> dict[str, Any]:
-    """An answer as the page keeps it in the conversation and saves it: its text, who
-    answered, and its citations and closest passages as JSON."""
-    return {
-        "role": "assistant",
-        "content": answer.text,
-        "mode": answer.mode,
-        "note": answer.note,
-        "verified": answer.verified,
-        "abstained": answer.abstained,
-        "confidence": answer.confidence,
-        "citations": [c.to_json() for c in answer.citations],
-        "closest": [c.to_json() for c in answer.closest],
-    }
+    """An answer as the page keeps it in the conversation and saves it: ``Answer.to_json``
+    (who answered, its citations and closest passages as JSON) as a chat message."""
+    data = answer.to_json()
+    return {"role": "assistant", "content": data.pop("answer"), **data}
 
 
 def history(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:

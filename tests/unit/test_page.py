@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from rag.accounts.conversations import Conversations
+from rag.answering.extractive import Answer
 from rag.config import Settings
 from rag.ingest.files import Failure
 from rag.ui import page
@@ -45,7 +46,7 @@ def test_an_exchange_creates_then_extends_its_conversation(settings: Settings) -
 
 def test_answers_history_and_failures_as_the_page_keeps_them() -> None:
     cite = SimpleNamespace(to_json=lambda: {"n": 1, "quote": "Plus de mille."})
-    answer = SimpleNamespace(
+    answer = Answer(
         text="Mille [1].",
         mode="extractive",
         note=None,
