@@ -135,6 +135,7 @@ def collect(tag: str, part: str, every: int = 1) -> Path:
     tiny = {"abstain_threshold": 1e-6, "llm_gate": 1e-6, "answer_score": "verifier"}
     settings = bench_settings().model_copy(update=tiny)
     service = eval_service(settings, PASSAGES)
+    service.every_feature = True
     dev = part == "dev"
     rows = [r for r in questions() if is_dev(r["id"]) == dev and sampled(r["id"], every)]
     off = [r for r in off_corpus() if is_dev(r["id"], "off_corpus") == dev]

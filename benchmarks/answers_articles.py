@@ -58,7 +58,9 @@ def collect(tag: str) -> list[Outcome]:
         path.write_text(
             "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in passages), encoding="utf-8"
         )
-        outcomes += AnswerEvaluation(eval_service(settings, path), path).run(asked, [])
+        service = eval_service(settings, path)
+        service.every_feature = True
+        outcomes += AnswerEvaluation(service, path).run(asked, [])
     print(f"{len(outcomes)} outcomes -> {save(f'{tag}-articles', outcomes)}")
     return outcomes
 

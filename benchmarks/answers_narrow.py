@@ -57,6 +57,7 @@ def indexed(name: str, corpus: Path, score: str | None = None) -> RagService:
     if score:
         settings = settings.model_copy(update={"answer_score": score})
     service = RagService(settings)
+    service.every_feature = True
     service.ingest([corpus], show_progress=False)
     return service
 

@@ -83,6 +83,9 @@ class RagService:
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._decision: tuple[Settings, Decision] | None = None
+        # Every score's signals in each judgement, not only the deciding score's: what the
+        # benchmarks collect to fit and compare the decisions (slower: docs/verifier.md).
+        self.every_feature = False
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -348,7 +351,12 @@ class RagService:
             retriever = self.retriever(top_k, scope)
             retrieval = retriever.search(question, exclude=exclude, selection=selection)
         decision = self.decision
-        judge = Judge(retriever.lexical, self.word_vectors, score=decision.score)
+        judge = Judge(
+            retriever.lexical,
+            self.word_vectors,
+            score=decision.score,
+            every_feature=self.every_feature,
+        )
         judgement = judge.judge(question, retrieval)
         answer = extractive_answer(retrieval, judgement, decision)
         return Evidence(retrieval, judgement, answer, decision.verdict(answer.confidence))

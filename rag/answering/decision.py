@@ -393,6 +393,7 @@ class Judge:
         verifier: Verifier | None = None,
         model: ConfidenceModel | None = None,
         score: str = "verifier",
+        every_feature: bool = False,
     ) -> None:
         self.idf = lexical.idf
         self.top_idf = lexical.top_idf
@@ -403,6 +404,10 @@ class Judge:
         self.model = model or default_model()
         self.score = score  # ``Decision.score``
         self.combined = combined_model()
+        # The judge's own features are read only when it decides, or for the benchmarks
+        # (``every_feature``): over every retrieved chunk's words, they were 134 of the
+        # 282 ms of a warm `rag ask` (PIAF index, 60 questions, 2026-12-07).
+        self.every_feature = every_feature or score == "judge"
 
     @property
     def verifier(self) -> Verifier:
@@ -413,41 +418,53 @@ class Judge:
 
     def judge(self, question: str, retrieval: Retrieval) -> Judgement:
         """The candidates best first, and the confidence in the first: the deciding score
-        (``Decision.score``). Every score computed is kept in ``features`` for the
-        benchmarks (``judge`` always; ``verifier`` and ``combined`` when the verifier is
-        read, with the combined model's inputs)."""
-        q_words, q_names = content_words(question), names(question)
+        (``Decision.score``). ``features`` keeps the scores computed and their inputs: the
+        judge's when it decides or ``every_feature`` is set (the benchmarks), the
+        verifier's and the combined model's unless the judge decides."""
+        asked = (content_words(question), names(question))
         pre = self._prerank(question, retrieval.sentences)
         if not pre:
             return Judgement(0.0, [], {})
         head = pre[:ALIGNED_CANDIDATES]
         chunk_text = {n.node.node_id: n.node.get_content() for n in retrieval.nodes}
-        texts = [c.sentence.text for c in head] + list(chunk_text.values())
-        asked = q_words + q_names
-        read = _Texts(self.words.get(asked + [w for t in texts for w in content_words(t)]))
+        texts = [c.sentence.text for c in head]
+        read = self._read(asked, texts + (list(chunk_text.values()) if self.every_feature else []))
         wanted = expected(question, lambda w: fold(w) in question_stopwords())
-        aligned = [self._candidate(c, q_words, wanted, read) for c in head]
+        aligned = [self._candidate(c, asked[0], wanted, read) for c in head]
         ranked = sorted(aligned, key=lambda c: -c.score) + pre[ALIGNED_CANDIDATES:]
-        features = self._signals(
-            question, q_words, q_names, retrieval, pre, ranked, chunk_text, read
-        )
-        features["max_align"] = max(c.align for c in aligned)
-        features["type_miss"] = 1.0 - ranked[0].typed
-        features["judge"] = self.model(features)
-        asked = (q_words, q_names)
+        features, judged = {}, None
+        if self.every_feature:
+            features = self._signals(question, *asked, retrieval, pre, ranked, chunk_text, read)
+            features["max_align"] = max(c.align for c in aligned)
+            features["type_miss"] = 1.0 - ranked[0].typed
+            features["judge"] = self.model(features)
+            judged = (ranked[0].sentence, features["occlusion"])
         if self.score == "judge":  # the verifier is not read: only the words omitted
             shown, rest = ranked[:MAX_SHOWN], ranked[MAX_SHOWN:]
             missing = [missing_words(*asked, read[c.sentence.text]) for c in shown]
             ranked = [replace(c, missing=m) for c, m in zip(shown, missing, strict=True)] + rest
             return Judgement(features["judge"], ranked, features)
-        judged = (ranked[0].sentence, features["occlusion"])
         ranked, features["verifier_logit"] = self._verify(question, retrieval, ranked, asked, read)
         features["verifier"] = ranked[0].verified
         chunk = chunk_text.get(ranked[0].sentence.chunk_id, "")
+        read = self._read(asked, [chunk], read)
         features.update(self._independent(question, asked, ranked[0], judged, chunk, read))
+        features["french"], features["dense_top"] = frenchness(question), retrieval.dense_top
         if self.combined is not None:
             features["combined"] = self.combined(features)
         return Judgement(features[self.score], ranked, features)
+
+    def _read(
+        self, asked: tuple[list[str], list[str]], texts: list[str], known: _Texts | None = None
+    ) -> _Texts:
+        """The texts' and the asked words' vectors (added to ``known``'s, whose texts already
+        read stay read): only words met for the first time are embedded."""
+        words = asked[0] + asked[1] + [w for t in texts for w in content_words(t)]
+        vectors = self.words.get(words)
+        if known is None:
+            return _Texts(vectors)
+        known.vectors.update(vectors)
+        return known
 
     def _verify(
         self,
@@ -481,19 +498,19 @@ class Judge:
         question: str,
         asked: tuple[list[str], list[str]],
         best: Candidate,
-        judged: tuple[SentenceScore, float],
+        judged: tuple[SentenceScore, float] | None,
         chunk: str,
         read: _Texts,
     ) -> dict[str, float]:
         """The corpus-independent signals of the verifier's best sentence (``INDEPENDENT``):
         what it and its chunk say of the question's words, weighed alike (no idf), its
         cosine, and its occlusion (``judged``: the judge's best sentence and its occlusion,
-        reused when it is the same sentence)."""
+        when computed, reused for the same sentence)."""
         q_words, q_names = asked
         text, context = read[best.sentence.text], read[chunk or best.sentence.text]
         align, worst = self._alignment(q_words, text, weighted=False)
         chunk_align, _ = self._alignment(q_words, context, weighted=False)
-        if best.sentence is judged[0]:
+        if judged is not None and best.sentence is judged[0]:
             occlusion = judged[1]
         else:
             occlusion = self._occlusion(question, _unsupported(q_words, context), best.sentence)
