@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -820,30 +819,20 @@ def handle_question(question: str, service: RagService) -> None:
         with st.spinner("Searching the documents…"):
             try:
                 filters = chosen_filters()
-                stream = service.ask_stream(question, top_k, history, filters, scope(service))
+                stream = service.ask_stream(
+                    question, top_k, history, filters, scope(service), with_leads=True
+                )
             except RagError as exc:
                 messages.append(asked)
                 st.error(str(exc))
                 return
-        msg = answer_message(show_stream(stream), question, top_k, service, filters)
+        msg = page.answer_message(show_stream(stream))
         if history and not service.settings.llm_enabled and is_follow_up(question):
             msg["hint"] = FOLLOW_UP_HINT
         messages += [asked, msg]
         render_answer_details(len(messages) - 1, msg, service)
     st.iframe(announcement_html(msg["content"]), height=1, alt=ANNOUNCE_TITLE)
     save_exchange(messages[-2:])
-
-
-def answer_message(
-    answer: Answer, question: str, top_k: int, service: RagService, filters: Filters | None
-) -> dict:
-    """The answer as saved and shown (``rag.ui.page.answer_message``). A refusal with no
-    closest passages gets the retrieved sentences that share a word with the question as
-    leads (``service.leads``, inside the same filters), so a reader learns what the
-    documents do say on it."""
-    if answer.abstained and not answer.closest and answer.confidence is not None:
-        answer = replace(answer, closest=service.leads(question, top_k, filters, scope(service)))
-    return page.answer_message(answer)
 
 
 def refill_question() -> None:

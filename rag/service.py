@@ -15,7 +15,7 @@ import contextlib
 import shutil
 import threading
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -282,6 +282,7 @@ class RagService:
         history: History = (),
         filters: Filters | None = None,
         scope: Scope | None = None,
+        with_leads: bool = False,
     ) -> AnswerStream:
         """The answer as it is written; ``finalize()`` then gives it with checked citations.
 
@@ -291,22 +292,23 @@ class RagService:
         relevant was found, since it can answer what the quotes could not (or refuse).
         ``filters`` (checked before anything else runs) hold every arm of the retrieval.
         Only passages in ``scope`` are retrieved, so only they reach the LLM's context.
+        ``with_leads``: a refusal with no closest passages gets leads instead (``_leads``).
         """
         question = check_question(question)
         self.ensure_ready()
         selection = self.selection(filters, scope)
         if not self.settings.llm_enabled:
             found = self.evidence(question, top_k, scope=scope, selection=selection)
-            return AnswerStream.of(found.extractive)
+            return AnswerStream.of(self._leads(found, with_leads))
         generator = Generator(self.settings)
         try:
             standalone = generator.standalone(question, history)
         except LLMError as error:
             found = self.evidence(question, top_k, scope=scope, selection=selection)
-            return AnswerStream.of(fallback(found.extractive, error))
+            return AnswerStream.of(fallback(self._leads(found, with_leads), error))
         found = self.evidence(standalone, top_k, scope=scope, selection=selection)
         if found.verdict is Verdict.NOTHING:
-            return AnswerStream.of(found.extractive)
+            return AnswerStream.of(self._leads(found, with_leads))
 
         def check(citations: list[Citation]) -> list[Citation]:
             return self.decision.supported(
@@ -361,18 +363,19 @@ class RagService:
         answer = extractive_answer(retrieval, judgement, decision)
         return Evidence(retrieval, judgement, answer, decision.verdict(answer.confidence))
 
-    def leads(
-        self,
-        question: str,
-        top_k: int | None = None,
-        filters: Filters | None = None,
-        scope: Scope | None = None,
-    ) -> list[Citation]:
-        """A refusal's leads (``rag.answering.extractive.leads``): what the documents (in
-        ``scope``, those ``filters`` keep) say on the question's subject, never an answer."""
-        selection = self.selection(filters, scope)
-        found = self.evidence(check_question(question), top_k, selection=selection, scope=scope)
-        return leads(found.judgement, found.retrieval)
+    @staticmethod
+    def _leads(found: Evidence, wanted: bool) -> Answer:
+        """The extractive answer; when ``wanted`` and it is a refusal with no closest
+        passages (below the gate), with the retrieved sentences that share a word with the
+        question as its closest ones (``rag.answering.extractive.leads``): what the
+        documents do say on the subject, never an answer. The chat shows them; the API and
+        the CLI keep such a refusal empty."""
+        answer = found.extractive
+        if not (wanted and answer.abstained and not answer.closest):
+            return answer
+        if answer.confidence is None:
+            return answer
+        return replace(answer, closest=leads(found.judgement, found.retrieval))
 
     @property
     def upload_dir(self) -> Path:
