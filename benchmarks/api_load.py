@@ -13,7 +13,6 @@ Usage: python -m benchmarks.api_load [--clients 20] [--seconds 60]
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ import openai
 from benchmarks.common import OUT, PASSAGES, QUESTIONS, bench_settings
 from rag.evaluate import eval_service, read_jsonl
 from tests.browser import wait_http
-from tests.procs import free_port, stop
+from tests.procs import child_env, free_port, stop
 
 
 @dataclass
@@ -92,8 +91,7 @@ def main() -> None:
     questions = [q for pair in zip(questions, english * 20) for q in pair]
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-    env.update(RAG_DATA_DIR=str(settings.data_dir), RAG_COLLECTION=collection)
+    env = child_env(settings.data_dir, RAG_COLLECTION=collection)
     OUT.mkdir(parents=True, exist_ok=True)
     with (OUT / "api_load_server.log").open("w") as log:
         server = subprocess.Popen(

@@ -37,7 +37,7 @@ from rag.accounts.users import Accounts
 from rag.evaluate import eval_service, read_jsonl
 from tests.browser import wait_http
 from tests.pg import Cluster, find_bin_dir
-from tests.procs import free_port, stop
+from tests.procs import child_env, free_port, stop
 from tests.system.test_chroma_server import _chroma_cli, _heartbeat
 
 # Enough for the first requests' one-off costs (BM25 load from Chroma, ONNX warm-up).
@@ -68,8 +68,7 @@ def chroma_server(store: Path, root: Path) -> tuple[subprocess.Popen, str]:
 
 def replica(n: int, root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_"))}
-    full.update(env, RAG_DATA_DIR=str(root / f"replica{n}"))
+    full = child_env(root / f"replica{n}", **env)
     command = [sys.executable, "-m", "rag.cli", "serve", "--port", str(port)]
     return start(command, full, OUT / f"replicas_serve{n}.log"), f"http://127.0.0.1:{port}"
 
