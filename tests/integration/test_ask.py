@@ -217,3 +217,22 @@ def test_the_page_shows_no_server_path(tmp_path: Path, monkeypatch) -> None:
     text = "\n".join(shown + [h.proto.body for h in at.html])
     assert f"{escape_md(SEED.name)} · line 4" in text
     assert str(ROOT) not in text and str(tmp_path) not in text
+
+
+def test_the_deciding_score_is_the_same_without_the_judges_own_features(
+    seed_service: RagService,
+) -> None:
+    """The product computes only the deciding score's signals; the benchmarks compute every
+    score's (``every_feature``). Both must decide alike, or the fit would not be the product."""
+    rows = [json.loads(line) for line in (ROOT / "tests/data/seed_questions.jsonl").open()]
+    questions = [r["question"] for r in rows[::4]]
+    lean = [seed_service.evidence(q).judgement for q in questions]
+    seed_service.every_feature = True
+    try:
+        full = [seed_service.evidence(q).judgement for q in questions]
+    finally:
+        seed_service.every_feature = False
+    for question, a, b in zip(questions, lean, full, strict=True):
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-9), question
+        assert a.ranked[0].sentence.text == b.ranked[0].sentence.text, question
+        assert "judge" in b.features and "judge" not in a.features
