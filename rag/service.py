@@ -380,9 +380,8 @@ class RagService:
         documents do say on the subject, never an answer. The chat shows them; the API and
         the CLI keep such a refusal empty."""
         answer = found.extractive
-        if not (wanted and answer.abstained and not answer.closest):
-            return answer
-        if answer.confidence is None:
+        below_gate = answer.abstained and not answer.closest and answer.confidence is not None
+        if not (wanted and below_gate):
             return answer
         return replace(answer, closest=leads(found.judgement, found.retrieval))
 
