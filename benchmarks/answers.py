@@ -17,13 +17,13 @@ the questions the figures use: the held-out half (fold 1 of ``fold_of``, whose q
 and passages the verifier never trained on) and the calibration questions of fold 0
 (``training.data.is_calibration``: kept out of training).
 
-``fit`` fits the combined model (``COMBINED``) and chooses each score's operating point on
-dev only (fold 0's calibration questions, fold 0's off-corpus questions): the highest
-threshold at which it answers at least 95 % of the French and 93 % of the English direct
-questions; it prints the held-out half's and the narrow dev corpus's figures at that
-threshold and writes ``rag/answering/decision.json``. ``judge`` is the previous
-decision's fit (a logistic model over the judge's features, cross-fitted on halves),
-kept to measure it on the same outcomes.
+``fit`` prints the dev answer-bearing rate per language (``print_bearing``), fits the
+combined model (``COMBINED``) and chooses each score's operating point on dev only (fold 0's
+calibration questions, fold 0's off-corpus questions): the highest threshold at which it
+answers at least 95 % of the French and 93 % of the English direct questions; it prints the
+held-out half's and the narrow dev corpus's figures at that threshold and writes
+``rag/answering/decision.json``. ``judge`` is the previous decision's fit (a logistic model
+over the judge's features, cross-fitted on halves), kept to measure it on the same outcomes.
 """
 
 from __future__ import annotations
@@ -284,6 +284,7 @@ def fit(tag: str) -> None:
     held = load(f"{tag}-held") if (OUT / f"answers-{tag}-held.jsonl").exists() else []
     narrow = load(f"{tag}-narrow") if (OUT / f"answers-{tag}-narrow.jsonl").exists() else []
     combined = model(*design(dev, list(COMBINED)))
+    print_bearing(dev)
     chosen: dict[str, tuple[float, float, float]] = {}
     for key in ("verifier", "judge", "combined"):
         scores = score_of(dev, key, combined)
@@ -294,6 +295,7 @@ def fit(tag: str) -> None:
         cost = r["fr_near"] + r["en_near"] + r["off"]
         print(f"{key} on dev ({len(dev)} outcomes): threshold {threshold:.3f}, gate {gate:.3f}")
         print_table(dev, scores, threshold)
+        held_figures(dev, scores, threshold, key)
         for name, rows in (("held-out half", held), ("narrow dev corpus", narrow)):
             if rows:
                 print(f"{key} on the {name} ({len(rows)} outcomes)")
@@ -305,6 +307,15 @@ def fit(tag: str) -> None:
         chosen[key] = (cost, threshold, gate)
     best = min(SHIPPABLE, key=lambda k: chosen[k][0])
     write_decision(tag, best, chosen, combined, len(dev))
+
+
+def print_bearing(outcomes: list[Outcome]) -> None:
+    """Each language's share of direct questions whose first quote bears the answer, at
+    any threshold: a verifier that ranks the answer's sentence lower quotes it less often,
+    which the cost (what is answered) does not show (docs/verifier.md, "recipes tried")."""
+    for lang in TARGETS:
+        direct = [o.bearing for o in outcomes if o.kind == "direct" and o.lang == lang]
+        print(f"answer-bearing {lang} (all {len(direct)} direct questions): {np.mean(direct):.3f}")
 
 
 def score_of(
