@@ -13,8 +13,9 @@ sentence states the answer, 0 when it does not. Sources (counts printed by the c
 - Hard negatives: the other sentences of the gold passage that hold no gold answer, the
   best BM25 sentences of *other* passages (the product's own lexical tokenizer; the
   near-miss setting, gold passage removed), mined with the French question for both
-  languages, and the best e5-cosine sentences of other passages holding no gold answer
-  (the product's own embedder, ``Dense``), mined with each question in its own language.
+  languages. ``DENSE`` > 0 adds the best e5-cosine sentences of other passages holding no
+  gold answer (the product's own embedder, ``Dense``), mined with each question in its own
+  language; off by default (why: at ``DENSE``).
 - Synthetic near-misses, both languages: the question with one asked element that its
   sentence states (year, number, name, place, nationality, counted thing) replaced by one
   that the passage does not hold; relation swaps: two names of the sentence exchanged in
@@ -50,7 +51,10 @@ SEED = 29
 # BM25 sentences of other passages kept as hard negatives per question.
 MINED = 2
 # e5-cosine sentences of other passages (no gold answer) kept as hard negatives per question.
-DENSE = 2
+# 0, as in the shipped one-pass recipe (k3). Three passes with 2 (v4) measured a combined
+# dev cost of 2.231, without (v5) 2.266, against k3's 2.082 on the same code and index
+# (docs/verifier.md, "Recipes tried").
+DENSE = 0
 # Sentences of the gold passage (holding no answer) kept as negatives per question.
 SIBLINGS = 2
 _SENT_END = re.compile(r"(?<=[.!?…])[»\"”’)\]]*\s+|\n+")
@@ -375,11 +379,13 @@ def _nationality_misses(
                 yield re.sub(rf"\b{re.escape(nat)}\b", other, question, flags=re.I), "nationality"
 
 
-def piaf_pairs(corpus: Corpus, dense: Dense, rows: list[dict], rng: random.Random) -> list[Pair]:
-    """Positives, siblings, mined negatives (BM25 and e5) and near-misses of PIAF dev
-    questions."""
+def piaf_pairs(
+    corpus: Corpus, dense: Dense | None, rows: list[dict], rng: random.Random
+) -> list[Pair]:
+    """Positives, siblings, mined negatives (BM25, and e5 when ``dense``) and near-misses of
+    PIAF dev questions."""
     pairs: list[Pair] = []
-    dense_mined = dense.mined(rows, DENSE)
+    dense_mined = dense.mined(rows, DENSE) if dense else {}
     for row in rows:
         pid, lang = row["passage_id"], row["lang"]
         passage = corpus.passages[pid]["text"]
@@ -400,7 +406,7 @@ def piaf_pairs(corpus: Corpus, dense: Dense, rows: list[dict], rng: random.Rando
             pairs.append(corpus.pair(q, pid, j, 0, "sibling", lang))
         for opid, j in corpus.mined(row.get("question_fr", q), pid, MINED):
             pairs.append(corpus.pair(q, opid, j, 0, "mined", lang))
-        for opid, j in dense_mined[row["id"]]:
+        for opid, j in dense_mined.get(row["id"], []):
             pairs.append(corpus.pair(q, opid, j, 0, "dense", lang))
     return pairs
 
@@ -492,7 +498,7 @@ def question_rows() -> list[dict]:
 def build() -> dict[str, list[Pair]]:
     rng = random.Random(SEED)
     corpus = Corpus(read_jsonl(PIAF / "passages.jsonl"))
-    dense = Dense(corpus)
+    dense = Dense(corpus) if DENSE else None
     rows = question_rows()
     held = {r["passage_id"] for r in rows if fold_of(r["id"]) == 1}
     dev = [r for r in rows if fold_of(r["id"]) == 0]

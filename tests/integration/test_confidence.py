@@ -6,7 +6,7 @@ The shipped decision (``rag/answering/decision.json``, chosen on dev questions b
 dev questions; these questions (``tests/data/seed_questions.jsonl``), never fitted on,
 check that it holds on a one-article news corpus, which is what a user's first upload looks
 like. The goal is every one of them: the combined model gets 28 of 28 direct questions and
-1 of 18 near-misses right, the feature model (``RAG_ANSWER_SCORE=judge``) 26 of 28 and 16
+5 of 18 near-misses right, the feature model (``RAG_ANSWER_SCORE=judge``) 26 of 28 and 16
 of 18. Each decision's misses are listed (``KNOWN_MISSES``) and marked as expected
 failures, so the suite says how far the product is from the goal and an improvement shows
 as XPASS.
@@ -42,29 +42,25 @@ JUDGE_MISSES = {
     "employees: the answer-type signal sees it, not strongly enough)",
     "seed-n10": "Russian workers at Yelabuga: line 9 gives the staff numbers",
 }
-# The combined model's (threshold 0.101, chosen on PIAF dev, where 95 % of the direct
+# The combined model's (threshold 0.098, chosen on PIAF dev, where 95 % of the direct
 # questions must be answered): without the corpus-size signals that told the feature model
 # a one-article corpus is on its topic throughout, a sentence on the asked topic that
 # states another place, nationality, date or count passes (docs/verifier.md).
 _ANSWERED = "answered at {} with line {} ({})"
 COMBINED_MISSES = {
-    "seed-n01": _ANSWERED.format(0.137, 3, "no Chinese engineers"),
-    "seed-n03": _ANSWERED.format(0.401, 3, "Kursk, not Rostov"),
-    "seed-n04": _ANSWERED.format(0.607, 3, "no count of soldiers"),
-    "seed-n05": _ANSWERED.format(0.484, 3, "no pay"),
-    "seed-n06": _ANSWERED.format(0.498, 4, "no arrival date"),
-    "seed-n07": _ANSWERED.format(0.55, 9, "drones made at Yelabuga, no monthly count"),
-    "seed-n08": _ANSWERED.format(0.134, 11, "no missiles delivered"),
-    "seed-n09": _ANSWERED.format(0.27, 9, "no Iranian supply"),
-    "seed-n10": _ANSWERED.format(0.633, 9, "Yelabuga's staff, no count of Russian workers"),
-    "seed-n11": _ANSWERED.format(0.477, 3, "North, not South Korean"),
-    "seed-n12": _ANSWERED.format(0.626, 3, "no minister named"),
-    "seed-n13": _ANSWERED.format(0.346, 11, "no year of the agreement"),
-    "seed-n14": _ANSWERED.format(0.329, 5, "no kilometres of roads"),
-    "seed-n15": _ANSWERED.format(0.254, 2, "Ukrainian, not American intelligence"),
-    "seed-n16": _ANSWERED.format(0.544, 9, "no yearly drone count"),
-    "seed-n17": _ANSWERED.format(0.111, 3, "no Crimea"),
-    "seed-n18": _ANSWERED.format(0.179, 9, "no African workers"),
+    "seed-n01": _ANSWERED.format(0.144, 5, "no Chinese engineers"),
+    "seed-n03": _ANSWERED.format(0.45, 4, "Kursk, not Rostov"),
+    "seed-n04": _ANSWERED.format(0.244, 6, "no count of soldiers"),
+    "seed-n05": _ANSWERED.format(0.231, 1, "no pay"),
+    "seed-n06": _ANSWERED.format(0.398, 4, "no arrival date"),
+    "seed-n07": _ANSWERED.format(0.468, 9, "drones made at Yelabuga, no monthly count"),
+    "seed-n09": _ANSWERED.format(0.403, 9, "no Iranian supply"),
+    "seed-n11": _ANSWERED.format(0.255, 3, "North, not South Korean"),
+    "seed-n12": _ANSWERED.format(0.584, 3, "no minister named"),
+    "seed-n13": _ANSWERED.format(0.232, 2, "no year of the agreement"),
+    "seed-n14": _ANSWERED.format(0.241, 5, "no kilometres of roads"),
+    "seed-n15": _ANSWERED.format(0.263, 3, "Ukrainian, not American intelligence"),
+    "seed-n16": _ANSWERED.format(0.37, 9, "no yearly drone count"),
 }
 KNOWN_MISSES = {"judge": JUDGE_MISSES, "combined": COMBINED_MISSES}.get(
     Decision.resolve(make_settings(Path("unused"))).score, {}
