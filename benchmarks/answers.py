@@ -310,9 +310,10 @@ def fit(tag: str) -> None:
 
 
 def print_bearing(outcomes: list[Outcome]) -> None:
-    """Each language's share of direct questions whose first quote bears the answer, at
-    any threshold: a verifier that ranks the answer's sentence lower quotes it less often,
-    which the cost (what is answered) does not show (docs/verifier.md, "recipes tried")."""
+    """Each language's share of direct questions whose quotes hold a gold answer, which the
+    cost (what is answered) does not show. ``collect`` asks at a threshold of 0, so all the
+    sentences the verifier reads are quoted: the share measures retrieval and the judge's
+    ranking, not the verifier's order (docs/verifier.md, "Recipes tried")."""
     for lang in TARGETS:
         direct = [o.bearing for o in outcomes if o.kind == "direct" and o.lang == lang]
         print(f"answer-bearing {lang} (all {len(direct)} direct questions): {np.mean(direct):.3f}")
