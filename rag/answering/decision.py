@@ -687,12 +687,18 @@ def _name_miss(q_names: list[str], text: _Text) -> float:
 
 def passage_of(sentence: SentenceScore, retrieval: Retrieval) -> Passage:
     """A retrieved sentence as the verifier reads it: with its chunk's title and the
-    sentence before it in the chunk (when retrieved with it)."""
+    sentence before it in the chunk (when retrieved with it). A table row (``quote`` in its
+    metadata) has no previous sentence: its labelled text holds its header, and the line
+    before it is another row, whose facts the verifier would read as the row's context (a
+    row after the asked one outscored it by its predecessor's number, tests/integration/
+    test_tables.py)."""
     title = ""
     for n in retrieval.nodes:
         if n.node.node_id == sentence.chunk_id:
             title = str(n.node.metadata.get("title", ""))
             break
+    if sentence.meta.get("quote") is not None:
+        return Passage(sentence.text, title, "")
     start = sentence.meta.get("start", 0)
     before = [
         s
