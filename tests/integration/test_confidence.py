@@ -5,8 +5,8 @@ The shipped decision (``rag/answering/decision.json``, chosen on dev questions b
 ``benchmarks/answers.py fit``: the combined model, docs/verifier.md) is fitted on PIAF
 dev questions; these questions (``tests/data/seed_questions.jsonl``), never fitted on,
 check that it holds on a one-article news corpus, which is what a user's first upload looks
-like. The goal is every one of them: the combined model gets 28 of 28 direct questions and
-5 of 18 near-misses right, the feature model (``RAG_ANSWER_SCORE=judge``) 26 of 28 and 16
+like. The goal is every one of them: the combined model gets 27 of 28 direct questions and
+4 of 18 near-misses right, the feature model (``RAG_ANSWER_SCORE=judge``) 26 of 28 and 16
 of 18. Each decision's misses are listed (``KNOWN_MISSES``) and marked as expected
 failures, so the suite says how far the product is from the goal and an improvement shows
 as XPASS.
@@ -42,25 +42,30 @@ JUDGE_MISSES = {
     "employees: the answer-type signal sees it, not strongly enough)",
     "seed-n10": "Russian workers at Yelabuga: line 9 gives the staff numbers",
 }
-# The combined model's (threshold 0.098, chosen on PIAF dev, where 95 % of the direct
+# The combined model's (threshold 0.123, chosen on PIAF dev, where 95 % of the direct
 # questions must be answered): without the corpus-size signals that told the feature model
 # a one-article corpus is on its topic throughout, a sentence on the asked topic that
-# states another place, nationality, date or count passes (docs/verifier.md).
+# states another place, nationality, date or count passes (docs/verifier.md). It ranks the
+# seed questions well (AUC 0.966) but its PIAF threshold sits below most of the article's
+# near-misses.
 _ANSWERED = "answered at {} with line {} ({})"
 COMBINED_MISSES = {
-    "seed-n01": _ANSWERED.format(0.144, 5, "no Chinese engineers"),
-    "seed-n03": _ANSWERED.format(0.45, 4, "Kursk, not Rostov"),
-    "seed-n04": _ANSWERED.format(0.244, 6, "no count of soldiers"),
-    "seed-n05": _ANSWERED.format(0.231, 1, "no pay"),
-    "seed-n06": _ANSWERED.format(0.398, 4, "no arrival date"),
-    "seed-n07": _ANSWERED.format(0.468, 9, "drones made at Yelabuga, no monthly count"),
-    "seed-n09": _ANSWERED.format(0.403, 9, "no Iranian supply"),
-    "seed-n11": _ANSWERED.format(0.255, 3, "North, not South Korean"),
-    "seed-n12": _ANSWERED.format(0.584, 3, "no minister named"),
-    "seed-n13": _ANSWERED.format(0.232, 2, "no year of the agreement"),
-    "seed-n14": _ANSWERED.format(0.241, 5, "no kilometres of roads"),
-    "seed-n15": _ANSWERED.format(0.263, 3, "Ukrainian, not American intelligence"),
-    "seed-n16": _ANSWERED.format(0.37, 9, "no yearly drone count"),
+    "seed-d03": "refused at 0.102: the question names Pyongyang and Moscow, line 2 says North "
+    "Korea, Russia",
+    "seed-n01": _ANSWERED.format(0.214, 5, "no Chinese engineers"),
+    "seed-n03": _ANSWERED.format(0.435, 4, "Kursk, not Rostov"),
+    "seed-n04": _ANSWERED.format(0.426, 6, "no count of soldiers"),
+    "seed-n05": _ANSWERED.format(0.391, 1, "no pay"),
+    "seed-n06": _ANSWERED.format(0.537, 4, "no arrival date"),
+    "seed-n07": _ANSWERED.format(0.601, 9, "drones made at Yelabuga, no monthly count"),
+    "seed-n08": _ANSWERED.format(0.151, 11, "no count of ballistic missiles"),
+    "seed-n09": _ANSWERED.format(0.327, 9, "no Iranian supply"),
+    "seed-n11": _ANSWERED.format(0.383, 3, "North, not South Korean"),
+    "seed-n12": _ANSWERED.format(0.582, 3, "no minister named"),
+    "seed-n13": _ANSWERED.format(0.339, 2, "no year of the agreement"),
+    "seed-n14": _ANSWERED.format(0.4, 5, "no kilometres of roads"),
+    "seed-n15": _ANSWERED.format(0.287, 3, "Ukrainian, not American intelligence"),
+    "seed-n16": _ANSWERED.format(0.477, 9, "no yearly drone count"),
 }
 KNOWN_MISSES = {"judge": JUDGE_MISSES, "combined": COMBINED_MISSES}.get(
     Decision.resolve(make_settings(Path("unused"))).score, {}
