@@ -28,9 +28,10 @@ Measured on single words: translations score 0.92-0.96 ("Vietnamese"/"vietnamien
 ("Vietnamese"/"chinois" 0.887), so 0.85-0.95 is mapped onto 0-1 (``ALIGN_FLOOR``,
 ``ALIGN_SPAN``). Words weigh by their corpus idf (relative to the corpus's rarest word,
 so the weights mean the same on a one-article corpus and on 1,500 passages); a word the
-corpus never contains weighs the most. Word vectors are cached per process: a question
-embeds only the words it has not met before (the ~100-200 words of its candidate sentences
-the first time, almost none once the corpus has been asked about). *Occlusion*: a question
+corpus never contains weighs the most. A judgement embeds its words together, those of
+its candidate sentences (~100-200) and then those of the quoted sentence's chunk, and never
+reuses another question's (``WordVectors``: a word's int8 vector depends on its batch
+mates). *Occlusion*: a question
 word the sentence does not speak of pulls the question away from it, so leaving that word
 out brings the two closer (``Judge._occlusion``); on a narrow corpus, where every sentence is
 on the topic, it is what separates most near-misses. *Answer type*: a "how many" or "when"
@@ -49,6 +50,7 @@ import json
 import math
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -99,7 +101,8 @@ ALIGNED_CANDIDATES = 8
 TYPE_BONUS = 0.05
 ALIGN_FLOOR = 0.85
 ALIGN_SPAN = 0.10
-WORD_CACHE = 200_000
+# Word-vector requests kept: a question asked again (a rerun, a retry) embeds nothing new.
+WORD_REQUESTS = 256
 # Question words left out one at a time to see which the sentence does not support.
 MAX_OCCLUDED = 12
 # A question word whose closest word in the context scores this much is a translation of
@@ -145,24 +148,36 @@ class Judgement:
 
 
 class WordVectors:
-    """Query-side vectors of single words, each embedded once per process."""
+    """Query-side vectors of single words, each request's words embedded together.
+
+    The int8 graph scales its activations per run, so a word's vector depends on the words
+    embedded with it. Embedding each judgement's words together, never reusing another
+    question's, makes a confidence depend on the question and what it retrieved only, not
+    on what the process was asked before: with a per-word cache, the seed article's Kursk
+    answer had 0.668 from `rag ask` and 0.690 from a server that had answered its warm-up
+    question first. Recent requests are kept whole (``WORD_REQUESTS``).
+    """
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: OrderedDict[tuple[str, ...], dict[str, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, words: Sequence[str]) -> dict[str, np.ndarray]:
+        key = tuple(sorted(set(words)))
+        if not key:
+            return {}
         with self._lock:
-            missing = sorted({w for w in words if w not in self._cache})
-        if missing:
-            vectors = self.embedder.embed_queries(missing)
-            with self._lock:
-                if len(self._cache) + len(missing) > WORD_CACHE:
-                    self._cache.clear()
-                self._cache.update(zip(missing, np.asarray(vectors, dtype=np.float32)))
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        vectors = np.asarray(self.embedder.embed_queries(list(key)), dtype=np.float32)
+        found = dict(zip(key, vectors, strict=True))
         with self._lock:
-            return {w: self._cache[w] for w in words if w in self._cache}
+            self._cache[key] = found
+            if len(self._cache) > WORD_REQUESTS:
+                self._cache.popitem(last=False)
+        return found
 
 
 @dataclass(frozen=True)
@@ -427,18 +442,17 @@ class Judge:
             return Judgement(0.0, [], {})
         head = pre[:ALIGNED_CANDIDATES]
         chunk_text = {n.node.node_id: n.node.get_content() for n in retrieval.nodes}
-        texts = [c.sentence.text for c in head]
-        read = self._read(asked, texts + (list(chunk_text.values()) if self.every_feature else []))
+        read = self._read(asked, [c.sentence.text for c in head])
         wanted = expected(question, lambda w: fold(w) in question_stopwords())
         aligned = [self._candidate(c, asked[0], wanted, read) for c in head]
         ranked = sorted(aligned, key=lambda c: -c.score) + pre[ALIGNED_CANDIDATES:]
-        features, judged = {}, None
-        if self.every_feature:
-            features = self._signals(question, *asked, retrieval, pre, ranked, chunk_text, read)
+        features = {}
+        if self.every_feature:  # over every retrieved chunk, read apart from ``read``
+            found = self._read(asked, list(chunk_text.values()), _Texts(dict(read.vectors)))
+            features = self._signals(question, *asked, retrieval, pre, ranked, chunk_text, found)
             features["max_align"] = max(c.align for c in aligned)
             features["type_miss"] = 1.0 - ranked[0].typed
             features["judge"] = self.model(features)
-            judged = (ranked[0].sentence, features["occlusion"])
         if self.score == "judge":  # the verifier is not read: only the words omitted
             shown, rest = ranked[:MAX_SHOWN], ranked[MAX_SHOWN:]
             missing = [missing_words(*asked, read[c.sentence.text]) for c in shown]
@@ -448,7 +462,7 @@ class Judge:
         features["verifier"] = ranked[0].verified
         chunk = chunk_text.get(ranked[0].sentence.chunk_id, "")
         read = self._read(asked, [chunk], read)
-        features.update(self._independent(question, asked, ranked[0], judged, chunk, read))
+        features.update(self._independent(question, asked, ranked[0], chunk, read))
         features["french"], features["dense_top"] = frenchness(question), retrieval.dense_top
         if self.combined is not None:
             features["combined"] = self.combined(features)
@@ -458,12 +472,11 @@ class Judge:
         self, asked: tuple[list[str], list[str]], texts: list[str], known: _Texts | None = None
     ) -> _Texts:
         """The texts' and the asked words' vectors (added to ``known``'s, whose texts already
-        read stay read): only words met for the first time are embedded."""
+        read stay read, for the words ``known`` lacks): embedded together (``WordVectors``)."""
         words = asked[0] + asked[1] + [w for t in texts for w in content_words(t)]
-        vectors = self.words.get(words)
         if known is None:
-            return _Texts(vectors)
-        known.vectors.update(vectors)
+            return _Texts(dict(self.words.get(words)))
+        known.vectors.update(self.words.get([w for w in words if w not in known.vectors]))
         return known
 
     def _verify(
@@ -498,22 +511,17 @@ class Judge:
         question: str,
         asked: tuple[list[str], list[str]],
         best: Candidate,
-        judged: tuple[SentenceScore, float] | None,
         chunk: str,
         read: _Texts,
     ) -> dict[str, float]:
         """The corpus-independent signals of the verifier's best sentence (``INDEPENDENT``):
         what it and its chunk say of the question's words, weighed alike (no idf), its
-        cosine, and its occlusion (``judged``: the judge's best sentence and its occlusion,
-        when computed, reused for the same sentence)."""
+        cosine, and its occlusion."""
         q_words, q_names = asked
         text, context = read[best.sentence.text], read[chunk or best.sentence.text]
         align, worst = self._alignment(q_words, text, weighted=False)
         chunk_align, _ = self._alignment(q_words, context, weighted=False)
-        if judged is not None and best.sentence is judged[0]:
-            occlusion = judged[1]
-        else:
-            occlusion = self._occlusion(question, _unsupported(q_words, context), best.sentence)
+        occlusion = self._occlusion(question, _unsupported(q_words, context), best.sentence)
         return {
             "best_cos": best.sentence.similarity,
             "best_align": align,

@@ -101,6 +101,7 @@ def test_the_sign_in_and_the_conversation_survive_reload_and_restart(data_dir: P
         sign_in(page, "rita")
         ask(page, KURSK)
         conv_id = _conversation_id(page)
+        _wait_for_the_cookie(page)  # the answer can arrive before the hidden frame loads
         (cookie,) = [c for c in page.context.cookies() if c["name"] == "rag_session"]
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert "rag_session" not in page.evaluate("document.cookie")  # no script reads it
@@ -122,11 +123,7 @@ def test_signing_out_ends_the_kept_sign_in(app_url: str) -> None:
     with chromium_page() as page:
         page.goto(app_url)
         sign_in(page, "ed")
-        page.wait_for_function(  # the hidden frame has fetched the cookie
-            "() => [...document.querySelectorAll('iframe')].some("
-            "f => f.contentDocument && f.contentDocument.title === 'Signed in')",
-            timeout=WAIT_MS,
-        )
+        _wait_for_the_cookie(page)
         old = _session_cookie(page)
         page.get_by_role("button", name="Sign out").click()
         page.get_by_role("textbox", name="Password").wait_for(timeout=WAIT_MS)
@@ -138,6 +135,16 @@ def test_signing_out_ends_the_kept_sign_in(app_url: str) -> None:
         page.get_by_role("textbox", name="Password").wait_for(timeout=WAIT_MS)
         page.wait_for_timeout(2000)  # a resumed sign-in would have shown the chat by now
         assert page.get_by_test_id("stChatInputTextArea").count() == 0
+
+
+def _wait_for_the_cookie(page) -> None:
+    """Until the hidden frame has fetched the session cookie (it loads after the sign-in,
+    beside whatever the page does next)."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('iframe')].some("
+        "f => f.contentDocument && f.contentDocument.title === 'Signed in')",
+        timeout=WAIT_MS,
+    )
 
 
 def _session_cookie(page) -> dict:
