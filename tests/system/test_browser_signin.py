@@ -99,9 +99,9 @@ def test_the_sign_in_and_the_conversation_survive_reload_and_restart(data_dir: P
     with streamlit_app(data_dir) as url, chromium_page() as page:
         page.goto(url)
         sign_in(page, "rita")
+        _wait_for_the_cookie(page)  # before a question reruns the page around the frame
         ask(page, KURSK)
         conv_id = _conversation_id(page)
-        _wait_for_the_cookie(page)  # the answer can arrive before the hidden frame loads
         (cookie,) = [c for c in page.context.cookies() if c["name"] == "rag_session"]
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert "rag_session" not in page.evaluate("document.cookie")  # no script reads it
