@@ -41,6 +41,15 @@ def versions(settings) -> list[int]:
         return [r["version"] for r in db.execute("SELECT version FROM schema_version")]
 
 
+def together(target, n: int = 8) -> None:
+    """``target`` run by ``n`` threads at once (it waits on its own barrier), all joined."""
+    threads = [threading.Thread(target=target) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_connections_switching_a_new_file_to_wal_together_all_succeed(tmp_path: Path) -> None:
     """SQLite answers "database is locked" without waiting to a connection asking for WAL
     while another switches the file (about 1 in 100 before the retry): 40 new files opened
@@ -59,11 +68,7 @@ def test_connections_switching_a_new_file_to_wal_together_all_succeed(tmp_path: 
             finally:
                 conn.close()
 
-        threads = [threading.Thread(target=first_use) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        together(first_use)
     assert errors == []
 
 
@@ -83,11 +88,7 @@ def test_processes_starting_together_apply_each_migration_once(
             errors.append(exc)
 
     app_db._migrated.clear()  # as new processes, none has checked the schema yet
-    threads = [threading.Thread(target=first_use) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    together(first_use)
     assert errors == []
     assert versions(settings) == [v for v, _, _ in migrations()]
 
