@@ -12,7 +12,7 @@ question can be asked or conversation read:
 - a file upload is refused unless the page showed this session the upload widget
   (``rag.ui.uploads``): Streamlit would otherwise hold any session's uploads in memory;
 - ``/_rag/session`` (``rag.ui.session.ROUTE``), loaded by the page's hidden frame after a
-  sign-in, is answered here with the session cookie for a valid one-time code;
+  sign-in, is answered here with the session cookie for a valid handoff code;
 - the client address the page counts failed sign-ins by (``st.context.ip_address``) is
   replaced by ``rag.security.client_key``'s, which believes ``X-Forwarded-For`` only from
   ``RAG_TRUSTED_PROXIES`` (a malformed value is answered with a 500 that names it).
@@ -32,6 +32,7 @@ import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
@@ -175,7 +176,8 @@ async def session_cookie(scope: Scope, receive: Receive, send: Send) -> None:
     from rag.ui import session
 
     code = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("n", [""])[0]
-    claimed = await run_in_threadpool(session.claim, get_settings(), code) if code else None
+    held = Request(scope).cookies.get(session.COOKIE, "")  # a second load of the frame
+    claimed = await run_in_threadpool(session.claim, get_settings(), code, held) if code else None
     if claimed is None:
         response = PlainTextResponse("This sign-in code is unknown, used or expired.", 404)
     else:  # a page, not a 204: a frame's navigation that gets no content is cancelled

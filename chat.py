@@ -211,7 +211,8 @@ def keep_signed_in(user: User) -> None:
 
 def cookie_frame() -> None:
     """The hidden frame that takes the session cookie, drawn at the same place on every run
-    after a sign-in, so it loads once (its code works once)."""
+    after a sign-in, so it loads once (a rerun can still mount it again: the session route
+    answers a second load, ``rag.ui.session.claim``)."""
     if st.session_state.get("cookie_url"):
         st.iframe(st.session_state.cookie_url, height=1, alt=COOKIE_TITLE)
 

@@ -10,9 +10,11 @@ Invariants:
   keys), with the user, the account's creation time and the expiry. A stolen database
   gives no usable cookie; signing out deletes the row, so a copied cookie stops working at
   once, which a signed stateless token could not do before it expired.
-- The handoff code is single-use and expires after ``HANDOFF_S``; it gives the token only
-  to the request that claims it, and the token is never in a URL, a log or page script
-  (``HttpOnly``: no script on the page can read it; ``SameSite=Strict``).
+- The handoff code gives a token for ``HANDOFF_S`` after the sign-in; each load of it
+  that does not hold the current token replaces it, so only the last cookie given signs
+  in (a load the browser cancelled leaves no usable token behind). After ``HANDOFF_S`` the
+  code gives nothing to a request without the token. The token is never in a URL, a log
+  or page script (``HttpOnly``: no script on the page can read it; ``SameSite=Strict``).
 - A resumed session is checked as a fresh sign-in is (``rag.ui.page.signed_in``): the
   account must still exist with the same creation time, its role is read again.
 - Everything here runs on the app's database (``rag.accounts.db``), so every server on
@@ -22,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -65,22 +68,34 @@ def begin(settings: Settings, user_name: str, user_created: float) -> tuple[str,
     return session_id, code
 
 
-def claim(settings: Settings, code: str) -> tuple[str, int] | None:
-    """The cookie's token for a handoff code and its lifetime in seconds, once; None for a
-    code unknown, used or older than ``HANDOFF_S``."""
-    now, token = time.time(), secrets.token_urlsafe(32)
+def claim(settings: Settings, code: str, held: str = "") -> tuple[str, int] | None:
+    """The cookie's token for a handoff code and its lifetime in seconds; None for a code
+    unknown, or older than ``HANDOFF_S`` on a request that does not hold its token.
+
+    The frame is mounted again when a rerun rebuilds the page around it (seen under load),
+    and the first load may then be cancelled after the server claimed its code, so the
+    browser never stored the cookie. A later load of the same code is therefore answered:
+    with the token its request already holds (``held``, if the first load's cookie was
+    stored), else, within ``HANDOFF_S``, with a new token that replaces the first one.
+    """
+    now = time.time()
     with connect(settings) as conn:
         row = conn.execute(
-            "SELECT id, expires FROM page_sessions WHERE code_sha256 = ? AND issued >= ?",
-            (_sha256(code), now - HANDOFF_S),
+            "SELECT id, issued, expires, token_sha256 FROM page_sessions WHERE code_sha256 = ?",
+            (_sha256(code),),
         ).fetchone()
         if row is None or row["expires"] <= now:
             return None
+        max_age = int(row["expires"] - now)
+        if held and row["token_sha256"] and hmac.compare_digest(_sha256(held), row["token_sha256"]):
+            return held, max_age
+        if row["issued"] < now - HANDOFF_S:
+            return None
+        token = secrets.token_urlsafe(32)
         conn.execute(
-            "UPDATE page_sessions SET code_sha256 = NULL, token_sha256 = ? WHERE id = ?",
-            (_sha256(token), row["id"]),
+            "UPDATE page_sessions SET token_sha256 = ? WHERE id = ?", (_sha256(token), row["id"])
         )
-    return token, int(row["expires"] - now)
+    return token, max_age
 
 
 def resume(settings: Settings, token: str) -> Resumed | None:

@@ -1,6 +1,6 @@
 """The chat page's kept sign-in (rag.ui.session) on a real account database: a handoff code
-works once, the cookie's token resumes the sign-in until it expires or the user signs out,
-and the database never holds a token or a code."""
+gives a cookie for a minute, the cookie's token resumes the sign-in until it expires or the
+user signs out, and the database never holds a token or a code."""
 
 from __future__ import annotations
 
@@ -27,13 +27,31 @@ def test_a_code_gives_the_cookie_once_and_the_cookie_resumes_the_sign_in(setting
     session_id, code = session.begin(settings, "rita", 123.5)
     token, max_age = session.claim(settings, code)
     assert 2 * 3600 - 5 <= max_age <= 2 * 3600
-    assert session.claim(settings, code) is None  # used
     assert session.resume(settings, token) == session.Resumed("rita", 123.5, session_id)
     assert session.resume(settings, token + "x") is None
     with sqlite3.connect(db_path(settings)) as conn:
         stored = " ".join(str(v) for row in conn.execute("SELECT * FROM page_sessions")
                           for v in row)  # fmt: skip
     assert token not in stored and code not in stored
+
+
+def test_the_frame_loaded_again_is_still_signed_in(settings, monkeypatch) -> None:
+    """A rerun can mount the hidden frame again (seen under load), cancelling its first
+    load after the server claimed the code: a second load with the first cookie keeps it;
+    one without gets a new token that replaces it; after ``HANDOFF_S`` only a request
+    holding the current token is answered."""
+    _, code = session.begin(settings, "rita", 1.0)
+    first, _ = session.claim(settings, code)
+    assert session.claim(settings, code, held=first)[0] == first
+    second, _ = session.claim(settings, code)  # the first load's cookie was never stored
+    assert second != first
+    assert session.resume(settings, first) is None
+    assert session.resume(settings, second).user_name == "rita"
+    later = time.time() + session.HANDOFF_S + 1
+    monkeypatch.setattr(session.time, "time", lambda: later)
+    assert session.claim(settings, code) is None
+    assert session.claim(settings, code, held=first) is None
+    assert session.claim(settings, code, held=second)[0] == second
 
 
 def test_signing_out_ends_the_session_wherever_its_cookie_went(settings) -> None:
