@@ -133,8 +133,17 @@ def stacked(states: list[torch.Tensor], batch: list[int]) -> tuple[torch.Tensor,
 
 
 def train(
-    model: Verifier, states: list[torch.Tensor], labels: np.ndarray, epochs: int, minutes: float
+    model: Verifier,
+    states: list[torch.Tensor],
+    labels: np.ndarray,
+    args: argparse.Namespace,
 ) -> None:
+    """Fine-tune for ``args.epochs`` passes at ``args.lr`` (encoder) and ``args.head_lr``.
+
+    The rates are options so a learning-rate check needs no edit; training stops after
+    ``args.minutes`` even mid-pass.
+    """
+    epochs, minutes = args.epochs, args.minutes
     rng = random.Random(SEED)
     plan = [batches(states, rng) for _ in range(epochs)]
     steps = sum(len(p) for p in plan)
@@ -142,7 +151,10 @@ def train(
         p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head")
     ]
     opt = torch.optim.AdamW(
-        [{"params": encoder, "lr": LR}, {"params": model.head.parameters(), "lr": HEAD_LR}],
+        [
+            {"params": encoder, "lr": args.lr},
+            {"params": model.head.parameters(), "lr": args.head_lr},
+        ],
         weight_decay=0.01,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -250,6 +262,8 @@ def main() -> None:
         "--max-pairs", type=int, default=0, help="use only the first N training pairs"
     )
     parser.add_argument("--minutes", type=float, default=60.0, help="stop training after this long")
+    parser.add_argument("--lr", type=float, default=LR, help="encoder learning rate")
+    parser.add_argument("--head-lr", type=float, default=HEAD_LR, help="head learning rate")
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args()
     TRAIN_FROM = args.train_from
@@ -263,7 +277,7 @@ def main() -> None:
     print(f"{len(seqs)} pairs, {sum(map(len, seqs))} tokens, {labels.mean():.2f} positive")
     model = Verifier(base)
     model.freeze_below(TRAIN_FROM)
-    train(model, trunk_states(base, seqs, TRAIN_FROM), labels, args.epochs, args.minutes)
+    train(model, trunk_states(base, seqs, TRAIN_FROM), labels, args)
     stored = delta(model)
     load_stored(model, stored)
     cal_seqs, cal_labels = encoded(DATA / "pairs-calib.jsonl", tokenizer)
