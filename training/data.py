@@ -18,8 +18,13 @@ sentence states the answer, 0 when it does not. Sources (counts printed by the c
   (year, number, name, nationality, counted thing) replaced by one that the passage does not
   hold; relation swaps: two names of the sentence exchanged in the question.
 - Templated French questions from sentences of PIAF passages that no fold-1 question uses,
-  of ``seeds/`` and of ``benchmarks/data/narrow`` ("Combien de X ... ?", "En quelle année
-  ... ?", "Où ... ?"), each with its near-misses and a hard negative.
+  of ``seeds/``, of ``benchmarks/data/narrow`` and of ``training/news`` ("Combien de X
+  ... ?", "En quelle année ... ?", "Où ... ?"), each with its near-misses and a hard
+  negative.
+- Hand-written French news articles (``training/news/``, invented) with natural questions
+  in both languages: each direct one with the sentence holding its answer and that
+  sentence's near-misses; each near-miss one (the article is on its topic but does not
+  state the asked fact) with the article's best BM25 sentences for it.
 
 Never used: ``benchmarks/data/narrow_heldout*`` and ``tests/data/seed_questions.jsonl``.
 """
@@ -47,6 +52,13 @@ SEED = 29
 MINED = 2
 # Sentences of the gold passage (holding no answer) kept as negatives per question.
 SIBLINGS = 2
+# Hand-written French news articles with natural direct and near-miss questions in both
+# languages (training/news/README.md): the product's use, which PIAF and the templates
+# are not. Each of their pairs is seen ``NEWS_REPEAT`` times in the epoch.
+NEWS = Path(__file__).resolve().parent / "news"
+NEWS_REPEAT = 2
+# The article's best BM25 sentences a near-miss question is paired with (negatives).
+NEWS_MINED = 3
 _SENT_END = re.compile(r"(?<=[.!?…])[»\"”’)\]]*\s+|\n+")
 _YEAR = re.compile(r"\b(1[0-9]\d\d|20[0-4]\d)\b")
 _NUMBER = re.compile(r"\b\d+(?:[ ,.]\d+)*\b")
@@ -393,7 +405,8 @@ def template_pairs(
 
 
 def documents(corpus: Corpus, held: set[str]) -> list[tuple[str, str, list[str]]]:
-    """PIAF passages that no held-out question uses, the seed article, the narrow dev corpus."""
+    """PIAF passages that no held-out question uses, the seed article, the narrow dev corpus
+    and the hand-written news articles."""
     docs = [
         (pid, p["title"], corpus.split[pid])
         for pid, p in corpus.passages.items()
@@ -402,11 +415,68 @@ def documents(corpus: Corpus, held: set[str]) -> list[tuple[str, str, list[str]]
     for path in [
         *sorted((ROOT / "seeds").glob("*.txt")),
         *sorted((ROOT / "benchmarks/data/narrow").glob("*.txt")),
+        *sorted(NEWS.glob("*.txt")),
     ]:
         lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
         sents = [s for line in lines[1:] for s in sentences(line)]
         docs.append((path.stem, lines[0], sents))
     return docs
+
+
+def article(path: Path) -> tuple[str, list[tuple[int, str]]]:
+    """A news article's title and its sentences, each with its 1-based line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return lines[0], [(n, s) for n, line in enumerate(lines, 1) if n > 1 for s in sentences(line)]
+
+
+def article_pairs(
+    title: str, sents: list[tuple[int, str]], rows: list[dict], rng: random.Random, pool: list[str]
+) -> list[Pair]:
+    """One article's pairs: each direct question with the sentence holding its answer
+    (positive), that sentence's near-misses and two other sentences (negatives); each
+    near-miss question with the article's best BM25 sentences for it (negatives)."""
+    texts = [s for _, s in sents]
+    text = " ".join(texts)
+    bm25 = bm25s.BM25()
+    bm25.index([tokenize(s) or ["_"] for s in texts], show_progress=False)
+    pairs: list[Pair] = []
+
+    def pair(q: str, k: int, label: int, kind: str, lang: str) -> Pair:
+        return Pair(q, texts[k], title, texts[k - 1] if k else "", label, kind, lang)
+
+    for row in rows:
+        q, lang = row["question"], row["lang"]
+        if row["kind"] == "direct":
+            gold = [k for k, (n, s) in enumerate(sents) if n == row["line"] and row["answer"] in s]
+            if not gold:
+                continue
+            pairs.append(pair(q, gold[0], 1, "news", lang))
+            for altered, what in near_misses(q, text, lang, rng, pool):
+                pairs.append(pair(altered, gold[0], 0, f"news_near_{what}", lang))
+            others = [k for k, s in enumerate(texts) if row["answer"] not in s]
+            picked = rng.sample(others, min(SIBLINGS, len(others)))
+            pairs += [pair(q, k, 0, "news_sibling", lang) for k in picked]
+            continue
+        n = min(NEWS_MINED, len(texts))
+        tokens = tokenize(q)
+        mined = (
+            [int(i) for i in bm25.retrieve([tokens], k=n, show_progress=False)[0][0]]
+            if tokens
+            else rng.sample(range(len(texts)), n)
+        )
+        pairs += [pair(q, k, 0, "news_near_miss", lang) for k in mined]
+    return pairs
+
+
+def news_pairs(rng: random.Random, pool: list[str]) -> list[Pair]:
+    """Every hand-written news article's pairs (``article_pairs``), ``NEWS_REPEAT`` times."""
+    rows = [r for path in sorted(NEWS.glob("questions-*.jsonl")) for r in read_jsonl(path)]
+    pairs: list[Pair] = []
+    for path in sorted(NEWS.glob("*.txt")):
+        title, sents = article(path)
+        mine = [r for r in rows if r["file"] == path.name]
+        pairs += article_pairs(title, sents, mine, rng, pool)
+    return pairs * NEWS_REPEAT
 
 
 def question_rows() -> list[dict]:
@@ -428,8 +498,11 @@ def build() -> dict[str, list[Pair]]:
     train = piaf_pairs(corpus, train_rows, rng) + template_pairs(
         documents(corpus, held), corpus, rng
     )
+    train += news_pairs(rng, corpus.names)
     rng.shuffle(train)
-    return {"train": train, "calib": piaf_pairs(corpus, calib_rows, rng)}
+    # Its own generator: the calibration pairs do not change when training sources do.
+    calib = piaf_pairs(corpus, calib_rows, random.Random(SEED))
+    return {"train": train, "calib": calib}
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ The shipped decision (``rag/answering/decision.json``, chosen on dev questions b
 dev questions; these questions (``tests/data/seed_questions.jsonl``), never fitted on,
 check that it holds on a one-article news corpus, which is what a user's first upload looks
 like. The goal is every one of them: the combined model gets 27 of 28 direct questions and
-4 of 18 near-misses right, the feature model (``RAG_ANSWER_SCORE=judge``) 26 of 28 and 16
+3 of 18 near-misses right, the feature model (``RAG_ANSWER_SCORE=judge``) 26 of 28 and 16
 of 18. Each decision's misses are listed (``KNOWN_MISSES``) and marked as expected
 failures, so the suite says how far the product is from the goal and an improvement shows
 as XPASS.
@@ -42,7 +42,7 @@ JUDGE_MISSES = {
     "employees: the answer-type signal sees it, not strongly enough)",
     "seed-n10": "Russian workers at Yelabuga: line 9 gives the staff numbers",
 }
-# The combined model's (threshold 0.123, chosen on PIAF dev, where 95 % of the direct
+# The combined model's (threshold 0.116, chosen on PIAF dev, where 95 % of the direct
 # questions must be answered): without the corpus-size signals that told the feature model
 # a one-article corpus is on its topic throughout, a sentence on the asked topic that
 # states another place, nationality, date or count passes (docs/verifier.md). It ranks the
@@ -50,22 +50,23 @@ JUDGE_MISSES = {
 # near-misses.
 _ANSWERED = "answered at {} with line {} ({})"
 COMBINED_MISSES = {
-    "seed-d03": "refused at 0.102: the question names Pyongyang and Moscow, line 2 says North "
+    "seed-d03": "refused at 0.11: the question names Pyongyang and Moscow, line 2 says North "
     "Korea, Russia",
-    "seed-n01": _ANSWERED.format(0.214, 5, "no Chinese engineers"),
-    "seed-n03": _ANSWERED.format(0.435, 4, "Kursk, not Rostov"),
-    "seed-n04": _ANSWERED.format(0.426, 6, "no count of soldiers"),
-    "seed-n05": _ANSWERED.format(0.391, 1, "no pay"),
-    "seed-n06": _ANSWERED.format(0.537, 4, "no arrival date"),
-    "seed-n07": _ANSWERED.format(0.601, 9, "drones made at Yelabuga, no monthly count"),
-    "seed-n08": _ANSWERED.format(0.151, 11, "no count of ballistic missiles"),
-    "seed-n09": _ANSWERED.format(0.327, 9, "no Iranian supply"),
-    "seed-n11": _ANSWERED.format(0.383, 3, "North, not South Korean"),
-    "seed-n12": _ANSWERED.format(0.582, 3, "no minister named"),
-    "seed-n13": _ANSWERED.format(0.339, 2, "no year of the agreement"),
-    "seed-n14": _ANSWERED.format(0.4, 5, "no kilometres of roads"),
-    "seed-n15": _ANSWERED.format(0.287, 3, "Ukrainian, not American intelligence"),
-    "seed-n16": _ANSWERED.format(0.477, 9, "no yearly drone count"),
+    "seed-n01": _ANSWERED.format(0.12, 5, "no Chinese engineers"),
+    "seed-n03": _ANSWERED.format(0.447, 4, "Kursk, not Rostov"),
+    "seed-n04": _ANSWERED.format(0.68, 3, "no count of soldiers"),
+    "seed-n05": _ANSWERED.format(0.171, 4, "no pay"),
+    "seed-n06": _ANSWERED.format(0.658, 4, "no arrival date"),
+    "seed-n07": _ANSWERED.format(0.463, 9, "drones made at Yelabuga, no monthly count"),
+    "seed-n09": _ANSWERED.format(0.235, 9, "no Iranian supply"),
+    "seed-n10": _ANSWERED.format(0.52, 9, "no count of Russian workers"),
+    "seed-n11": _ANSWERED.format(0.388, 3, "North, not South Korean"),
+    "seed-n12": _ANSWERED.format(0.509, 3, "no minister named"),
+    "seed-n13": _ANSWERED.format(0.324, 11, "no year of the agreement"),
+    "seed-n14": _ANSWERED.format(0.223, 5, "no kilometres of roads"),
+    "seed-n15": _ANSWERED.format(0.198, 2, "Ukrainian, not American intelligence"),
+    "seed-n16": _ANSWERED.format(0.272, 9, "no yearly drone count"),
+    "seed-n18": _ANSWERED.format(0.16, 9, "no African workers"),
 }
 KNOWN_MISSES = {"judge": JUDGE_MISSES, "combined": COMBINED_MISSES}.get(
     Decision.resolve(make_settings(Path("unused"))).score, {}
