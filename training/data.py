@@ -417,14 +417,13 @@ def documents(corpus: Corpus, held: set[str]) -> list[tuple[str, str, list[str]]
         *sorted((ROOT / "benchmarks/data/narrow").glob("*.txt")),
         *sorted(NEWS.glob("*.txt")),
     ]:
-        lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-        sents = [s for line in lines[1:] for s in sentences(line)]
-        docs.append((path.stem, lines[0], sents))
+        title, sents = article(path)
+        docs.append((path.stem, title, [s for _, s in sents]))
     return docs
 
 
 def article(path: Path) -> tuple[str, list[tuple[int, str]]]:
-    """A news article's title and its sentences, each with its 1-based line."""
+    """A title-on-line-1 article's title and its sentences, each with its 1-based line."""
     lines = path.read_text(encoding="utf-8").splitlines()
     return lines[0], [(n, s) for n, line in enumerate(lines, 1) if n > 1 for s in sentences(line)]
 
